@@ -1,0 +1,20 @@
+# cnnscope: a reproducible interpretability study as a Snakemake DAG of Hydra-configured steps.
+#   data (synthworld | download) -> prepare -> [train] -> extract -> dissect -> report
+# The study is config/config.yaml; each step's own config tree is config/<step>.yaml.
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/dissect.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "results/report",
+    default_target: True

@@ -1,0 +1,224 @@
+"""Network Dissection scoring: thresholds, the IoU tally in two modes, and per-unit summaries.
+
+For unit ``u`` the binary mask on image ``x`` is ``M_u(x) = up(A_u(x)) > T_u``: the feature map
+upsampled bilinearly to mask resolution (pixel centres aligned, ``align_corners=False``, like
+NetDissect-Lite's PIL resize) and compared strictly with the unit's threshold ``T_u`` (the level
+``1 - quantile`` quantile of the raw, not upsampled, activations; see :mod:`cnnscope.quantile`).
+
+Tallied over the dataset, for label ``l`` whose primary category is ``c = cat(l)``:
+
+* ``I[l, u]`` -- pixels of ``M_u`` labelled ``l``; an image-level label (scene, texture) covers the
+  whole image, so it adds ``|M_u(x)|``;
+* ``G[l]``    -- pixels labelled ``l``; an image-level label adds the whole image, ``sh * sw``;
+* ``A_c(u)``  -- the unit's activated area counted over some images only, which is where the two
+  reference implementations differ:
+
+  - ``paper`` (original NetDissect, Bau et al. 2017, the default): images that carry *any* label of
+    category ``c`` anywhere, ``A_c(u) = sum_x |M_u(x)| [x has a label of c]``;
+  - ``lite`` (NetDissect-Lite): images where the unit's *own mask* covers a pixel of category ``c``
+    (or the image has an image-level label of ``c``), which is never more than ``paper``'s, so
+    ``lite`` IoUs are greater or equal. For scene and texture the two agree.
+
+``IoU[l, u] = I[l, u] / (A_cat(l)(u) + G[l] - I[l, u])``.
+
+Everything is vectorised torch over a batch of images and all units at once (on the GPU when
+present); counts are exact (float32 per batch, accumulated in float64).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from cnnscope.data.packed import PackedDataset
+from cnnscope.quantile import HistogramQuantile, TopKQuantile
+
+IOU_MODES = ("paper", "lite")
+
+
+def unit_thresholds(
+    acts: np.ndarray,
+    quantile: float,
+    unit_range: np.ndarray | None = None,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    memory_budget: int = 2 << 30,
+    progress: bool = True,
+) -> tuple[np.ndarray, str, float]:
+    """Per-unit level ``1 - quantile`` thresholds of ``acts`` ``(N, C, h, w)``.
+
+    Returns ``(thresholds, method, max_error)``: exact top-k when its buffer fits ``memory_budget``
+    bytes (``max_error`` 0), else the histogram method with its worst-case error bound.
+    """
+    n, c = acts.shape[0], acts.shape[1]
+    per_unit = n * int(np.prod(acts.shape[2:]))
+    level = 1.0 - quantile
+    if TopKQuantile.buffer_bytes(c, per_unit, level) <= memory_budget:
+        q = TopKQuantile(c, per_unit, level, device=device)
+        method = "exact"
+    else:
+        if unit_range is None:
+            raise ValueError("the histogram quantile needs each unit's [min, max] (unit_range)")
+        rng = torch.as_tensor(unit_range, device=device)
+        q = HistogramQuantile(rng[0], rng[1], per_unit, level)
+        method = "histogram"
+    for a in tqdm(range(0, n, batch_size), desc="thresholds", disable=not progress):
+        x = torch.from_numpy(np.asarray(acts[a : a + batch_size], np.float32)).to(device)
+        q.add(x.transpose(0, 1).reshape(c, -1))
+    err = 0.0 if method == "exact" else float(q.error_bound.max())
+    return q.result().cpu().numpy(), method, err
+
+
+@dataclass
+class Tally:
+    """Exact counts over the dataset (see the module docstring for the symbols)."""
+
+    both: np.ndarray  # I, (L, C)
+    labels: np.ndarray  # G, (L,)
+    units_cat_paper: np.ndarray  # A_c(u) paper, (C, n_categories)
+    units_cat_lite: np.ndarray  # A_c(u) lite, (C, n_categories)
+    label_category: np.ndarray  # primary category index per label number, -1 if none
+    categories: list[str]
+
+    def iou(self, mode: str = "paper") -> np.ndarray:
+        """``IoU[l, u]``; 0 for label slots that are no label."""
+        if mode not in IOU_MODES:
+            raise ValueError(f"unknown iou_mode {mode!r}; use one of {', '.join(IOU_MODES)}")
+        units = self.units_cat_paper if mode == "paper" else self.units_cat_lite
+        valid = self.label_category >= 0
+        area = np.zeros_like(self.both)
+        area[valid] = units[:, self.label_category[valid]].T
+        union = area + self.labels[:, None] - self.both
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(union > 0, self.both / union, 0.0)
+        out[~valid] = 0.0
+        return out
+
+
+def tally(
+    acts: np.ndarray,
+    thresholds: np.ndarray,
+    data: PackedDataset,
+    batch_size: int = 0,
+    device: torch.device | str = "cpu",
+    max_elements: int = 1 << 25,
+    progress: bool = True,
+) -> Tally:
+    """Tally ``I``, ``G`` and both ``A_c`` over the dataset for one layer's activations."""
+    device = torch.device(device)
+    n, c = acts.shape[:2]
+    if n != len(data):
+        raise ValueError(f"activations cover {n} images but the dataset has {len(data)}")
+    sh, sw = data.meta["mask_size"]
+    p = sh * sw
+    n_labels = data.n_label_slots
+    cats = data.categories
+    ncat = len(cats)
+    label_cat = torch.as_tensor(data.label_category(), device=device)
+    thr = torch.as_tensor(thresholds, dtype=torch.float32, device=device).view(1, c, 1, 1)
+    # Batch so that the (B, C, sh*sw) unit masks stay within max_elements.
+    bs = batch_size or max(1, max_elements // (c * p))
+
+    both = torch.zeros(n_labels, c, dtype=torch.float64, device=device)
+    labels = torch.zeros(n_labels, dtype=torch.float64, device=device)
+    units_paper = torch.zeros(c, ncat, dtype=torch.float64, device=device)
+    units_lite = torch.zeros(c, ncat, dtype=torch.float64, device=device)
+
+    for a in tqdm(range(0, n, bs), desc="tally", disable=not progress):
+        x = torch.from_numpy(np.asarray(acts[a : a + bs], np.float32)).to(device)
+        b = len(x)
+        up = F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False)
+        units = (up > thr).flatten(2).float()  # (B, C, P)
+        area = units.sum(2)  # (B, C)
+
+        pix = torch.from_numpy(np.asarray(data.masks[a : a + bs]).astype(np.int64)).to(device)
+        pix = pix.flatten(2)  # (B, K, P)
+        sca = torch.from_numpy(data.scalars[a : a + bs].astype(np.int64)).to(device)  # (B, S)
+
+        # Pixel labels: intersections by index_add over labelled positions, label areas by bincount.
+        bi, ki, pi = (pix > 0).nonzero(as_tuple=True)
+        lab = pix[bi, ki, pi]
+        both.index_add_(0, lab, units[bi, :, pi].double())
+        labels += torch.bincount(lab, minlength=n_labels).double()
+        # Image-level labels cover the whole image.
+        sb, si = (sca > 0).nonzero(as_tuple=True)
+        slab = sca[sb, si]
+        both.index_add_(0, slab, area[sb].double())
+        labels.index_add_(0, slab, torch.full_like(slab, p, dtype=torch.float64))
+
+        # Category maps: pixel_cat[b, c, p] -- some layer labels pixel p with a label of category c.
+        pcat = label_cat[pix]  # (B, K, P), -1 where unlabelled
+        onehot = torch.zeros(b, ncat, p, dtype=torch.bool, device=device)
+        for ci in range(ncat):
+            onehot[:, ci] = (pcat == ci).any(1)
+        scalar_cat = torch.zeros(b, ncat, dtype=torch.bool, device=device)
+        scalar_cat[sb, label_cat[slab]] = True
+        present = onehot.any(2) | scalar_cat  # (B, ncat)
+        units_paper += torch.einsum("bu,bc->uc", area, present.float()).double()
+        inside = torch.bmm(units, onehot.float().transpose(1, 2)) > 0  # (B, C, ncat)
+        inside |= scalar_cat[:, None, :]
+        units_lite += torch.einsum("bu,buc->uc", area, inside.float()).double()
+
+    return Tally(
+        both=both.cpu().numpy(),
+        labels=labels.cpu().numpy(),
+        units_cat_paper=units_paper.cpu().numpy(),
+        units_cat_lite=units_lite.cpu().numpy(),
+        label_category=label_cat.cpu().numpy(),
+        categories=list(cats),
+    )
+
+
+def summarize(
+    iou: np.ndarray,
+    label_names: list[str],
+    label_category: np.ndarray,
+    categories: list[str],
+    detector_iou: float = 0.04,
+) -> pd.DataFrame:
+    """One row per unit: best label overall and per category, their IoUs, and detector flags."""
+    n_units = iou.shape[1]
+    out = pd.DataFrame({"unit": np.arange(n_units)})
+    best_l = iou.argmax(0)
+    out["label"] = [label_names[i] for i in best_l]
+    out["category"] = [categories[label_category[i]] if label_category[i] >= 0 else "-"
+                       for i in best_l]
+    out["iou"] = iou.max(0)
+    out["detector"] = out["iou"] > detector_iou
+    for ci, cat in enumerate(categories):
+        members = np.flatnonzero(label_category == ci)
+        if len(members) == 0:
+            continue
+        sub = iou[members]
+        out[f"{cat}_label"] = [label_names[members[i]] for i in sub.argmax(0)]
+        out[f"{cat}_iou"] = sub.max(0)
+    return out
+
+
+def unique_detectors(units: pd.DataFrame, categories: list[str], detector_iou: float) -> pd.DataFrame:
+    """Unique detectors per category under both counting rules.
+
+    * ``top_label``: each unit counts once, for its single best label (the paper's figures);
+    * ``per_category``: a unit counts in every category where its best label in that category
+      exceeds the IoU threshold.
+
+    ``detectors`` is the number of units, ``unique`` the number of distinct labels among them.
+    """
+    rows = []
+    det = units[units["detector"]]
+    for cat in categories:
+        top = det[det["category"] == cat]
+        rows.append({"rule": "top_label", "category": cat, "detectors": len(top),
+                     "unique": top["label"].nunique()})
+        if f"{cat}_iou" in units:
+            pc = units[units[f"{cat}_iou"] > detector_iou]
+            rows.append({"rule": "per_category", "category": cat, "detectors": len(pc),
+                         "unique": pc[f"{cat}_label"].nunique()})
+        else:
+            rows.append({"rule": "per_category", "category": cat, "detectors": 0, "unique": 0})
+    return pd.DataFrame(rows)

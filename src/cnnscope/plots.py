@@ -1,0 +1,49 @@
+"""Figures of the study report (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+# One colour per Broden category, used everywhere so figures read alike.
+CATEGORY_COLORS = {
+    "object": "#4c72b0",
+    "part": "#55a868",
+    "scene": "#c44e52",
+    "material": "#8172b2",
+    "texture": "#ccb974",
+    "color": "#64b5cd",
+}
+
+
+def detector_bars(detectors: dict[str, pd.DataFrame], title: str, out: Path) -> Path:
+    """Unique detectors per category, one bar group per category and one bar per layer.
+
+    ``detectors`` maps layer name -> the ``detectors.csv`` table of the dissect step; the
+    ``top_label`` rule (each unit counted once, for its best label) is plotted.
+    """
+    layers = list(detectors)
+    cats = list(CATEGORY_COLORS)
+    width = 0.8 / max(1, len(layers))
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
+    for j, layer in enumerate(layers):
+        df = detectors[layer]
+        top = df[df["rule"] == "top_label"].set_index("category")["unique"]
+        vals = [int(top.get(c, 0)) for c in cats]
+        ax.bar(np.arange(len(cats)) + (j - (len(layers) - 1) / 2) * width, vals, width,
+               label=layer, color=plt.cm.viridis(0.15 + 0.7 * j / max(1, len(layers) - 1)))
+    ax.set_xticks(np.arange(len(cats)), cats)
+    ax.set_ylabel("unique detectors")
+    ax.set_title(title)
+    ax.legend(title="layer", fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,143 @@
+"""The study report: one self-contained HTML page (figures as files beside it).
+
+Per model and layer: detectors per category (bar chart and table, both counting rules), and the top
+units by IoU with their label, category and top-activating probe images with the unit's mask overlaid
+(pixels outside the mask are dimmed, as in the NetDissect reports).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cnnscope.data.packed import PackedDataset
+from cnnscope.errors import CnnscopeError
+from cnnscope.plots import detector_bars
+
+CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;
+font-size:13px;text-align:left}th{background:#f3f3f3}img.strip{image-rendering:pixelated}
+.unit{margin:.6em 0}.meta{color:#555;font-size:13px}h2{border-bottom:2px solid #ddd}
+"""
+
+
+@dataclass
+class LayerResult:
+    model: str
+    layer: str
+    units: pd.DataFrame
+    detectors: pd.DataFrame
+    summary: dict
+    thresholds: np.ndarray
+    extract_dir: Path
+
+
+def load_layer(results: Path, dataset: str, entry: str) -> LayerResult:
+    """Read one dissected layer (``entry`` is ``<model>/<layer>``)."""
+    model, layer = entry.split("/", 1)
+    d = results / "dissect" / dataset / model / layer
+    if not (d / "units.csv").is_file():
+        raise CnnscopeError(f"{d} has no units.csv; run the dissect step for {entry}")
+    return LayerResult(
+        model, layer, pd.read_csv(d / "units.csv"), pd.read_csv(d / "detectors.csv"),
+        json.loads((d / "summary.json").read_text()), np.load(d / "thresholds.npy"),
+        results / "extract" / dataset / model / layer,
+    )
+
+
+def unit_strip(data: PackedDataset, res: LayerResult, unit: int, k: int, scale: int) -> np.ndarray:
+    """The unit's ``k`` top-activating images side by side, outside-mask pixels dimmed."""
+    maxima = np.load(res.extract_dir / "maxima.npy", mmap_mode="r")
+    acts = np.load(res.extract_dir / "activations.npy", mmap_mode="r")
+    top = np.argsort(-np.asarray(maxima[:, unit]), kind="stable")[:k]
+    h, w = data.meta["image_size"]
+    tiles = []
+    for i in top:
+        a = torch.from_numpy(np.asarray(acts[i, unit], np.float32))[None, None]
+        up = F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+        mask = up > res.thresholds[unit]
+        img = np.asarray(data.images[i]).astype(np.float32)
+        img = np.where(mask[..., None], img, img * 0.25 + 40)
+        tile = np.kron(img, np.ones((scale, scale, 1))) if scale > 1 else img
+        tiles.append(np.pad(tile, ((2, 2), (2, 2), (0, 0)), constant_values=255))
+    return np.concatenate(tiles, axis=1).clip(0, 255).astype(np.uint8)
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, float_format=lambda x: f"{x:.3f}", border=0)
+
+
+def build_report(
+    packed: Path,
+    results: Path,
+    dataset: str,
+    entries: list[str],
+    out: Path,
+    top_units: int = 8,
+    top_images: int = 5,
+) -> Path:
+    """Write ``out/index.html`` and ``out/figures/*`` for the dissected ``entries``."""
+    data = PackedDataset.open(packed)
+    layers = [load_layer(results, dataset, e) for e in entries]
+    figs = out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    h = data.meta["image_size"][0]
+    scale = max(1, 96 // h)
+    models = list(dict.fromkeys(r.model for r in layers))
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>cnnscope report</title>",
+        f"<style>{CSS}</style></head><body><h1>cnnscope study report</h1>",
+        f"<p class='meta'>Probe dataset <b>{html.escape(dataset)}</b> ({len(data)} images, "
+        f"{len(data.meta['labels'])} concepts in {len(data.categories)} categories). "
+        f"Models: {html.escape(', '.join(models))}. Generated "
+        f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}.</p>",
+    ]
+    train_rows = []
+    for m in models:
+        metrics = results / "train" / m / "metrics.json"
+        if metrics.is_file():
+            met = json.loads(metrics.read_text())
+            train_rows.append({"model": m, "val_accuracy": met["val_accuracy"],
+                               "train_accuracy": met["train_accuracy"], "chance": met["chance"],
+                               "seconds": met["seconds_total"]})
+    if train_rows:
+        parts += ["<h2>Models trained in the pipeline</h2>", _table(pd.DataFrame(train_rows))]
+    for m in models:
+        mine = [r for r in layers if r.model == m]
+        fig = detector_bars({r.layer: r.detectors for r in mine},
+                            f"{m}: unique detectors per category", figs / f"{m}_detectors.png")
+        parts += [f"<h2>{html.escape(m)}</h2>",
+                  f"<img src='figures/{fig.name}' alt='detectors of {html.escape(m)}'>"]
+        for r in mine:
+            s = r.summary
+            parts.append(
+                f"<h3>{html.escape(m)} / {html.escape(r.layer)}</h3><p class='meta'>"
+                f"{s['detectors']} of {s['units']} units are detectors ({s['iou_mode']} IoU, "
+                f"quantile {s['quantile']}, thresholds {s['threshold_method']}).</p>"
+            )
+            det = r.detectors.pivot(index="category", columns="rule", values="unique")
+            parts.append(_table(det.reset_index()))
+            top = r.units.sort_values("iou", ascending=False).head(top_units)
+            for _, u in top.iterrows():
+                unit = int(u["unit"])
+                name = f"{m}_{r.layer}_unit{unit}.png".replace("/", "_")
+                Image.fromarray(unit_strip(data, r, unit, top_images, scale)).save(figs / name)
+                parts.append(
+                    f"<div class='unit'><b>unit {unit}</b>: {html.escape(str(u['label']))} "
+                    f"({html.escape(str(u['category']))}), IoU {u['iou']:.3f}<br>"
+                    f"<img class='strip' src='figures/{name}' alt='unit {unit} top images'></div>"
+                )
+    parts.append("</body></html>")
+    index = out / "index.html"
+    index.write_text("\n".join(parts))
+    return index

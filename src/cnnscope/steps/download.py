@@ -1,0 +1,32 @@
+"""Step ``download``: fetch (resumably), verify and unpack a real Broden release."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from cnnscope.data.broden import BrodenDataset
+from cnnscope.data.download import fetch, unpack
+from cnnscope.errors import DownloadError
+from cnnscope.io import write_yaml
+from cnnscope.steps.runner import run_step
+
+log = logging.getLogger("cnnscope")
+
+
+def body(cfg: dict) -> None:
+    ds = cfg["dataset"]
+    if ds["source"] != "broden" or not ds["url"]:
+        raise DownloadError(f"dataset {ds['name']!r} has no download URL (source={ds['source']})")
+    archive = Path(cfg["cache_dir"]) / f"{ds['name']}.zip"
+    if not archive.exists():
+        fetch(ds["url"], archive, ds["size_bytes"], ds["sha256"], cfg["timeout_s"],
+              cfg["retries"], cfg["progress"])
+    out = unpack(archive, Path(cfg["out"]), progress=cfg["progress"])
+    BrodenDataset(out)  # refuse (loudly) anything the loader cannot read
+    write_yaml(out / "download.yaml", cfg)
+    log.info("download: %s unpacked to %s (archive kept at %s)", ds["name"], out, archive)
+
+
+if __name__ == "__main__":
+    run_step("download", body)

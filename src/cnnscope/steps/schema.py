@@ -1,0 +1,160 @@
+"""Typed schemas of every step's config, registered in Hydra's ConfigStore.
+
+Each ``config/<step>.yaml`` starts its defaults list with ``<step>_schema``, so a misspelt key or a
+wrongly typed value (on the command line, in the YAML, or in the study config) fails before any work.
+The Snakefile composes the same configs to pass each rule its own part as plain-dict params.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    """Which network (see :class:`cnnscope.models.registry.ModelSpec`)."""
+
+    source: str = "builtin"  # torchvision | builtin | checkpoint
+    arch: str = MISSING
+    weights: str | None = None  # torchvision weights enum member, or DEFAULT
+    checkpoint: str | None = None
+    num_classes: int | None = None
+    width: int = 24
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+@dataclass
+class DatasetConfig:
+    """A probe dataset: the synthetic world, or a real Broden release to download."""
+
+    name: str = MISSING
+    source: str = "broden"  # broden | synthworld
+    url: str | None = None
+    sha256: str | None = None  # expected archive digest, when known
+    size_bytes: int | None = None  # expected archive size, when known
+
+
+@dataclass
+class WorldConfig:
+    """Size and seed of the generated probe set (:class:`cnnscope.data.synthworld.WorldSpec`)."""
+
+    n_images: int = 480
+    image_size: int = 64
+    seed: int = 0
+    texture_fraction: float = 0.2
+    two_object_fraction: float = 0.3
+    val_fraction: float = 0.2
+
+
+@dataclass
+class SynthworldStep:
+    world: WorldConfig = field(default_factory=WorldConfig)
+    out: str = MISSING
+    progress: bool = True
+
+
+@dataclass
+class DownloadStep:
+    dataset: DatasetConfig = MISSING
+    out: str = MISSING  # the unpacked dataset directory
+    cache_dir: str = "data/downloads"  # where the (resumable) archive is kept
+    timeout_s: float = 60.0
+    retries: int = 3
+    progress: bool = True
+
+
+@dataclass
+class PrepareStep:
+    dataset_dir: str = MISSING
+    out: str = MISSING
+    workers: int = 2
+    progress: bool = True
+
+
+@dataclass
+class TrainParams:
+    image_size: int = 64
+    n_train: int = 6000
+    n_val: int = 1000
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+@dataclass
+class TrainStep:
+    model: ModelConfig = MISSING
+    train: TrainParams = field(default_factory=TrainParams)
+    out: str = MISSING
+    threads: int = 1
+    progress: bool = True
+
+
+@dataclass
+class ExtractStep:
+    model: ModelConfig = MISSING
+    layer: str = MISSING
+    packed: str = MISSING
+    out: str = MISSING
+    batch_size: int = 64
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # autocast on the GPU
+    store_dtype: str = "float16"  # float16 | float32
+    threads: int = 1
+    progress: bool = True
+
+
+@dataclass
+class DissectStep:
+    activations: str = MISSING  # an extract step's output directory
+    packed: str = MISSING
+    out: str = MISSING
+    quantile: float = 0.005  # top fraction of activations that is "on"
+    iou_mode: str = "paper"  # paper (original NetDissect) | lite (NetDissect-Lite)
+    detector_iou: float = 0.04
+    device: str = "auto"
+    batch_size: int = 0  # 0: sized from max_elements
+    max_elements: int = 33554432  # unit-mask elements per tally batch
+    memory_budget_mb: int = 2048  # exact quantile buffer limit, else histogram
+    threads: int = 1
+    progress: bool = True
+
+
+@dataclass
+class ReportStep:
+    layers: list[str] = MISSING  # "<model>/<layer>" entries
+    probe: str = MISSING  # the probe dataset's name (results/dissect/<probe>/...)
+    results: str = "results"
+    packed: str = MISSING
+    out: str = MISSING
+    top_units: int = 8
+    top_images: int = 5
+
+
+STEP_SCHEMAS = {
+    "synthworld": SynthworldStep,
+    "download": DownloadStep,
+    "prepare": PrepareStep,
+    "train": TrainStep,
+    "extract": ExtractStep,
+    "dissect": DissectStep,
+    "report": ReportStep,
+}
+
+
+def register() -> None:
+    """Register every step schema (as ``<step>_schema``) and the group schemas."""
+    cs = ConfigStore.instance()
+    for name, node in STEP_SCHEMAS.items():
+        cs.store(name=f"{name}_schema", node=node)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
+
+
+register()

@@ -1,0 +1,100 @@
+# Helpers shared by the rules: config validation, per-job Hydra configs, paths.
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from cnnscope.errors import CnnscopeError
+from cnnscope.models.registry import ModelSpec, check_layers
+from cnnscope.steps.compose import compose_step, hydra_value, overrides, shell_args
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+PYTHON = sys.executable
+ROOT = Path(workflow.basedir)
+DATASET = config["dataset"]
+DATA_DIR = config.get("data_dir", "data")
+GPU = 1 if config.get("gpu", False) else 0
+MODELS = {m["name"]: m for m in config["models"]}
+PACKED = f"results/prepare/{DATASET}"
+
+# Source files each step runs: inputs, so editing them reruns the step (`python -m` is not
+# seen by Snakemake's code trigger on its own).
+_LIB = "src/cnnscope"
+CODE = {
+    "synthworld": ["data/synthworld.py", "data/render.py"],
+    "download": ["data/download.py", "data/broden.py"],
+    "prepare": ["data/packed.py", "data/broden.py"],
+    "train": ["training.py", "models/builtin.py", "data/synthworld.py", "data/render.py"],
+    "extract": ["features.py", "models/registry.py", "models/builtin.py"],
+    "dissect": ["dissection.py", "quantile.py", "data/packed.py"],
+    "report": ["report.py", "plots.py"],
+}
+
+
+def code(step):
+    shared = ["steps/runner.py", "steps/schema.py", "io.py"]
+    return [f"{_LIB}/{p}" for p in [f"steps/{step}.py", *CODE[step], *shared]]
+
+
+def study_overrides(step):
+    """The study's overrides for every job of `step` (config.yaml `steps.<step>`)."""
+    return overrides(config.get("steps", {}).get(step) or {})
+
+
+def model_overrides(name):
+    """Select the model's config group and apply its overrides and checkpoint."""
+    m = MODELS[name]
+    items = [f"model={m['model']}", *overrides({f"model.{k}": v for k, v in m.get("overrides", {}).items()})]
+    if m.get("train"):
+        items.append(f"model.checkpoint='results/train/{name}/model.pt'")
+    elif m.get("checkpoint"):
+        items.append(f"model.checkpoint={m['checkpoint']!r}")
+    return items
+
+
+def step_params(step, items):
+    """Rule params: `cfg` (plain dict, tracked by Snakemake) and `args` (for the shell)."""
+    return {"cfg": compose_step(step, items), "args": shell_args(items)}
+
+
+def dataset_dir(wildcards):
+    if wildcards.dataset == "synthworld":
+        return f"results/synthworld/{wildcards.dataset}"
+    return f"{DATA_DIR}/{wildcards.dataset}"
+
+
+def checkpoint_input(wildcards):
+    return [f"results/train/{wildcards.model}"] if MODELS[wildcards.model].get("train") else []
+
+
+def layer_targets():
+    return [(name, layer) for name, m in MODELS.items() for layer in m["layers"]]
+
+
+def _check_study():
+    """Fail before any job on an unknown model, layer or untrainable model."""
+    for name, m in MODELS.items():
+        try:
+            spec = ModelSpec(**compose_step("extract", model_overrides(name))["model"])
+        except CnnscopeError:
+            raise
+        except Exception as e:
+            raise ValueError(
+                f"study config: model {name!r} -> config/model/{m['model']}.yaml: {e}"
+            ) from e
+        if m.get("train") and spec.source != "builtin":
+            raise ValueError(f"study config: model {name!r} has train: true but is not built-in")
+        check_layers(spec, m["layers"], name)
+
+
+try:
+    _check_study()
+except CnnscopeError as e:
+    raise WorkflowError(f"study config: {e}") from None
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_]+",
+    model="[A-Za-z0-9_.-]+",
+    layer="[A-Za-z0-9_.]+",
