@@ -47,7 +47,7 @@ class LayerCapture:
                 f"layer output must be a (batch, channels, height, width) tensor to dissect, got "
                 f"{type(output).__name__} {getattr(output, 'shape', '')}; choose a conv layer"
             )
-        self.output = output.detach().float()  # a copy: a later in-place ReLU cannot touch it
+        self.output = output.detach().to(torch.float32, copy=True)  # a later in-place op cannot touch it
         if self.stop:
             raise _StopForward
 

@@ -95,19 +95,28 @@ class HistogramQuantile:
         idx = scaled.floor().clamp_(0, self.bins - 1).long()
         self.counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
 
-    def result(self) -> torch.Tensor:
-        if self.seen != self.n:
-            raise ValueError(f"HistogramQuantile saw {self.seen} of {self.n} values per unit")
-        # Rank r (0-based) of the target; the bin whose cumulative count first exceeds r holds it.
-        r = _position(self.n, self.level)
-        cum = self.counts.cumsum(1)
-        b = torch.searchsorted(cum, torch.full((len(cum), 1), r, dtype=cum.dtype, device=cum.device),
-                               right=True).clamp_(max=self.bins - 1).squeeze(1)
+    def _at_rank(self, cum: torch.Tensor, r: int) -> torch.Tensor:
+        """Estimate of the value of 0-based rank ``r``: inside the bin that holds that rank."""
+        target = torch.full((len(cum), 1), float(r), dtype=cum.dtype, device=cum.device)
+        b = torch.searchsorted(cum, target, right=True).clamp_(max=self.bins - 1).squeeze(1)
         before = torch.where(b > 0, cum.gather(1, (b - 1).clamp(min=0)[:, None]).squeeze(1), 0.0)
         inbin = self.counts.gather(1, b[:, None]).squeeze(1).clamp(min=1)
         frac = ((r - before + 0.5) / inbin).clamp(0, 1).float()
-        width = (self.hi - self.lo) / self.bins
-        return self.lo + (b.float() + frac) * width
+        return self.lo + (b.float() + frac) * (self.hi - self.lo) / self.bins
+
+    def result(self) -> torch.Tensor:
+        """Linear interpolation between the estimates of the two ranks around the target.
+
+        Each rank's estimate lies in the same bin as its true value, so the interpolated estimate
+        is within one bin width of the exact (interpolated) quantile.
+        """
+        if self.seen != self.n:
+            raise ValueError(f"HistogramQuantile saw {self.seen} of {self.n} values per unit")
+        cum = self.counts.cumsum(1)
+        pos = _position(self.n, self.level)
+        lo, hi = math.floor(pos), math.ceil(pos)
+        v_lo, v_hi = self._at_rank(cum, lo), self._at_rank(cum, hi)
+        return v_lo + (pos - lo) * (v_hi - v_lo)
 
     def state_dict(self) -> dict:
         return {"counts": self.counts.cpu(), "seen": self.seen}

@@ -1,0 +1,146 @@
+"""Download and unpack a Broden-format zip served from 127.0.0.1: clean, resumed, corrupt."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from cnnscope.data.broden import BrodenDataset
+from cnnscope.data.download import fetch, unpack
+from cnnscope.errors import DownloadError
+
+
+class _Server:
+    """A loopback HTTP server for one file, honouring Range; can cut the first response short."""
+
+    def __init__(self, payload: bytes, cut_first_at: int | None = None, ranges: bool = True):
+        self.payload, self.cut, self.ranges = payload, cut_first_at, ranges
+        self.requests: list[str | None] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                outer.requests.append(rng)
+                data, start = outer.payload, 0
+                if rng and outer.ranges:
+                    start = int(rng.split("=")[1].split("-")[0])
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if outer.cut is not None and len(outer.requests) == 1:
+                    self.wfile.write(body[: outer.cut])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/broden1_224.zip"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def archive(world, tmp_path_factory) -> bytes:
+    """The synthetic world zipped as Broden's zips are: everything under ``broden1_224/``."""
+    path = tmp_path_factory.mktemp("zip") / "broden1_224.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(world.rglob("*")):
+            if f.is_file():
+                zf.write(f, Path("broden1_224") / f.relative_to(world))
+    return path.read_bytes()
+
+
+def test_clean_download_unpacks_a_readable_dataset(archive, tmp_path):
+    digest = hashlib.sha256(archive).hexdigest()
+    with _Server(archive) as srv:
+        zp = fetch(srv.url, tmp_path / "dl" / "broden1_224.zip", size_bytes=len(archive),
+                   sha256=digest, progress=False)
+    assert zp.read_bytes() == archive
+    out = unpack(zp, tmp_path / "broden1_224", progress=False)
+    assert len(BrodenDataset(out)) == 60
+    assert srv.requests == [None]
+
+
+def test_interrupted_download_resumes_with_range(archive, tmp_path):
+    half = len(archive) // 2
+    with _Server(archive, cut_first_at=half) as srv:
+        zp = fetch(srv.url, tmp_path / "broden1_224.zip", retries=2, progress=False)
+    assert zp.read_bytes() == archive
+    assert srv.requests[0] is None
+    assert srv.requests[1] == f"bytes={half}-"
+
+
+def test_partial_file_from_a_killed_run_is_resumed(archive, tmp_path):
+    dest = tmp_path / "broden1_224.zip"
+    dest.with_name(dest.name + ".part").write_bytes(archive[:1000])
+    with _Server(archive) as srv:
+        fetch(srv.url, dest, progress=False)
+    assert dest.read_bytes() == archive and srv.requests == ["bytes=1000-"]
+
+
+def test_server_without_range_support_restarts_cleanly(archive, tmp_path):
+    dest = tmp_path / "broden1_224.zip"
+    dest.with_name(dest.name + ".part").write_bytes(b"stale bytes")
+    with _Server(archive, ranges=False) as srv:
+        fetch(srv.url, dest, progress=False)
+    assert dest.read_bytes() == archive
+
+
+def test_checksum_mismatch_deletes_the_archive(archive, tmp_path):
+    dest = tmp_path / "broden1_224.zip"
+    with _Server(archive) as srv, pytest.raises(DownloadError, match="SHA-256 .* does not match"):
+        fetch(srv.url, dest, sha256="0" * 64, progress=False)
+    assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+
+
+def test_size_mismatch_is_refused_before_downloading(archive, tmp_path):
+    with _Server(archive) as srv, pytest.raises(DownloadError, match="size_bytes=5"):
+        fetch(srv.url, tmp_path / "x.zip", size_bytes=5, progress=False)
+
+
+def test_corrupt_archive_fails_its_crc_and_leaves_nothing(archive, tmp_path):
+    bad = bytearray(archive)
+    with zipfile.ZipFile(__import__("io").BytesIO(archive)) as zf:
+        info = zf.getinfo("broden1_224/index.csv")
+    pos = info.header_offset + 30 + len(info.filename) + 5  # inside the member's data
+    bad[pos] ^= 0xFF
+    zp = tmp_path / "broden1_224.zip"
+    zp.write_bytes(bytes(bad))
+    with pytest.raises(DownloadError, match="corrupt|CRC"):
+        unpack(zp, tmp_path / "broden1_224", progress=False)
+    assert not (tmp_path / "broden1_224").exists()
+    assert not zp.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_truncated_archive_is_not_a_zip(archive, tmp_path):
+    zp = tmp_path / "broden1_224.zip"
+    zp.write_bytes(archive[: len(archive) // 3])
+    with pytest.raises(DownloadError, match="not a zip archive"):
+        unpack(zp, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
