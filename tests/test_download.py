@@ -78,8 +78,13 @@ def archive(world, tmp_path_factory) -> bytes:
 def test_clean_download_unpacks_a_readable_dataset(archive, tmp_path):
     digest = hashlib.sha256(archive).hexdigest()
     with _Server(archive) as srv:
-        zp = fetch(srv.url, tmp_path / "dl" / "broden1_224.zip", size_bytes=len(archive),
-                   sha256=digest, progress=False)
+        zp = fetch(
+            srv.url,
+            tmp_path / "dl" / "broden1_224.zip",
+            size_bytes=len(archive),
+            sha256=digest,
+            progress=False,
+        )
     assert zp.read_bytes() == archive
     out = unpack(zp, tmp_path / "broden1_224", progress=False)
     assert len(BrodenDataset(out)) == 60

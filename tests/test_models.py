@@ -34,8 +34,9 @@ def test_checkpoint_with_module_prefix_loads_identically(tmp_path):
     net = ConvNet(num_classes=12, width=8)
     wrapped = {"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}
     torch.save(wrapped, tmp_path / "ckpt.pt")
-    loaded = load_model(ModelSpec("checkpoint", "convnet", checkpoint=str(tmp_path / "ckpt.pt"),
-                                  num_classes=12, width=8))
+    loaded = load_model(
+        ModelSpec("checkpoint", "convnet", checkpoint=str(tmp_path / "ckpt.pt"), num_classes=12, width=8)
+    )
     x = torch.randn(2, 3, 32, 32)
     net.eval()
     assert torch.allclose(loaded.module(x), net(x))
@@ -45,8 +46,9 @@ def test_checkpoint_with_module_prefix_loads_identically(tmp_path):
 def test_checkpoint_that_does_not_fit_says_so(tmp_path):
     torch.save(ConvNet(num_classes=3, width=8).state_dict(), tmp_path / "c.pt")
     with pytest.raises(ModelError, match="does not fit convnet"):
-        load_model(ModelSpec("builtin", "convnet", checkpoint=str(tmp_path / "c.pt"),
-                             num_classes=12, width=8))
+        load_model(
+            ModelSpec("builtin", "convnet", checkpoint=str(tmp_path / "c.pt"), num_classes=12, width=8)
+        )
     with pytest.raises(ModelError, match="does not exist"):
         load_model(ModelSpec("builtin", "convnet", checkpoint=str(tmp_path / "missing.pt")))
 
@@ -71,8 +73,11 @@ def test_unknown_weights_name_lists_valid_ones():
 
 
 def test_torchvision_preprocessing_comes_from_the_weights(monkeypatch):
-    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict",
-                        lambda self, *a, **k: torchvision.models.resnet18().state_dict())
+    monkeypatch.setattr(
+        torchvision.models.WeightsEnum,
+        "get_state_dict",
+        lambda self, *a, **k: torchvision.models.resnet18().state_dict(),
+    )
     loaded = load_model(ModelSpec("torchvision", "resnet18", weights="DEFAULT"))
     assert loaded.mean == pytest.approx((0.485, 0.456, 0.406))
     assert loaded.std == pytest.approx((0.229, 0.224, 0.225))

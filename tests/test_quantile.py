@@ -10,8 +10,10 @@ from cnnscope.dissection import unit_thresholds
 from cnnscope.quantile import HistogramQuantile, TopKQuantile
 
 
-@pytest.mark.parametrize("n,level,chunk", [(1000, 0.995, 97), (5, 0.5, 2), (4000, 0.9, 4000),
-                                           (777, 0.995, 1), (10, 1.0, 3), (10, 0.0, 3)])
+@pytest.mark.parametrize(
+    "n,level,chunk",
+    [(1000, 0.995, 97), (5, 0.5, 2), (4000, 0.9, 4000), (777, 0.995, 1), (10, 1.0, 3), (10, 0.0, 3)],
+)
 def test_topk_equals_numpy_quantile(n, level, chunk):
     rng = np.random.default_rng(n)
     data = rng.standard_normal((6, n)).astype(np.float32)

@@ -22,7 +22,13 @@ def test_files_and_columns_follow_broden(world):
     with open(world / "index.csv") as f:
         assert f.readline().strip().split(",") == list(INDEX_COLUMNS)
     assert [r["name"] for r in _rows(world / "category.csv")] == [
-        "color", "object", "part", "material", "scene", "texture"]
+        "color",
+        "object",
+        "part",
+        "material",
+        "scene",
+        "texture",
+    ]
     with open(world / "label.csv") as f:
         assert f.readline().strip() == "number,name,category,frequency,coverage,syns"
     for cat in ("color", "object", "part", "material", "scene", "texture"):
@@ -33,8 +39,19 @@ def test_files_and_columns_follow_broden(world):
 def test_vocabulary_sizes_meet_the_spec():
     assert len(render.OBJECTS) >= 12 and len(render.PARTS) >= 4
     assert len(render.MATERIALS) >= 4 and len(render.TEXTURES) >= 10 and len(render.SCENES) >= 4
-    assert render.COLOR_NAMES == ("black", "blue", "brown", "green", "grey", "orange", "pink",
-                                  "purple", "red", "white", "yellow")
+    assert render.COLOR_NAMES == (
+        "black",
+        "blue",
+        "brown",
+        "green",
+        "grey",
+        "orange",
+        "pink",
+        "purple",
+        "red",
+        "white",
+        "yellow",
+    )
 
 
 def test_masks_are_half_resolution_and_decode_to_known_labels(world):
@@ -66,8 +83,12 @@ def test_multi_category_label_and_primary_category(world):
     assert ";texture(" in rows["chequered"]["category"]
     ds = BrodenDataset(world)
     cheq = next(lb for lb in ds.labels.values() if lb.name == "chequered")
-    cov = {c: float(r["coverage"]) for c in ("material", "texture")
-           for r in _rows(world / f"c_{c}.csv") if r["name"] == "chequered"}
+    cov = {
+        c: float(r["coverage"])
+        for c in ("material", "texture")
+        for r in _rows(world / f"c_{c}.csv")
+        if r["name"] == "chequered"
+    }
     assert cheq.primary == max(cov, key=cov.get)
     assert set(cheq.categories) == {"material", "texture"}
 
@@ -104,6 +125,8 @@ def test_generation_is_deterministic(tmp_path):
     generate(b, WorldSpec(n_images=8, image_size=32, seed=1), progress=False)
     generate(c, WorldSpec(n_images=8, image_size=32, seed=2), progress=False)
     assert filecmp.cmp(a / "index.csv", b / "index.csv", shallow=False)
-    same = [filecmp.cmp(a / "images/synth/000003.jpg", x / "images/synth/000003.jpg",
-                        shallow=False) for x in (b, c)]
+    same = [
+        filecmp.cmp(a / "images/synth/000003.jpg", x / "images/synth/000003.jpg", shallow=False)
+        for x in (b, c)
+    ]
     assert same == [True, False]

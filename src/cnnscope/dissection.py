@@ -186,8 +186,7 @@ def summarize(
     out = pd.DataFrame({"unit": np.arange(n_units)})
     best_l = iou.argmax(0)
     out["label"] = [label_names[i] for i in best_l]
-    out["category"] = [categories[label_category[i]] if label_category[i] >= 0 else "-"
-                       for i in best_l]
+    out["category"] = [categories[label_category[i]] if label_category[i] >= 0 else "-" for i in best_l]
     out["iou"] = iou.max(0)
     out["detector"] = out["iou"] > detector_iou
     for ci, cat in enumerate(categories):
@@ -213,12 +212,19 @@ def unique_detectors(units: pd.DataFrame, categories: list[str], detector_iou: f
     det = units[units["detector"]]
     for cat in categories:
         top = det[det["category"] == cat]
-        rows.append({"rule": "top_label", "category": cat, "detectors": len(top),
-                     "unique": top["label"].nunique()})
+        rows.append(
+            {"rule": "top_label", "category": cat, "detectors": len(top), "unique": top["label"].nunique()}
+        )
         if f"{cat}_iou" in units:
             pc = units[units[f"{cat}_iou"] > detector_iou]
-            rows.append({"rule": "per_category", "category": cat, "detectors": len(pc),
-                         "unique": pc[f"{cat}_label"].nunique()})
+            rows.append(
+                {
+                    "rule": "per_category",
+                    "category": cat,
+                    "detectors": len(pc),
+                    "unique": pc[f"{cat}_label"].nunique(),
+                }
+            )
         else:
             rows.append({"rule": "per_category", "category": cat, "detectors": 0, "unique": 0})
     return pd.DataFrame(rows)

@@ -14,6 +14,7 @@ on the GPU when there is one (with autocast there) and on the CPU otherwise.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +60,8 @@ class LayerCapture:
         self._handle.remove()
 
     def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        try:
+        with contextlib.suppress(_StopForward):
             model(x)
-        except _StopForward:
-            pass
         assert self.output is not None, "the hooked layer was not reached by the forward pass"
         return self.output
 
@@ -102,8 +101,7 @@ def extract_layer(
             with torch.autocast(device.type, enabled=use_amp):
                 y = cap(loaded.module, x)
             if acts is None:
-                acts = open_memmap(out / "activations.npy", "w+", np.dtype(store_dtype),
-                                   (n, *y.shape[1:]))
+                acts = open_memmap(out / "activations.npy", "w+", np.dtype(store_dtype), (n, *y.shape[1:]))
                 maxima = np.empty((n, y.shape[1]), np.float32)
             if store_dtype == "float16" and y.abs().max().item() > FLOAT16_MAX:
                 raise CnnscopeError(

@@ -36,8 +36,13 @@ def detector_bars(detectors: dict[str, pd.DataFrame], title: str, out: Path) -> 
         df = detectors[layer]
         top = df[df["rule"] == "top_label"].set_index("category")["unique"]
         vals = [int(top.get(c, 0)) for c in cats]
-        ax.bar(np.arange(len(cats)) + (j - (len(layers) - 1) / 2) * width, vals, width,
-               label=layer, color=plt.cm.viridis(0.15 + 0.7 * j / max(1, len(layers) - 1)))
+        ax.bar(
+            np.arange(len(cats)) + (j - (len(layers) - 1) / 2) * width,
+            vals,
+            width,
+            label=layer,
+            color=plt.cm.viridis(0.15 + 0.7 * j / max(1, len(layers) - 1)),
+        )
     ax.set_xticks(np.arange(len(cats)), cats)
     ax.set_ylabel("unique detectors")
     ax.set_title(title)

@@ -74,9 +74,7 @@ class TopKQuantile:
 class HistogramQuantile:
     """Per-unit quantile from equal-width histograms over known ``[lo, hi]``; error <= bin width."""
 
-    def __init__(
-        self, lo: torch.Tensor, hi: torch.Tensor, n: int, level: float, bins: int = 8192
-    ) -> None:
+    def __init__(self, lo: torch.Tensor, hi: torch.Tensor, n: int, level: float, bins: int = 8192) -> None:
         self.lo = lo.float()
         self.hi = torch.maximum(hi.float(), self.lo + 1e-12)
         self.n, self.level, self.bins = n, level, bins

@@ -49,8 +49,12 @@ def load_layer(results: Path, dataset: str, entry: str) -> LayerResult:
     if not (d / "units.csv").is_file():
         raise CnnscopeError(f"{d} has no units.csv; run the dissect step for {entry}")
     return LayerResult(
-        model, layer, pd.read_csv(d / "units.csv"), pd.read_csv(d / "detectors.csv"),
-        json.loads((d / "summary.json").read_text()), np.load(d / "thresholds.npy"),
+        model,
+        layer,
+        pd.read_csv(d / "units.csv"),
+        pd.read_csv(d / "detectors.csv"),
+        json.loads((d / "summary.json").read_text()),
+        np.load(d / "thresholds.npy"),
         results / "extract" / dataset / model / layer,
     )
 
@@ -107,17 +111,28 @@ def build_report(
         metrics = results / "train" / m / "metrics.json"
         if metrics.is_file():
             met = json.loads(metrics.read_text())
-            train_rows.append({"model": m, "val_accuracy": met["val_accuracy"],
-                               "train_accuracy": met["train_accuracy"], "chance": met["chance"],
-                               "seconds": met["seconds_total"]})
+            train_rows.append(
+                {
+                    "model": m,
+                    "val_accuracy": met["val_accuracy"],
+                    "train_accuracy": met["train_accuracy"],
+                    "chance": met["chance"],
+                    "seconds": met["seconds_total"],
+                }
+            )
     if train_rows:
         parts += ["<h2>Models trained in the pipeline</h2>", _table(pd.DataFrame(train_rows))]
     for m in models:
         mine = [r for r in layers if r.model == m]
-        fig = detector_bars({r.layer: r.detectors for r in mine},
-                            f"{m}: unique detectors per category", figs / f"{m}_detectors.png")
-        parts += [f"<h2>{html.escape(m)}</h2>",
-                  f"<img src='figures/{fig.name}' alt='detectors of {html.escape(m)}'>"]
+        fig = detector_bars(
+            {r.layer: r.detectors for r in mine},
+            f"{m}: unique detectors per category",
+            figs / f"{m}_detectors.png",
+        )
+        parts += [
+            f"<h2>{html.escape(m)}</h2>",
+            f"<img src='figures/{fig.name}' alt='detectors of {html.escape(m)}'>",
+        ]
         for r in mine:
             s = r.summary
             parts.append(

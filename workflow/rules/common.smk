@@ -1,4 +1,5 @@
 # Helpers shared by the rules: config validation, per-job Hydra configs, paths.
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,12 @@ from cnnscope.steps.compose import compose_step, hydra_value, overrides, shell_a
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-PYTHON = sys.executable
+# Steps run as `python -m cnnscope.steps.<step>`: this interpreter's directory goes first on PATH so
+# they run in the environment Snakemake runs in (under --use-conda, the rule's env comes first).
+os.environ["PATH"] = os.pathsep.join(
+    [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+)
+ENV = "../envs/cnnscope.yaml"
 ROOT = Path(workflow.basedir)
 DATASET = config["dataset"]
 DATA_DIR = config.get("data_dir", "data")
@@ -25,7 +31,12 @@ CODE = {
     "synthworld": ["data/synthworld.py", "data/render.py"],
     "download": ["data/download.py", "data/broden.py"],
     "prepare": ["data/packed.py", "data/broden.py"],
-    "train": ["training.py", "models/builtin.py", "data/synthworld.py", "data/render.py"],
+    "train": [
+        "training.py",
+        "models/builtin.py",
+        "data/synthworld.py",
+        "data/render.py",
+    ],
     "extract": ["features.py", "models/registry.py", "models/builtin.py"],
     "dissect": ["dissection.py", "quantile.py", "data/packed.py"],
     "report": ["report.py", "plots.py"],
@@ -45,7 +56,10 @@ def study_overrides(step):
 def model_overrides(name):
     """Select the model's config group and apply its overrides and checkpoint."""
     m = MODELS[name]
-    items = [f"model={m['model']}", *overrides({f"model.{k}": v for k, v in m.get("overrides", {}).items()})]
+    items = [
+        f"model={m['model']}",
+        *overrides({f"model.{k}": v for k, v in m.get("overrides", {}).items()}),
+    ]
     if m.get("train"):
         items.append(f"model.checkpoint='results/train/{name}/model.pt'")
     elif m.get("checkpoint"):
@@ -64,8 +78,20 @@ def dataset_dir(wildcards):
     return f"{DATA_DIR}/{wildcards.dataset}"
 
 
+def extract_items(wc):
+    return [
+        *model_overrides(wc.model),
+        f"layer={wc.layer}",
+        *study_overrides("extract"),
+    ]
+
+
 def checkpoint_input(wildcards):
-    return [f"results/train/{wildcards.model}"] if MODELS[wildcards.model].get("train") else []
+    return (
+        [f"results/train/{wildcards.model}"]
+        if MODELS[wildcards.model].get("train")
+        else []
+    )
 
 
 def layer_targets():
@@ -84,7 +110,9 @@ def _check_study():
                 f"study config: model {name!r} -> config/model/{m['model']}.yaml: {e}"
             ) from e
         if m.get("train") and spec.source != "builtin":
-            raise ValueError(f"study config: model {name!r} has train: true but is not built-in")
+            raise ValueError(
+                f"study config: model {name!r} has train: true but is not built-in"
+            )
         check_layers(spec, m["layers"], name)
 
 

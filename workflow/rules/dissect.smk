@@ -8,15 +8,17 @@ rule dissect:
         code=code("dissect"),
     output:
         directory("results/dissect/{dataset}/{model}/{layer}"),
-    params:
-        **step_params("dissect", study_overrides("dissect")),
-    threads: 1
-    resources:
-        gpu=GPU,
     log:
         "results/logs/dissect/{dataset}/{model}/{layer}.log",
     benchmark:
         "results/benchmarks/dissect/{dataset}/{model}/{layer}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        gpu=GPU,
+    params:
+        **step_params("dissect", study_overrides("dissect")),
     shell:
-        "{PYTHON} -m cnnscope.steps.dissect {params.args} activations={input.activations}"
+        "python -m cnnscope.steps.dissect {params.args} activations={input.activations}"
         " packed={input.packed} out={output} threads={threads} > {log} 2>&1"

@@ -6,19 +6,25 @@ REPORT_ITEMS = [f"layers={hydra_value(LAYERS)}", f"probe={DATASET}"]
 
 rule report:
     input:
-        dissect=expand("results/dissect/{dataset}/{entry}", dataset=DATASET, entry=LAYERS),
-        extract=expand("results/extract/{dataset}/{entry}", dataset=DATASET, entry=LAYERS),
+        dissect=expand(
+            "results/dissect/{dataset}/{entry}", dataset=DATASET, entry=LAYERS
+        ),
+        extract=expand(
+            "results/extract/{dataset}/{entry}", dataset=DATASET, entry=LAYERS
+        ),
         train=[f"results/train/{m}" for m, spec in MODELS.items() if spec.get("train")],
         packed=PACKED,
         code=code("report"),
     output:
         directory("results/report"),
-    params:
-        **step_params("report", [*REPORT_ITEMS, *study_overrides("report")]),
     log:
         "results/logs/report.log",
     benchmark:
         "results/benchmarks/report.tsv"
+    conda:
+        ENV
+    params:
+        **step_params("report", [*REPORT_ITEMS, *study_overrides("report")]),
     shell:
-        "{PYTHON} -m cnnscope.steps.report {params.args} packed={input.packed}"
+        "python -m cnnscope.steps.report {params.args} packed={input.packed}"
         " out={output} > {log} 2>&1"

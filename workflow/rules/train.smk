@@ -6,13 +6,19 @@ rule train:
         code=code("train"),
     output:
         directory("results/train/{model}"),
-    params:
-        cfg=lambda wc: compose_step("train", [*model_overrides(wc.model), *study_overrides("train")]),
-        args=lambda wc: shell_args([*model_overrides(wc.model), *study_overrides("train")]),
-    threads: 1
     log:
         "results/logs/train/{model}.log",
     benchmark:
         "results/benchmarks/train/{model}.tsv"
+    conda:
+        ENV
+    threads: 1
+    params:
+        cfg=lambda wc: compose_step(
+            "train", [*model_overrides(wc.model), *study_overrides("train")]
+        ),
+        args=lambda wc: shell_args(
+            [*model_overrides(wc.model), *study_overrides("train")]
+        ),
     shell:
-        "{PYTHON} -m cnnscope.steps.train {params.args} out={output} threads={threads} > {log} 2>&1"
+        "python -m cnnscope.steps.train {params.args} out={output} threads={threads} > {log} 2>&1"

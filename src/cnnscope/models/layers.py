@@ -18,7 +18,6 @@ def resolve_layer(model: nn.Module, name: str, model_name: str = "model") -> nn.
     if not name or name not in modules:
         valid = layer_names(model)
         raise ModelError(
-            f"unknown layer {name!r} for {model_name}. Valid layers ({len(valid)}): "
-            + ", ".join(valid)
+            f"unknown layer {name!r} for {model_name}. Valid layers ({len(valid)}): " + ", ".join(valid)
         )
     return modules[name]

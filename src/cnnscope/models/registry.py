@@ -72,8 +72,7 @@ def _check_arch(spec: ModelSpec) -> None:
         known = list(BUILTIN) + known
     if spec.arch not in known:
         raise ModelError(
-            f"unknown model {spec.arch!r} for source {spec.source!r}. Valid names: "
-            + ", ".join(known)
+            f"unknown model {spec.arch!r} for source {spec.source!r}. Valid names: " + ", ".join(known)
         )
 
 

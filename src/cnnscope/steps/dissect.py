@@ -29,32 +29,58 @@ def body(cfg: dict) -> None:
     device = pick_device(cfg["device"])
     acts = np.load(src / "activations.npy", mmap_mode="r")
     thresholds, method, err = unit_thresholds(
-        acts, cfg["quantile"], np.load(src / "unit_range.npy"), device=device,
-        memory_budget=cfg["memory_budget_mb"] << 20, progress=cfg["progress"],
+        acts,
+        cfg["quantile"],
+        np.load(src / "unit_range.npy"),
+        device=device,
+        memory_budget=cfg["memory_budget_mb"] << 20,
+        progress=cfg["progress"],
     )
-    counts = tally(acts, thresholds, data, batch_size=cfg["batch_size"], device=device,
-                   max_elements=cfg["max_elements"], progress=cfg["progress"])
+    counts = tally(
+        acts,
+        thresholds,
+        data,
+        batch_size=cfg["batch_size"],
+        device=device,
+        max_elements=cfg["max_elements"],
+        progress=cfg["progress"],
+    )
     iou = counts.iou(cfg["iou_mode"])
-    units = summarize(iou, data.label_names(), counts.label_category, counts.categories,
-                      cfg["detector_iou"])
+    units = summarize(iou, data.label_names(), counts.label_category, counts.categories, cfg["detector_iou"])
     detectors = unique_detectors(units, counts.categories, cfg["detector_iou"])
     with atomic_dir(cfg["out"]) as tmp:
         units.to_csv(tmp / "units.csv", index=False)
         detectors.to_csv(tmp / "detectors.csv", index=False)
         np.save(tmp / "thresholds.npy", thresholds)
         np.save(tmp / "iou.npy", iou.astype(np.float32))
-        np.savez_compressed(tmp / "tally.npz", both=counts.both, labels=counts.labels,
-                            units_cat_paper=counts.units_cat_paper,
-                            units_cat_lite=counts.units_cat_lite)
-        write_json(tmp / "summary.json", {
-            "units": len(units), "detectors": int(units["detector"].sum()),
-            "threshold_method": method, "threshold_max_error": err,
-            "iou_mode": cfg["iou_mode"], "quantile": cfg["quantile"], "device": str(device),
-        })
+        np.savez_compressed(
+            tmp / "tally.npz",
+            both=counts.both,
+            labels=counts.labels,
+            units_cat_paper=counts.units_cat_paper,
+            units_cat_lite=counts.units_cat_lite,
+        )
+        write_json(
+            tmp / "summary.json",
+            {
+                "units": len(units),
+                "detectors": int(units["detector"].sum()),
+                "threshold_method": method,
+                "threshold_max_error": err,
+                "iou_mode": cfg["iou_mode"],
+                "quantile": cfg["quantile"],
+                "device": str(device),
+            },
+        )
         write_yaml(tmp / "config.yaml", cfg)
-    log.info("dissect: %d of %d units are detectors (IoU > %s, %s mode) -> %s",
-             int(units["detector"].sum()), len(units), cfg["detector_iou"], cfg["iou_mode"],
-             cfg["out"])
+    log.info(
+        "dissect: %d of %d units are detectors (IoU > %s, %s mode) -> %s",
+        int(units["detector"].sum()),
+        len(units),
+        cfg["detector_iou"],
+        cfg["iou_mode"],
+        cfg["out"],
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,15 @@ def body(cfg: dict) -> None:
         raise DownloadError(f"dataset {ds['name']!r} has no download URL (source={ds['source']})")
     archive = Path(cfg["cache_dir"]) / f"{ds['name']}.zip"
     if not archive.exists():
-        fetch(ds["url"], archive, ds["size_bytes"], ds["sha256"], cfg["timeout_s"],
-              cfg["retries"], cfg["progress"])
+        fetch(
+            ds["url"],
+            archive,
+            ds["size_bytes"],
+            ds["sha256"],
+            cfg["timeout_s"],
+            cfg["retries"],
+            cfg["progress"],
+        )
     out = unpack(archive, Path(cfg["out"]), progress=cfg["progress"])
     BrodenDataset(out)  # refuse (loudly) anything the loader cannot read
     write_yaml(out / "download.yaml", cfg)

@@ -19,14 +19,22 @@ def body(cfg: dict) -> None:
     loaded = load_model(ModelSpec(**cfg["model"]), device)
     with atomic_dir(cfg["out"]) as tmp:
         info = extract_layer(
-            loaded, cfg["layer"], data.images, tmp, batch_size=cfg["batch_size"], device=device,
-            amp=cfg["amp"], store_dtype=cfg["store_dtype"], model_name=cfg["model"]["arch"],
+            loaded,
+            cfg["layer"],
+            data.images,
+            tmp,
+            batch_size=cfg["batch_size"],
+            device=device,
+            amp=cfg["amp"],
+            store_dtype=cfg["store_dtype"],
+            model_name=cfg["model"]["arch"],
             progress=cfg["progress"],
         )
         write_json(tmp / "meta.json", {**info, "device": str(device)})
         write_yaml(tmp / "config.yaml", cfg)
-    log.info("extract: %s %s %s on %s -> %s", cfg["model"]["arch"], cfg["layer"], info["shape"],
-             device, cfg["out"])
+    log.info(
+        "extract: %s %s %s on %s -> %s", cfg["model"]["arch"], cfg["layer"], info["shape"], device, cfg["out"]
+    )
 
 
 if __name__ == "__main__":

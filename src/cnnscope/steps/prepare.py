@@ -17,8 +17,13 @@ def body(cfg: dict) -> None:
     with atomic_dir(cfg["out"]) as tmp:
         pack(dataset, tmp, workers=cfg["workers"], progress=cfg["progress"])
         write_yaml(tmp / "config.yaml", cfg)
-    log.info("prepare: packed %d images, %d labels from %s into %s", len(dataset),
-             len(dataset.labels), cfg["dataset_dir"], cfg["out"])
+    log.info(
+        "prepare: packed %d images, %d labels from %s into %s",
+        len(dataset),
+        len(dataset.labels),
+        cfg["dataset_dir"],
+        cfg["out"],
+    )
 
 
 if __name__ == "__main__":

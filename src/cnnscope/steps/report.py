@@ -15,8 +15,15 @@ log = logging.getLogger("cnnscope")
 def body(cfg: dict) -> None:
     out = Path(cfg["out"])
     with atomic_dir(out) as tmp:
-        build_report(Path(cfg["packed"]), Path(cfg["results"]), cfg["probe"], cfg["layers"], tmp,
-                     cfg["top_units"], cfg["top_images"])
+        build_report(
+            Path(cfg["packed"]),
+            Path(cfg["results"]),
+            cfg["probe"],
+            cfg["layers"],
+            tmp,
+            cfg["top_units"],
+            cfg["top_images"],
+        )
         write_yaml(tmp / "config.yaml", cfg)
     log.info("report: %s", (out / "index.html").resolve())
 

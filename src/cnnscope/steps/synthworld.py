@@ -16,8 +16,7 @@ def body(cfg: dict) -> None:
     with atomic_dir(cfg["out"]) as tmp:
         generate(tmp, spec, progress=cfg["progress"])
         write_yaml(tmp / "config.yaml", cfg)
-    log.info("synthworld: %d images of %dpx written to %s", spec.n_images, spec.image_size,
-             cfg["out"])
+    log.info("synthworld: %d images of %dpx written to %s", spec.n_images, spec.image_size, cfg["out"])
 
 
 if __name__ == "__main__":

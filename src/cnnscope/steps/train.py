@@ -28,9 +28,14 @@ def body(cfg: dict) -> None:
         torch.save({"state_dict": net.state_dict(), "arch": spec.arch}, tmp / "model.pt")
         write_json(tmp / "metrics.json", metrics)
         write_yaml(tmp / "config.yaml", cfg)
-    log.info("train: %s val accuracy %.3f (chance %.3f) in %.0fs; checkpoint %s/model.pt",
-             spec.arch, metrics["val_accuracy"], metrics["chance"], metrics["seconds_total"],
-             cfg["out"])
+    log.info(
+        "train: %s val accuracy %.3f (chance %.3f) in %.0fs; checkpoint %s/model.pt",
+        spec.arch,
+        metrics["val_accuracy"],
+        metrics["chance"],
+        metrics["seconds_total"],
+        cfg["out"],
+    )
 
 
 if __name__ == "__main__":

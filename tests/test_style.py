@@ -1,0 +1,42 @@
+"""The code style the project holds itself to: ruff, snakefmt, and a clean ``snakemake --lint``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+BIN = Path(sys.executable).parent
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_ruff_is_clean():
+    res = _run(str(BIN / "ruff"), "check", "src", "tests")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = _run(str(BIN / "ruff"), "format", "--check", "src", "tests")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_snakefmt_is_clean():
+    res = _run(str(BIN / "snakefmt"), "--check", "Snakefile", "workflow/rules")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_snakemake_lint_is_clean():
+    res = _run(sys.executable, "-m", "snakemake", "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in res.stdout + res.stderr, (
+        res.stdout + res.stderr
+    )
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- test-command -->", 1)[1].split("```bash\n", 1)[1].split("\n```", 1)[0]
+    res = _run("bash", ".ci/run", "--print")
+    assert res.returncode == 0 and res.stdout.strip() == block.strip()
+    assert block.strip().endswith("pytest") and "pip install -e '.[test]'" in block

@@ -1,0 +1,167 @@
+"""The Snakemake DAG end to end on a tiny study: runs to the report, reruns nothing when nothing
+changed, reruns exactly dissect and report when the quantile changes, and rejects bad studies
+before any job runs. Also dry-runs the real-Broden study config."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+TINY = {
+    "dataset": "synthworld",
+    "data_dir": "data",
+    "gpu": False,
+    "models": [
+        {
+            "name": "tiny",
+            "model": "convnet",
+            "train": True,
+            "layers": ["conv2", "conv5"],
+            "overrides": {"width": 8},
+        }
+    ],
+    "steps": {
+        "synthworld": {"world.n_images": 40, "world.image_size": 32},
+        "train": {"train.steps": 20, "train.n_train": 120, "train.n_val": 60, "train.image_size": 32},
+        "dissect": {"quantile": 0.005},
+        "report": {"top_units": 2, "top_images": 2},
+    },
+}
+
+
+def _copy_repo(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in ("Snakefile", "workflow", "config", "src"):
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / item)
+    return dest
+
+
+def _snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CNNSCOPE_CONFIG_DIR": str(cwd / "config")}
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/default", "--cores", "2", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _planned_jobs(res: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> count from the dry run's "Job stats" table."""
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = res.stdout + res.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[1]
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+        if m.group(1) != "total"
+    }
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    repo = _copy_repo(tmp_path_factory.mktemp("study"))
+    (repo / "config" / "config.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    res = _snakemake(repo)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return repo
+
+
+def test_study_runs_to_the_report(study):
+    html = (study / "results" / "report" / "index.html").read_text()
+    assert "tiny / conv5" in html and "tiny / conv2" in html
+    assert "unique detectors" not in html or (study / "results/report/figures").is_dir()
+    for step in (
+        "synthworld/synthworld",
+        "prepare/synthworld",
+        "train/tiny",
+        "extract/synthworld/tiny/conv5",
+        "dissect/synthworld/tiny/conv5",
+        "report",
+    ):
+        assert (study / "results" / step / "config.yaml").is_file(), step
+    assert (study / "results" / "benchmarks" / "dissect" / "synthworld" / "tiny" / "conv5.tsv").is_file()
+
+
+def test_nothing_to_do_after_a_finished_run(study):
+    assert _planned_jobs(_snakemake(study, "-n")) == {}
+
+
+def test_changing_the_quantile_reruns_only_dissect_and_report(study, tmp_path):
+    cfg = yaml.safe_load((study / "config" / "config.yaml").read_text())
+    cfg["steps"]["dissect"]["quantile"] = 0.01
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    jobs = _planned_jobs(_snakemake(study, "-n", "--configfile", str(changed)))
+    assert jobs == {"dissect": 2, "report": 1, "all": 1}
+
+
+def test_editing_a_step_config_default_reruns_that_step(study):
+    path = study / "config" / "dissect.yaml"
+    original = path.read_text()
+    try:
+        path.write_text(original.replace("detector_iou: 0.04", "detector_iou: 0.05"))
+        jobs = _planned_jobs(_snakemake(study, "-n"))
+        assert jobs == {"dissect": 2, "report": 1, "all": 1}
+    finally:
+        path.write_text(original)
+
+
+def test_editing_library_code_reruns_its_step(study):
+    """A real edit (Snakemake compares checksums, so a bare touch does not count)."""
+    code = study / "src" / "cnnscope" / "dissection.py"
+    original = code.read_text()
+    try:
+        code.write_text(original + "\n# an edit\n")
+        jobs = _planned_jobs(_snakemake(study, "-n"))
+        assert jobs == {"dissect": 2, "report": 1, "all": 1}
+    finally:
+        code.write_text(original)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (
+            {"models": [{"name": "m", "model": "convnet", "train": True, "layers": ["conv9"]}]},
+            r"unknown layer 'conv9' for m.*conv5",
+        ),
+        ({"modles": []}, r"modles"),
+        ({"dataset": "broden2"}, r"broden2"),
+        (
+            {"models": [{"name": "m", "model": "resnet18", "train": True, "layers": ["layer4"]}]},
+            r"train: true but is not built-in",
+        ),
+    ],
+)
+def test_bad_study_fails_before_any_job(study, tmp_path, change, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**TINY, **change}))
+    work = _copy_repo(tmp_path / "repo")
+    (work / "config" / "config.yaml").write_text(bad.read_text())
+    res = _snakemake(work)
+    assert res.returncode != 0
+    assert re.search(message, res.stdout + res.stderr, re.S), res.stdout + res.stderr
+    assert not (work / "results").exists()
+
+
+def test_real_broden_study_dry_runs(tmp_path):
+    work = _copy_repo(tmp_path)
+    jobs = _planned_jobs(_snakemake(work, "-n", "--configfile", "config/studies/broden_imagenet.yaml"))
+    assert jobs == {"download": 1, "prepare": 1, "extract": 2, "dissect": 2, "report": 1, "all": 1}
