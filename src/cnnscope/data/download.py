@@ -1,0 +1,158 @@
+"""Resumable, verified download and unpacking of a Broden release.
+
+The archive is fetched into ``<cache>/<name>.zip.part`` with HTTP ``Range`` requests, so an
+interrupted download (a dropped connection, a killed job) continues where it stopped. Only a complete
+archive whose size (``Content-Length``/``Content-Range``, and ``size_bytes`` when configured), SHA-256
+(when configured) and per-member zip CRCs all check out is renamed to ``<name>.zip`` and unpacked;
+a corrupt one is deleted, so no later run trusts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from pathlib import Path
+
+from tqdm import tqdm
+
+from cnnscope.errors import DownloadError
+from cnnscope.io import atomic_dir
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 20
+
+
+def sha256sum(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _total_size(resp, offset: int) -> int | None:
+    """The full size of the resource, from ``Content-Range`` (206) or ``Content-Length`` (200)."""
+    cr = resp.headers.get("Content-Range")
+    if cr and "/" in cr and not cr.endswith("/*"):
+        return int(cr.rsplit("/", 1)[1])
+    cl = resp.headers.get("Content-Length")
+    return offset + int(cl) if cl is not None else None
+
+
+def fetch(
+    url: str,
+    dest: Path,
+    size_bytes: int | None = None,
+    sha256: str | None = None,
+    timeout_s: float = 60.0,
+    retries: int = 3,
+    progress: bool = True,
+) -> Path:
+    """Download ``url`` to ``dest``, resuming a ``dest.part`` left by an earlier attempt."""
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    total: int | None = None
+    for attempt in range(1, retries + 2):
+        have = part.stat().st_size if part.exists() else 0
+        req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+                if have and resp.status == 200:  # the server ignored Range: start over
+                    log.info("server does not resume; restarting %s", url)
+                    have = 0
+                    part.unlink()
+                total = _total_size(resp, have)
+                if size_bytes is not None and total is not None and total != size_bytes:
+                    raise DownloadError(
+                        f"{url} is {total} bytes but size_bytes={size_bytes} is expected; "
+                        "check the dataset config (config/dataset/*.yaml)"
+                    )
+                with open(part, "ab") as f, tqdm(
+                    total=total, initial=have, unit="B", unit_scale=True,
+                    desc=dest.name, disable=not progress,
+                ) as bar:
+                    while block := resp.read(CHUNK):
+                        f.write(block)
+                        bar.update(len(block))
+        except urllib.error.HTTPError as e:
+            if e.code == 416 and have:  # nothing left to fetch: the part is complete
+                total = have
+            else:
+                raise DownloadError(f"cannot download {url}: HTTP {e.code} {e.reason}") from e
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+            log.warning("attempt %d of %s failed: %s", attempt, url, e)
+            if attempt > retries:
+                raise DownloadError(
+                    f"cannot download {url} after {attempt} attempts ({e}). The partial file "
+                    f"{part} is kept and a rerun resumes it; or download the file by hand to {dest}."
+                ) from e
+            continue
+        got = part.stat().st_size
+        if total is None or got == total:
+            break
+        log.warning("attempt %d ended at %d of %d bytes; resuming", attempt, got, total)
+    else:
+        raise DownloadError(f"download of {url} did not complete after {retries + 1} attempts")
+    _verify(part, url, total, size_bytes, sha256)
+    os.replace(part, dest)
+    return dest
+
+
+def _verify(
+    part: Path, url: str, total: int | None, size_bytes: int | None, sha256: str | None
+) -> None:
+    got = part.stat().st_size
+    expected = size_bytes if size_bytes is not None else total
+    if expected is not None and got != expected:
+        part.unlink()
+        raise DownloadError(f"{url}: got {got} bytes, expected {expected}; deleted, rerun to retry")
+    if sha256:
+        digest = sha256sum(part)
+        if digest != sha256.lower():
+            part.unlink()
+            raise DownloadError(
+                f"{url}: SHA-256 {digest} does not match the expected {sha256}; the corrupt "
+                "archive was deleted, rerun to download it again"
+            )
+
+
+def _dataset_root(extracted: Path) -> Path:
+    """The directory holding ``index.csv`` (Broden zips wrap everything in ``<name>/``)."""
+    hits = sorted(extracted.rglob("index.csv"), key=lambda p: len(p.parts))
+    if not hits:
+        raise DownloadError("the archive has no index.csv; it is not a Broden dataset")
+    return hits[0].parent
+
+
+def unpack(archive: Path, out: Path, progress: bool = True) -> Path:
+    """Check every member's CRC, then unpack the dataset atomically into ``out``."""
+    archive, out = Path(archive), Path(out)
+    if not zipfile.is_zipfile(archive):
+        archive.unlink(missing_ok=True)
+        raise DownloadError(f"{archive} is not a zip archive (truncated or corrupt); deleted it, rerun")
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            bad = zf.testzip()
+            if bad is not None:
+                raise DownloadError(f"{archive}: member {bad} fails its CRC check")
+            with atomic_dir(out) as tmp:
+                members = zf.infolist()
+                for m in tqdm(members, desc=f"unpack {archive.name}", disable=not progress):
+                    zf.extract(m, tmp / "_zip")
+                root = _dataset_root(tmp / "_zip")
+                for item in root.iterdir():
+                    shutil.move(str(item), tmp / item.name)
+                shutil.rmtree(tmp / "_zip")
+    except (zipfile.BadZipFile, DownloadError, OSError, EOFError, zlib.error) as e:
+        archive.unlink(missing_ok=True)
+        if isinstance(e, DownloadError):
+            raise DownloadError(f"{e}; deleted the archive, rerun to download it again") from e
+        raise DownloadError(f"{archive} is corrupt ({e}); deleted it, rerun to download again") from e
+    return out
