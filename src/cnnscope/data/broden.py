@@ -82,9 +82,7 @@ class BrodenDataset:
         self.records: list[Record] = self._read_index()
 
     def _read_labels(self) -> dict[int, Label]:
-        rows = _read_csv(
-            self.root / "label.csv", ("number", "name", "category", "frequency", "coverage")
-        )
+        rows = _read_csv(self.root / "label.csv", ("number", "name", "category", "frequency", "coverage"))
         coverage: dict[int, dict[str, float]] = {}
         for cat in self.categories:
             path = self.root / f"c_{cat}.csv"

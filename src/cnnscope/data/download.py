@@ -74,10 +74,17 @@ def fetch(
                         f"{url} is {total} bytes but size_bytes={size_bytes} is expected; "
                         "check the dataset config (config/dataset/*.yaml)"
                     )
-                with open(part, "ab") as f, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True,
-                    desc=dest.name, disable=not progress,
-                ) as bar:
+                with (
+                    open(part, "ab") as f,
+                    tqdm(
+                        total=total,
+                        initial=have,
+                        unit="B",
+                        unit_scale=True,
+                        desc=dest.name,
+                        disable=not progress,
+                    ) as bar,
+                ):
                     while block := resp.read(CHUNK):
                         f.write(block)
                         bar.update(len(block))
@@ -105,9 +112,7 @@ def fetch(
     return dest
 
 
-def _verify(
-    part: Path, url: str, total: int | None, size_bytes: int | None, sha256: str | None
-) -> None:
+def _verify(part: Path, url: str, total: int | None, size_bytes: int | None, sha256: str | None) -> None:
     got = part.stat().st_size
     expected = size_bytes if size_bytes is not None else total
     if expected is not None and got != expected:

@@ -100,8 +100,12 @@ def pack(dataset: BrodenDataset, out: str | Path, workers: int = 2, progress: bo
             "images": [r.image for r in recs],
             "splits": [r.split for r in recs],
             "labels": [
-                {"number": lb.number, "name": lb.name, "primary": lb.primary,
-                 "categories": list(lb.categories)}
+                {
+                    "number": lb.number,
+                    "name": lb.name,
+                    "primary": lb.primary,
+                    "categories": list(lb.categories),
+                }
                 for lb in sorted(dataset.labels.values(), key=lambda x: x.number)
             ],
         },
@@ -122,9 +126,7 @@ class PackedDataset:
     def open(cls, root: str | Path) -> PackedDataset:
         root = Path(root)
         if not (root / "meta.json").is_file():
-            raise DatasetError(
-                f"{root} is not a packed dataset (no meta.json); run the prepare step first"
-            )
+            raise DatasetError(f"{root} is not a packed dataset (no meta.json); run the prepare step first")
         meta = read_json(root / "meta.json")
         if meta.get("format_version") != FORMAT_VERSION:
             raise DatasetError(f"{root} was packed by another cnnscope version; re-run prepare")

@@ -119,14 +119,16 @@ SHAPES: dict[str, Callable[[Frame], np.ndarray]] = {
     "square": lambda f: np.maximum(np.abs(f.u), np.abs(f.v)) <= 0.68,
     "triangle": _polygon(_regular(3, 0.95)),
     "star": _polygon(_star()),
-    "cross": lambda f: ((np.abs(f.u) < 0.27) & (np.abs(f.v) < 0.85))
-    | ((np.abs(f.v) < 0.27) & (np.abs(f.u) < 0.85)),
+    "cross": lambda f: (
+        ((np.abs(f.u) < 0.27) & (np.abs(f.v) < 0.85)) | ((np.abs(f.v) < 0.27) & (np.abs(f.u) < 0.85))
+    ),
     "hexagon": _polygon(_regular(6, 0.85, phase=0.0)),
     "ellipse": lambda f: (f.u / 0.95) ** 2 + (f.v / 0.5) ** 2 <= 1.0,
     "diamond": lambda f: np.abs(f.u) / 0.6 + np.abs(f.v) / 0.95 <= 1.0,
-    "heart": lambda f: ((f.u / 0.8) ** 2 + (-f.v / 0.8 + 0.25) ** 2 - 1) ** 3
-    - (f.u / 0.8) ** 2 * (-f.v / 0.8 + 0.25) ** 3
-    <= 0,
+    "heart": lambda f: (
+        ((f.u / 0.8) ** 2 + (-f.v / 0.8 + 0.25) ** 2 - 1) ** 3 - (f.u / 0.8) ** 2 * (-f.v / 0.8 + 0.25) ** 3
+        <= 0
+    ),
     "ring": lambda f: (f.u**2 + f.v**2 <= 0.9**2) & (f.u**2 + f.v**2 >= 0.5**2),
     "crescent": lambda f: (f.u**2 + f.v**2 <= 0.85**2) & ((f.u - 0.4) ** 2 + f.v**2 > 0.65**2),
     "arrow": _polygon(_ARROW),
@@ -178,9 +180,7 @@ def texture_pattern(name: str, rng: np.random.Generator, size: int) -> np.ndarra
         tri = np.abs(((freq * xr * 2) % 2) - 1)
         return (np.sin(s * (yr + 0.08 * tri) + ph) > 0).astype(np.float32)
     if name == "grid":
-        return ((np.abs(np.sin(s * x + ph)) < 0.25) | (np.abs(np.sin(s * y + ph)) < 0.25)).astype(
-            np.float32
-        )
+        return ((np.abs(np.sin(s * x + ph)) < 0.25) | (np.abs(np.sin(s * y + ph)) < 0.25)).astype(np.float32)
     if name == "wavy":
         return (np.sin(s * (yr + 0.05 * np.sin(2 * np.pi * 3 * xr)) + ph) > 0).astype(np.float32)
     if name == "crosshatched":
@@ -258,9 +258,7 @@ def color_labels(rgb: np.ndarray) -> np.ndarray:
     return d.argmin(-1)
 
 
-def texture_swatch(
-    name: str, rng: np.random.Generator, size: int, colors: tuple[str, str]
-) -> np.ndarray:
+def texture_swatch(name: str, rng: np.random.Generator, size: int, colors: tuple[str, str]) -> np.ndarray:
     """A whole-image texture swatch in two of the colour prototypes."""
     pat = texture_pattern(name, rng, size)
     a, b = (np.array(COLORS[c], dtype=np.float32) for c in colors)

@@ -167,9 +167,7 @@ def generate(root: str | Path, spec: WorldSpec = WorldSpec(), progress: bool = T
             n_obj = 2 if rng.random() < spec.two_object_fraction else 1
             d = object_sample(rng, size, n_objects=n_obj)
         stem = f"synth/{i:06d}"
-        Image.fromarray(d.rgb.round().astype(np.uint8)).save(
-            root / "images" / f"{stem}.jpg", quality=95
-        )
+        Image.fromarray(d.rgb.round().astype(np.uint8)).save(root / "images" / f"{stem}.jpg", quality=95)
         row = {
             "image": f"{stem}.jpg",
             "split": "val" if rng.random() < spec.val_fraction else "train",
