@@ -166,3 +166,64 @@ def test_hand_built_red_detector_gets_iou_one(tmp_path, mode):
     assert row["iou"] == pytest.approx(1.0)
     assert 0.2 < row["object_iou"] < 0.8  # the box contains the square but is larger
     assert isinstance(units, pd.DataFrame)
+
+
+def _reference_tally(acts, thr, masks, scalars, label_cat, ncat, n_labels):
+    """The definitions of the module docstring, written as plain loops (dense, slow, obvious)."""
+    n, c = acts.shape[:2]
+    sh, sw = masks.shape[2:]
+    up = torch.nn.functional.interpolate(
+        torch.from_numpy(acts), size=(sh, sw), mode="bilinear", align_corners=False
+    ).numpy()
+    on = up.reshape(n, c, -1) > thr[None, :, None]
+    flat = masks.reshape(n, masks.shape[1], -1)
+    both, g = np.zeros((n_labels, c)), np.zeros(n_labels)
+    paper, lite = np.zeros((c, ncat)), np.zeros((c, ncat))
+    for x in range(n):
+        scal = [s for s in scalars[x] if s]
+        for lab in flat[x][flat[x] > 0]:
+            g[lab] += 1
+        for k in range(flat.shape[1]):
+            for p in range(sh * sw):
+                if flat[x, k, p]:
+                    both[flat[x, k, p]] += on[x, :, p]
+        for s in scal:
+            g[s] += sh * sw
+            both[s] += on[x].sum(1)
+        present = {label_cat[lab] for lab in flat[x][flat[x] > 0]} | {label_cat[s] for s in scal}
+        for u in range(c):
+            area = on[x, u].sum()
+            touched = {label_cat[lab] for lab in flat[x][:, on[x, u]].ravel() if lab}
+            touched |= {label_cat[s] for s in scal}
+            for cat in present:
+                paper[u, cat] += area
+            for cat in touched:
+                lite[u, cat] += area
+    return both, g, paper, lite
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tally_matches_a_loop_reference_on_random_data(seed):
+    rng = np.random.default_rng(seed)
+    n, c, k = 6, 5, 2
+    acts = rng.gamma(1.0, 1.0, (n, c, 4, 4)).astype(np.float32) * (rng.random((n, c, 1, 1)) < 0.8)
+    masks = (rng.integers(1, 10, (n, k, 8, 8)) * (rng.random((n, k, 8, 8)) < 0.05)).astype(np.uint16)
+    masks[0] = 0  # an image without pixel labels
+    scalars = (rng.integers(10, 13, (n, 1)) * (rng.random((n, 1)) < 0.5)).astype(np.int32)
+    cats = ["color", "object", "scene"]
+    labels = [
+        {"number": i, "name": f"l{i}", "primary": cats[i % 2] if i < 10 else "scene", "categories": []}
+        for i in range(1, 13)
+    ]
+    meta = {"n_images": n, "mask_size": [8, 8], "image_size": [16, 16], "categories": cats, "labels": labels}
+    data = PackedDataset(Path("."), meta, np.zeros((n, 16, 16, 3), np.uint8), masks, scalars)
+    thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(c, -1), 0.8, axis=1).astype(np.float32)
+    got = tally(acts, thr, data, batch_size=4, progress=False)
+    both, g, paper, lite = _reference_tally(
+        acts, thr, masks, scalars, data.label_category(), 3, data.n_label_slots
+    )
+    np.testing.assert_array_equal(got.both, both)
+    np.testing.assert_array_equal(got.labels, g)
+    np.testing.assert_array_equal(got.units_cat_paper, paper)
+    np.testing.assert_array_equal(got.units_cat_lite, lite)
+    assert (lite <= paper).all() and (lite < paper).any()

@@ -100,6 +100,22 @@ class Tally:
         return out
 
 
+def _active_pixels(
+    x: torch.Tensor, thr: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(image, unit, pixel)`` indices where the upsampled map exceeds the unit's threshold.
+
+    Only maps whose maximum reaches the threshold are upsampled: bilinear interpolation is a convex
+    combination of neighbouring cells, so no pixel of any other map can exceed it (a relative margin
+    of 1e-5 covers float rounding). Each upsampled map is computed exactly as a dense pass would.
+    """
+    margin = 1e-5 * thr.abs() + 1e-30
+    hb, hu = (x.flatten(2).amax(2) >= thr[None, :] - margin[None, :]).nonzero(as_tuple=True)
+    up = F.interpolate(x[hb, hu][:, None], size=size, mode="bilinear", align_corners=False)
+    m, p = (up.flatten(1) > thr[hu][:, None]).nonzero(as_tuple=True)
+    return hb[m], hu[m], p
+
+
 def tally(
     acts: np.ndarray,
     thresholds: np.ndarray,
@@ -109,7 +125,12 @@ def tally(
     max_elements: int = 1 << 25,
     progress: bool = True,
 ) -> Tally:
-    """Tally ``I``, ``G`` and both ``A_c`` over the dataset for one layer's activations."""
+    """Tally ``I``, ``G`` and both ``A_c`` over the dataset for one layer's activations.
+
+    Works on the active pixels only (about ``quantile`` of all unit pixels): their labels are
+    gathered and counted with ``bincount``, so the cost scales with what the units detect, not with
+    units x labelled pixels.
+    """
     device = torch.device(device)
     n, c = acts.shape[:2]
     if n != len(data):
@@ -120,11 +141,11 @@ def tally(
     cats = data.categories
     ncat = len(cats)
     label_cat = torch.as_tensor(data.label_category(), device=device)
-    thr = torch.as_tensor(thresholds, dtype=torch.float32, device=device).view(1, c, 1, 1)
-    # Batch so that the (B, C, sh*sw) unit masks stay within max_elements.
+    thr = torch.as_tensor(thresholds, dtype=torch.float32, device=device)
+    # Batch so that a batch's upsampled maps stay within max_elements even if every unit is hot.
     bs = batch_size or max(1, max_elements // (c * p))
 
-    both = torch.zeros(n_labels, c, dtype=torch.float64, device=device)
+    both = torch.zeros(n_labels * c, dtype=torch.float64, device=device)
     labels = torch.zeros(n_labels, dtype=torch.float64, device=device)
     units_paper = torch.zeros(c, ncat, dtype=torch.float64, device=device)
     units_lite = torch.zeros(c, ncat, dtype=torch.float64, device=device)
@@ -132,40 +153,41 @@ def tally(
     for a in tqdm(range(0, n, bs), desc="tally", disable=not progress):
         x = torch.from_numpy(np.asarray(acts[a : a + bs], np.float32)).to(device)
         b = len(x)
-        up = F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False)
-        units = (up > thr).flatten(2).float()  # (B, C, P)
-        area = units.sum(2)  # (B, C)
+        ab, au, ap = _active_pixels(x, thr, (sh, sw))
+        area = torch.bincount(ab * c + au, minlength=b * c).view(b, c).double()
 
         pix = torch.from_numpy(np.asarray(data.masks[a : a + bs]).astype(np.int64)).to(device)
-        pix = pix.flatten(2)  # (B, K, P)
+        pix = pix.flatten(2)  # (B, K, P) label numbers, 0 = unlabelled
         sca = torch.from_numpy(data.scalars[a : a + bs].astype(np.int64)).to(device)  # (B, S)
 
-        # Pixel labels: intersections by index_add over labelled positions, label areas by bincount.
-        bi, ki, pi = (pix > 0).nonzero(as_tuple=True)
-        lab = pix[bi, ki, pi]
-        both.index_add_(0, lab, units[bi, :, pi].double())
-        labels += torch.bincount(lab, minlength=n_labels).double()
-        # Image-level labels cover the whole image.
+        # I for pixel labels: the labels under each active pixel, counted per (label, unit).
+        under = pix[ab, :, ap]  # (n_active, K)
+        hit = under > 0
+        both += torch.bincount((under * c + au[:, None])[hit], minlength=n_labels * c).double()
+        labels += torch.bincount(pix[pix > 0], minlength=n_labels).double()
+        # Image-level labels cover the whole image: I += |M_u|, G += sh * sw.
         sb, si = (sca > 0).nonzero(as_tuple=True)
         slab = sca[sb, si]
-        both.index_add_(0, slab, area[sb].double())
-        labels.index_add_(0, slab, torch.full_like(slab, p, dtype=torch.float64))
+        both.view(n_labels, c).index_add_(0, slab, area[sb])
+        labels += torch.bincount(slab, minlength=n_labels).double() * p
 
-        # Category maps: pixel_cat[b, c, p] -- some layer labels pixel p with a label of category c.
-        pcat = label_cat[pix]  # (B, K, P), -1 where unlabelled
-        onehot = torch.zeros(b, ncat, p, dtype=torch.bool, device=device)
-        for ci in range(ncat):
-            onehot[:, ci] = (pcat == ci).any(1)
+        # Which categories each image carries (paper) and each unit's mask touches (lite).
+        pcat = torch.where(pix > 0, label_cat[pix], -1)  # (B, K, P)
         scalar_cat = torch.zeros(b, ncat, dtype=torch.bool, device=device)
         scalar_cat[sb, label_cat[slab]] = True
-        present = onehot.any(2) | scalar_cat  # (B, ncat)
-        units_paper += torch.einsum("bu,bc->uc", area, present.float()).double()
-        inside = torch.bmm(units, onehot.float().transpose(1, 2)) > 0  # (B, C, ncat)
-        inside |= scalar_cat[:, None, :]
-        units_lite += torch.einsum("bu,buc->uc", area, inside.float()).double()
+        present = scalar_cat.clone()
+        present_b, present_c = (pcat >= 0).nonzero(as_tuple=True)[0], pcat[pcat >= 0]
+        present[present_b, present_c] = True
+        units_paper += area.T @ present.double()
+        touched = pcat[ab, :, ap]  # (n_active, K) categories under each active pixel
+        inside = torch.zeros(b * c * ncat, dtype=torch.bool, device=device)
+        key = ((ab * c + au) * ncat)[:, None] + touched
+        inside[key[touched >= 0]] = True
+        inside = inside.view(b, c, ncat) | scalar_cat[:, None, :]
+        units_lite += torch.einsum("bu,buc->uc", area, inside.double())
 
     return Tally(
-        both=both.cpu().numpy(),
+        both=both.view(n_labels, c).cpu().numpy(),
         labels=labels.cpu().numpy(),
         units_cat_paper=units_paper.cpu().numpy(),
         units_cat_lite=units_lite.cpu().numpy(),
