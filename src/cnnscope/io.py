@@ -20,6 +20,13 @@ import yaml
 
 
 def _tmp_sibling(path: Path) -> Path:
+    """A fresh temporary sibling of ``path``, after removing any left by a killed earlier run.
+
+    One artifact path is only ever produced by one job at a time (Snakemake guarantees it), so a
+    sibling that already exists belongs to a run that died.
+    """
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     return path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
 
 
