@@ -1,0 +1,57 @@
+"""A model's decisions on stimuli, written as raw-data rows like the published experiments'.
+
+Images are fed at their native size (224 x 224 for the real stimuli) with the model's own
+normalisation, no resize or crop. ImageNet models decide by the toolbox's 1000 -> 16 rule
+(:func:`cnnscope.shapebias.classes.decide`); models with a 16-way head use it directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from cnnscope.errors import ModelError
+from cnnscope.models.registry import LoadedModel
+from cnnscope.shapebias.analysis import COLUMNS
+from cnnscope.shapebias.classes import CLASSES, decide
+from cnnscope.shapebias.stimuli import Stimulus
+
+
+def model_decisions(
+    loaded: LoadedModel,
+    stimuli: list[Stimulus],
+    images: np.ndarray,
+    subj: str,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """One raw-data row per stimulus: the model's 16-class response to it."""
+    device = torch.device(device)
+    responses: list[str] = []
+    with torch.inference_mode():
+        for a in tqdm(range(0, len(images), batch_size), desc=f"decide {subj}", disable=not progress):
+            x = loaded.normalize(torch.from_numpy(np.array(images[a : a + batch_size])).to(device))
+            logits = loaded.module(x)
+            if logits.shape[-1] not in (len(CLASSES), 1000):
+                raise ModelError(
+                    f"{subj} outputs {logits.shape[-1]} classes; cue-conflict decisions need the 16 "
+                    "classes or the 1000 ImageNet classes (use a checkpoint with one of those heads)"
+                )
+            responses += decide(logits)
+    rows = [
+        {
+            "subj": subj,
+            "session": 1,
+            "trial": i + 1,
+            "rt": float("nan"),
+            "object_response": r,
+            "category": s.shape,
+            "condition": 0,
+            "imagename": f"{i + 1:04d}_cnnscope_{subj}_0_{s.shape}_00_{s.path.name}",
+        }
+        for i, (s, r) in enumerate(zip(stimuli, responses, strict=True))
+    ]
+    return pd.DataFrame(rows, columns=list(COLUMNS))

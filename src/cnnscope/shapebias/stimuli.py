@@ -1,0 +1,87 @@
+"""Reading stimulus folders in the layout of ``rgeirhos/texture-vs-shape``.
+
+* cue conflict: ``<root>/<shape>/<shape><i>-<texture><j>.png``, 80 images per shape class, 5 of them
+  with shape == texture class (1280 images, 1200 conflict trials);
+* edges and filled silhouettes: ``<root>/<class>/<class><n>.png``.
+
+A folder with missing classes or files that do not follow the naming fails with the file named.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cnnscope.errors import DatasetError
+from cnnscope.shapebias.classes import CLASSES
+
+_CONFLICT = re.compile(r"^(?P<shape>[a-z]+)(?P<i>\d+)-(?P<texture>[a-z]+)(?P<j>\d+)\.png$")
+_SINGLE = re.compile(r"^(?P<cls>[a-z]+)(?P<n>\d+)\.png$")
+
+
+@dataclass(frozen=True)
+class Stimulus:
+    path: Path
+    shape: str  # the true class for edges and silhouettes
+    texture: str | None  # None outside cue conflict
+
+    @property
+    def conflict(self) -> bool:
+        return self.texture is not None and self.texture != self.shape
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise DatasetError(f"stimulus folder {root} does not exist; run the stimuli step or fix it")
+    missing = [c for c in CLASSES if not (root / c).is_dir()]
+    if missing:
+        raise DatasetError(f"stimulus folder {root} lacks class folder(s): {', '.join(missing)}")
+    return [root / c for c in CLASSES]
+
+
+def cue_conflict(root: str | Path) -> list[Stimulus]:
+    """All cue-conflict stimuli of ``root``, sorted by shape class then file name."""
+    out = []
+    for d in _class_dirs(Path(root)):
+        for f in sorted(d.glob("*.png")):
+            m = _CONFLICT.match(f.name)
+            if not m or m["shape"] != d.name or m["texture"] not in CLASSES:
+                raise DatasetError(
+                    f"{f} does not follow <shape><i>-<texture><j>.png with shape {d.name!r} and a "
+                    "texture among the 16 classes"
+                )
+            out.append(Stimulus(f, m["shape"], m["texture"]))
+    if not out:
+        raise DatasetError(f"stimulus folder {root} holds no PNG files")
+    return out
+
+
+def single_cue(root: str | Path) -> list[Stimulus]:
+    """Edge or silhouette stimuli of ``root`` (one class per image)."""
+    out = []
+    for d in _class_dirs(Path(root)):
+        for f in sorted(d.glob("*.png")):
+            m = _SINGLE.match(f.name)
+            if not m or m["cls"] != d.name:
+                raise DatasetError(f"{f} does not follow <class><n>.png with class {d.name!r}")
+            out.append(Stimulus(f, d.name, None))
+    return out
+
+
+def load_rgb(stimuli: list[Stimulus]) -> np.ndarray:
+    """The images as ``uint8 (N, H, W, 3)`` at their native size (all must share one size)."""
+    arrays = []
+    for s in stimuli:
+        try:
+            with Image.open(s.path) as im:
+                arrays.append(np.asarray(im.convert("RGB")))
+        except OSError as e:
+            raise DatasetError(f"stimulus {s.path} is unreadable ({e})") from e
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise DatasetError(f"stimuli have several sizes {sorted(shapes)}; they must share one")
+    return np.stack(arrays)
