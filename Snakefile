@@ -1,5 +1,6 @@
 # cnnscope: a reproducible interpretability study as a Snakemake DAG of Hydra-configured steps.
-#   data (synthworld | download) -> prepare -> [train] -> extract -> dissect -> report
+#   data (synthworld | download) -> prepare -> [train] -> extract -> dissect ----> report
+#   stimuli (world | download | local) ---------> cueconflict (per model) -------^
 # The study is config/config.yaml; each step's own config tree is config/<step>.yaml.
 
 
@@ -15,6 +16,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/dissect.smk"
+include: "workflow/rules/cueconflict.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -37,7 +37,7 @@ def test_files_and_columns_follow_broden(world):
 
 
 def test_vocabulary_sizes_meet_the_spec():
-    assert len(render.OBJECTS) >= 12 and len(render.PARTS) >= 4
+    assert len(render.OBJECTS) >= 16 and len(render.PARTS) >= 4
     assert len(render.MATERIALS) >= 4 and len(render.TEXTURES) >= 10 and len(render.SCENES) >= 4
     assert render.COLOR_NAMES == (
         "black",

@@ -4,6 +4,7 @@ before any job runs. Also dry-runs the real-Broden study config."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -24,14 +25,17 @@ TINY = {
             "name": "tiny",
             "model": "convnet",
             "train": True,
+            "regime": "shape",
             "layers": ["conv2", "conv5"],
             "overrides": {"width": 8},
         }
     ],
+    "cue_conflict": {"stimuli": "world", "classes": "world", "references": []},
     "steps": {
         "synthworld": {"world.n_images": 40, "world.image_size": 32},
         "train": {"train.steps": 20, "train.n_train": 120, "train.n_val": 60, "train.image_size": 32},
         "dissect": {"quantile": 0.005},
+        "stimuli": {"world.size": 32, "world.poses": 1, "world.singles": 1},
         "report": {"top_units": 2, "top_images": 2},
     },
 }
@@ -85,14 +89,19 @@ def study(tmp_path_factory) -> Path:
 
 def test_study_runs_to_the_report(study):
     html = (study / "results" / "report" / "index.html").read_text()
-    assert "tiny / conv5" in html and "tiny / conv2" in html
-    assert "unique detectors" not in html or (study / "results/report/figures").is_dir()
+    assert "tiny / conv5" in html and "tiny / conv2" in html and "Texture vs shape" in html
+    assert (study / "results/report/figures/tiny_detectors.png").stat().st_size > 5_000
+    assert (study / "results/report/figures/shape_bias.png").stat().st_size > 5_000
+    summary = json.loads((study / "results/cueconflict/world/tiny/summary.json").read_text())
+    assert summary["conflict_trials"] == 16 * 15 and summary["name"] == "tiny"
     for step in (
         "synthworld/synthworld",
         "prepare/synthworld",
         "train/tiny",
         "extract/synthworld/tiny/conv5",
         "dissect/synthworld/tiny/conv5",
+        "stimuli/world",
+        "cueconflict/world/tiny",
         "report",
     ):
         assert (study / "results" / step / "config.yaml").is_file(), step
@@ -147,6 +156,10 @@ def test_editing_library_code_reruns_its_step(study):
         (
             {"models": [{"name": "m", "model": "resnet18", "train": True, "layers": ["layer4"]}]},
             r"train: true but is not built-in",
+        ),
+        (
+            {"models": [{"name": "m", "model": "resnet18", "layers": ["layer4"]}]},
+            r"cannot decide among cue_conflict classes 'world'",
         ),
     ],
 )

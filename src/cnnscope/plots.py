@@ -52,3 +52,27 @@ def detector_bars(detectors: dict[str, pd.DataFrame], title: str, out: Path) -> 
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def shape_bias_plot(per_class: pd.DataFrame, pooled: dict[str, float], out: Path) -> Path:
+    """The published figure's layout: one row per shape class, one marker per decision-maker at its
+    fraction of shape decisions (among shape-or-texture decisions), and a vertical line at each
+    decision-maker's pooled shape bias."""
+    classes = sorted(per_class["shape"].unique())
+    makers = list(pooled)
+    colors = plt.cm.tab10(np.arange(len(makers)) % 10)
+    fig, ax = plt.subplots(figsize=(6.5, 0.28 * len(classes) + 1.4), dpi=110)
+    for color, maker in zip(colors, makers, strict=True):
+        rows = per_class[per_class["subj"] == maker].set_index("shape").reindex(classes)
+        ax.scatter(rows["shape_bias"], np.arange(len(classes)), color=color, s=28, label=maker, zorder=3)
+        ax.axvline(pooled[maker], color=color, linestyle="--", linewidth=1.2)
+    ax.set_yticks(np.arange(len(classes)), classes)
+    ax.set_xlim(-0.02, 1.02)
+    ax.invert_yaxis()
+    ax.set_xlabel("fraction of 'shape' decisions   (0 = texture, 1 = shape)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=min(4, len(makers)))
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -21,7 +21,8 @@ from PIL import Image
 
 from cnnscope.data.packed import PackedDataset
 from cnnscope.errors import CnnscopeError
-from cnnscope.plots import detector_bars
+from cnnscope.plots import detector_bars, shape_bias_plot
+from cnnscope.shapebias import analysis
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -77,6 +78,75 @@ def unit_strip(data: PackedDataset, res: LayerResult, unit: int, k: int, scale: 
     return np.concatenate(tiles, axis=1).clip(0, 255).astype(np.uint8)
 
 
+def _reference_decisions(folder: Path) -> pd.DataFrame:
+    """A reference folder's decisions; human observers (``subject-NN``) are pooled as one maker."""
+    df = analysis.read_decisions(folder)
+    if df["subj"].astype(str).str.startswith("subject-").all():
+        df = df.assign(subj=f"humans ({folder.name})")
+    return df
+
+
+def shape_bias_section(
+    results: Path, stimuli: str, models: list[str], references: list[str], figs: Path
+) -> list[str]:
+    """The figure and table of the texture-vs-shape stage."""
+    frames, rows = [], []
+    for m in models:
+        d = results / "cueconflict" / stimuli / m
+        if not (d / "summary.json").is_file():
+            raise CnnscopeError(f"{d} has no summary.json; run the cueconflict step for {m}")
+        frames.append(pd.read_csv(d / "cue-conflict.csv"))
+        summ = json.loads((d / "summary.json").read_text())
+        metrics = results / "train" / m / "metrics.json"
+        met = json.loads(metrics.read_text()) if metrics.is_file() else {}
+        rows.append(
+            {
+                "decision-maker": m,
+                **{
+                    k: summ[k]
+                    for k in (
+                        "shape_bias",
+                        "shape_hits",
+                        "texture_hits",
+                        "cue_fraction",
+                        "edge_accuracy",
+                        "silhouette_accuracy",
+                    )
+                },
+                "clean_accuracy": met.get("val_accuracy", float("nan")),
+                "random_texture_accuracy": met.get("val_accuracy_random_texture", float("nan")),
+            }
+        )
+    for ref in references:
+        df = _reference_decisions(Path(ref))
+        frames.append(df)
+        for subj, bias in analysis.shape_bias(df).iterrows():
+            rows.append(
+                {
+                    "decision-maker": subj,
+                    "shape_bias": bias["shape_bias"],
+                    "shape_hits": int(bias["shape_hits"]),
+                    "texture_hits": int(bias["texture_hits"]),
+                    "cue_fraction": bias["cue_fraction"],
+                }
+            )
+    decisions = pd.concat(frames, ignore_index=True)
+    per_class = analysis.shape_bias_per_class(decisions)
+    table = pd.DataFrame(rows)
+    pooled = dict(zip(table["decision-maker"], table["shape_bias"], strict=True))
+    fig = shape_bias_plot(per_class, pooled, figs / "shape_bias.png")
+    per_class.to_csv(figs / "shape_bias_per_class.csv", index=False)
+    table.to_csv(figs / "shape_bias.csv", index=False)
+    return [
+        "<h2>Texture vs shape</h2><p class='meta'>Cue-conflict stimuli "
+        f"(<b>{html.escape(stimuli)}</b>): shape bias = shape hits / (shape hits + texture hits) "
+        "over trials whose shape and texture classes differ. <i>cue_fraction</i> is the share of "
+        "those trials decided by either cue; read shape bias beside it and beside clean accuracy.</p>",
+        f"<img src='figures/{fig.name}' alt='shape bias per class'>",
+        _table(table),
+    ]
+
+
 def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, float_format=lambda x: f"{x:.3f}", border=0)
 
@@ -89,8 +159,12 @@ def build_report(
     out: Path,
     top_units: int = 8,
     top_images: int = 5,
+    cue_conflict: list[str] | None = None,
+    stimuli: str | None = None,
+    references: list[str] | None = None,
 ) -> Path:
-    """Write ``out/index.html`` and ``out/figures/*`` for the dissected ``entries``."""
+    """Write ``out/index.html`` and ``out/figures/*`` for the dissected ``entries`` and, when
+    given, the cue-conflict results of the ``cue_conflict`` models on the ``stimuli`` set."""
     data = PackedDataset.open(packed)
     layers = [load_layer(results, dataset, e) for e in entries]
     figs = out / "figures"
@@ -114,6 +188,7 @@ def build_report(
             train_rows.append(
                 {
                     "model": m,
+                    "regime": met.get("regime", "-"),
                     "val_accuracy": met["val_accuracy"],
                     "train_accuracy": met["train_accuracy"],
                     "chance": met["chance"],
@@ -122,6 +197,8 @@ def build_report(
             )
     if train_rows:
         parts += ["<h2>Models trained in the pipeline</h2>", _table(pd.DataFrame(train_rows))]
+    if cue_conflict:
+        parts += shape_bias_section(results, stimuli or "", cue_conflict, references or [], figs)
     for m in models:
         mine = [r for r in layers if r.model == m]
         fig = detector_bars(

@@ -1,8 +1,9 @@
-"""Training the small built-in CNNs on the synthetic world (classify the object's shape).
+"""Training the small built-in CNNs on the shape/texture world (classify the object's shape).
 
-Training images come from the same drawing code as the probe set but from another seed, so the model
-is never dissected on images it saw. Budgeted in steps, not wall time, and deterministic on the CPU
-(fixed seeds, deterministic algorithms, a fixed thread count), so a rerun gives the same weights.
+The regime sets how often an object's texture agrees with its shape class
+(:mod:`cnnscope.data.shapetexture`): ``standard`` makes texture a shortcut, ``shape`` randomises it.
+Budgeted in steps, not wall time, and deterministic on the CPU (fixed seeds, deterministic
+algorithms, a fixed thread count), so a rerun gives the same weights.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cnnscope.data import render
-from cnnscope.data.synthworld import object_sample
+from cnnscope.data import shapetexture
+from cnnscope.errors import CnnscopeError
 from cnnscope.models.builtin import BUILTIN
 
 WORLD_MEAN = (0.5, 0.5, 0.5)
@@ -27,6 +28,7 @@ WORLD_STD = (0.25, 0.25, 0.25)
 class TrainSpec:
     arch: str = "convnet"
     width: int = 24
+    regime: str = "standard"
     image_size: int = 64
     n_train: int = 6000
     n_val: int = 1000
@@ -35,17 +37,6 @@ class TrainSpec:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
-
-
-def render_set(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` single-object images ``uint8 (n, size, size, 3)`` and their shape classes."""
-    rng = np.random.default_rng(seed)
-    classes = np.arange(n) % len(render.OBJECTS)
-    rng.shuffle(classes)
-    images = np.empty((n, size, size, 3), np.uint8)
-    for i, k in enumerate(classes):
-        images[i] = object_sample(rng, size, shape=int(k)).rgb.round().astype(np.uint8)
-    return images, classes.astype(np.int64)
 
 
 def _normalize(images: torch.Tensor) -> torch.Tensor:
@@ -67,13 +58,22 @@ def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, bs:
 
 def train(spec: TrainSpec, progress: bool = True) -> tuple[torch.nn.Module, dict]:
     """Train ``spec.arch`` to classify shapes; returns the model and its metrics."""
+    if spec.regime not in shapetexture.REGIMES:
+        raise CnnscopeError(f"unknown regime {spec.regime!r}; use one of {', '.join(shapetexture.REGIMES)}")
     torch.manual_seed(spec.seed)
     torch.use_deterministic_algorithms(True)
     t0 = time.perf_counter()
-    x_train, y_train = render_set(spec.n_train, spec.image_size, seed=10_000 + spec.seed)
-    x_val, y_val = render_set(spec.n_val, spec.image_size, seed=20_000 + spec.seed)
+    agreement = shapetexture.REGIMES[spec.regime]
+    x_train, y_train, _ = shapetexture.training_set(
+        spec.n_train, spec.image_size, agreement, seed=10_000 + spec.seed
+    )
+    # Clean validation images: every texture agrees with its shape (like natural images) ...
+    x_val, y_val, _ = shapetexture.training_set(spec.n_val, spec.image_size, 1.0, 20_000 + spec.seed)
+    # ... and images whose texture is random, where only the shape can be right.
+    x_rnd, y_rnd, _ = shapetexture.training_set(spec.n_val, spec.image_size, None, 30_000 + spec.seed)
     t_data = time.perf_counter() - t0
-    model = BUILTIN[spec.arch](num_classes=len(render.OBJECTS), width=spec.width)
+    classes = shapetexture.CLASSES
+    model = BUILTIN[spec.arch](num_classes=len(classes), width=spec.width)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.steps)
     gen = torch.Generator().manual_seed(spec.seed)
@@ -94,11 +94,13 @@ def train(spec: TrainSpec, progress: bool = True) -> tuple[torch.nn.Module, dict
     metrics = {
         "train_accuracy": accuracy(model, x_train[:1000], y_train[:1000]),
         "val_accuracy": accuracy(model, x_val, y_val),
-        "chance": 1 / len(render.OBJECTS),
+        "val_accuracy_random_texture": accuracy(model, x_rnd, y_rnd),
+        "chance": 1 / len(classes),
+        "regime": spec.regime,
         "final_loss": float(np.mean(losses[-50:])),
         "seconds_data": round(t_data, 2),
         "seconds_total": round(time.perf_counter() - t0, 2),
-        "classes": list(render.OBJECTS),
+        "classes": list(classes),
     }
     model.eval()
     return model, metrics

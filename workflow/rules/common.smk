@@ -23,6 +23,11 @@ DATA_DIR = config.get("data_dir", "data")
 GPU = 1 if config.get("gpu", False) else 0
 MODELS = {m["name"]: m for m in config["models"]}
 PACKED = f"results/prepare/{DATASET}"
+CC = config.get("cue_conflict")
+STIMSET = (
+    (CC["stimuli"] if CC["stimuli"] == "world" else "texture-vs-shape") if CC else None
+)
+CC_MODELS = [n for n, m in MODELS.items() if CC and m.get("cue_conflict", True)]
 
 # Source files each step runs: inputs, so editing them reruns the step (`python -m` is not
 # seen by Snakemake's code trigger on its own).
@@ -39,7 +44,16 @@ CODE = {
     ],
     "extract": ["features.py", "models/registry.py", "models/builtin.py"],
     "dissect": ["dissection.py", "quantile.py", "data/packed.py"],
-    "report": ["report.py", "plots.py"],
+    "stimuli": ["data/shapetexture.py", "shapebias/stimuli.py", "data/download.py"],
+    "cueconflict": [
+        "shapebias/evaluate.py",
+        "shapebias/decisions.py",
+        "shapebias/classes.py",
+        "shapebias/analysis.py",
+        "shapebias/stimuli.py",
+        "models/registry.py",
+    ],
+    "report": ["report.py", "plots.py", "shapebias/analysis.py"],
 }
 
 
@@ -65,6 +79,37 @@ def model_overrides(name):
     elif m.get("checkpoint"):
         items.append(f"model.checkpoint={m['checkpoint']!r}")
     return items
+
+
+def train_items(wc):
+    regime = MODELS[wc.model].get("regime", "standard")
+    return [
+        *model_overrides(wc.model),
+        f"train.regime={regime}",
+        *study_overrides("train"),
+    ]
+
+
+def stimuli_items():
+    items = [f"source={CC['stimuli']}", f"cache_dir={DATA_DIR}/downloads"]
+    if CC.get("path"):
+        items.append(f"path={hydra_value(CC['path'])}")
+    return [*items, *study_overrides("stimuli")]
+
+
+def cueconflict_items(wc):
+    return [
+        *model_overrides(wc.model),
+        f"name={wc.model}",
+        f"classes={CC['classes']}",
+        *study_overrides("cueconflict"),
+    ]
+
+
+def reference_dirs():
+    """Reference raw-data folders, inside the stimuli set unless given as absolute paths."""
+    refs = CC.get("references", []) if CC else []
+    return [r if os.path.isabs(r) else f"results/stimuli/{STIMSET}/{r}" for r in refs]
 
 
 def step_params(step, items):
@@ -114,6 +159,12 @@ def _check_study():
                 f"study config: model {name!r} has train: true but is not built-in"
             )
         check_layers(spec, m["layers"], name)
+        if name in CC_MODELS and (CC["classes"] == "world") != bool(m.get("train")):
+            raise ValueError(
+                f"study config: model {name!r} cannot decide among cue_conflict classes "
+                f"{CC['classes']!r}: world classes need a model trained in the pipeline, imagenet "
+                f"classes an ImageNet model; set cue_conflict: false on the model or change classes"
+            )
 
 
 try:

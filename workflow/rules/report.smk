@@ -1,7 +1,13 @@
 # The study report: one HTML page over every dissected (model, layer).
 
 LAYERS = [f"{m}/{layer}" for m, layer in layer_targets()]
-REPORT_ITEMS = [f"layers={hydra_value(LAYERS)}", f"probe={DATASET}"]
+REPORT_ITEMS = [
+    f"layers={hydra_value(LAYERS)}",
+    f"probe={DATASET}",
+    f"cue_conflict={hydra_value(CC_MODELS)}",
+    f"stimuli={hydra_value(STIMSET)}",
+    f"references={hydra_value(reference_dirs())}",
+]
 
 
 rule report:
@@ -13,6 +19,10 @@ rule report:
             "results/extract/{dataset}/{entry}", dataset=DATASET, entry=LAYERS
         ),
         train=[f"results/train/{m}" for m, spec in MODELS.items() if spec.get("train")],
+        cueconflict=expand(
+            "results/cueconflict/{stimset}/{model}", stimset=STIMSET, model=CC_MODELS
+        ),
+        stimuli=[f"results/stimuli/{STIMSET}"] if reference_dirs() else [],
         packed=PACKED,
         code=code("report"),
     output:

@@ -1,4 +1,4 @@
-# Train the study's built-in models on the synthetic world.
+# Train the study's built-in models on the shape/texture world, in their regime.
 
 
 rule train:
@@ -14,11 +14,7 @@ rule train:
         ENV
     threads: 1
     params:
-        cfg=lambda wc: compose_step(
-            "train", [*model_overrides(wc.model), *study_overrides("train")]
-        ),
-        args=lambda wc: shell_args(
-            [*model_overrides(wc.model), *study_overrides("train")]
-        ),
+        cfg=lambda wc: compose_step("train", train_items(wc)),
+        args=lambda wc: shell_args(train_items(wc)),
     shell:
         "python -m cnnscope.steps.train {params.args} out={output} threads={threads} > {log} 2>&1"

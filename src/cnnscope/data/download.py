@@ -128,16 +128,17 @@ def _verify(part: Path, url: str, total: int | None, size_bytes: int | None, sha
             )
 
 
-def _dataset_root(extracted: Path) -> Path:
-    """The directory holding ``index.csv`` (Broden zips wrap everything in ``<name>/``)."""
-    hits = sorted(extracted.rglob("index.csv"), key=lambda p: len(p.parts))
+def _dataset_root(extracted: Path, marker: str) -> Path:
+    """The shallowest directory holding ``marker`` (archives wrap everything in ``<name>/``)."""
+    hits = sorted(extracted.rglob(marker), key=lambda p: len(p.parts))
     if not hits:
-        raise DownloadError("the archive has no index.csv; it is not a Broden dataset")
+        raise DownloadError(f"the archive has no {marker}; it is not the dataset expected")
     return hits[0].parent
 
 
-def unpack(archive: Path, out: Path, progress: bool = True) -> Path:
-    """Check every member's CRC, then unpack the dataset atomically into ``out``."""
+def unpack(archive: Path, out: Path, progress: bool = True, marker: str = "index.csv") -> Path:
+    """Check every member's CRC, then unpack atomically into ``out`` the directory that holds
+    ``marker`` (``index.csv`` for Broden, ``stimuli`` for a texture-vs-shape checkout)."""
     archive, out = Path(archive), Path(out)
     if not zipfile.is_zipfile(archive):
         archive.unlink(missing_ok=True)
@@ -151,7 +152,7 @@ def unpack(archive: Path, out: Path, progress: bool = True) -> Path:
                 members = zf.infolist()
                 for m in tqdm(members, desc=f"unpack {archive.name}", disable=not progress):
                     zf.extract(m, tmp / "_zip")
-                root = _dataset_root(tmp / "_zip")
+                root = _dataset_root(tmp / "_zip", marker)
                 for item in root.iterdir():
                     shutil.move(str(item), tmp / item.name)
                 shutil.rmtree(tmp / "_zip")

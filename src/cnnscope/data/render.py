@@ -3,7 +3,7 @@
 Everything is drawn with vectorised numpy on a pixel grid from an explicit ``numpy.random.Generator``,
 so a seed fixes every image. The vocabulary mirrors Broden's six concept categories:
 
-* object   -- 12 filled shapes at random position, scale and rotation;
+* object   -- 16 filled shapes at random position, scale and rotation;
 * part     -- sub-regions of each object (rim/core by distance to the edge, top/bottom in the
               object's own frame), written as two overlapping part masks as Broden does;
 * material -- the fill of an object (metal, wood, fabric, stone, chequered);
@@ -35,6 +35,10 @@ OBJECTS: tuple[str, ...] = (
     "ring",
     "crescent",
     "arrow",
+    "pentagon",
+    "trapezoid",
+    "ell",
+    "tee",
 )
 PARTS: tuple[str, ...] = ("rim", "core", "top", "bottom")
 MATERIALS: tuple[str, ...] = ("metal", "wood", "fabric", "stone", "chequered")
@@ -132,6 +136,16 @@ SHAPES: dict[str, Callable[[Frame], np.ndarray]] = {
     "ring": lambda f: (f.u**2 + f.v**2 <= 0.9**2) & (f.u**2 + f.v**2 >= 0.5**2),
     "crescent": lambda f: (f.u**2 + f.v**2 <= 0.85**2) & ((f.u - 0.4) ** 2 + f.v**2 > 0.65**2),
     "arrow": _polygon(_ARROW),
+    "pentagon": _polygon(_regular(5, 0.9)),
+    "trapezoid": _polygon(np.array([[-0.9, 0.55], [0.9, 0.55], [0.45, -0.55], [-0.45, -0.55]])),
+    "ell": lambda f: (
+        ((np.abs(f.u + 0.45) < 0.3) & (np.abs(f.v) < 0.85))
+        | ((np.abs(f.v - 0.55) < 0.3) & (np.abs(f.u) < 0.75))
+    ),
+    "tee": lambda f: (
+        ((np.abs(f.u) < 0.25) & (f.v > -0.45) & (f.v < 0.9))
+        | ((np.abs(f.v + 0.62) < 0.25) & (np.abs(f.u) < 0.85))
+    ),
 }
 
 
@@ -160,10 +174,13 @@ def _mix(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return a[None, None, :] * (1 - t[..., None]) + b[None, None, :] * t[..., None]
 
 
-def texture_pattern(name: str, rng: np.random.Generator, size: int) -> np.ndarray:
-    """A texture's intensity pattern in [0, 1], drawn in image coordinates with random phase."""
+def texture_pattern(name: str, rng: np.random.Generator, size: int, freq: float | None = None) -> np.ndarray:
+    """A texture's intensity pattern in [0, 1], drawn in image coordinates with random phase.
+
+    ``freq`` is in cycles per image side (random in [4, 7] when not given).
+    """
     x, y = grid(size)
-    freq = rng.uniform(4.0, 7.0)
+    freq = rng.uniform(4.0, 7.0) if freq is None else freq
     ph = rng.uniform(0, 2 * np.pi)
     ang = rng.uniform(0, np.pi)
     xr = np.cos(ang) * x + np.sin(ang) * y
@@ -258,8 +275,10 @@ def color_labels(rgb: np.ndarray) -> np.ndarray:
     return d.argmin(-1)
 
 
-def texture_swatch(name: str, rng: np.random.Generator, size: int, colors: tuple[str, str]) -> np.ndarray:
-    """A whole-image texture swatch in two of the colour prototypes."""
-    pat = texture_pattern(name, rng, size)
+def texture_swatch(
+    name: str, rng: np.random.Generator, size: int, colors: tuple[str, str], freq: float | None = None
+) -> np.ndarray:
+    """A whole-image texture swatch in two of the colour prototypes (``freq``: see texture_pattern)."""
+    pat = texture_pattern(name, rng, size, freq)
     a, b = (np.array(COLORS[c], dtype=np.float32) for c in colors)
     return _mix(a, b, pat)

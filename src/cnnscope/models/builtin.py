@@ -25,7 +25,7 @@ def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 class ConvNet(nn.Module):
     """Five conv-BN-ReLU blocks (conv1 stride 2, max-pool after conv2 and conv4), GAP and a linear head."""
 
-    def __init__(self, num_classes: int = 12, width: int = 24) -> None:
+    def __init__(self, num_classes: int = 16, width: int = 24) -> None:
         super().__init__()
         w = [width, width * 2, width * 2, width * 4, width * 4]
         self.conv1 = _conv_bn(3, w[0], stride=2)
@@ -70,7 +70,7 @@ class BasicBlock(nn.Module):
 class TinyResNet(nn.Module):
     """A three-stage ResNet (one basic block per stage) with torchvision-style names."""
 
-    def __init__(self, num_classes: int = 12, width: int = 24) -> None:
+    def __init__(self, num_classes: int = 16, width: int = 24) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)

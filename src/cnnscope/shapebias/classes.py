@@ -8,6 +8,8 @@ the **mean** probability over each category's indices, then the argmax over the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 CLASSES: tuple[str, ...] = (
@@ -54,10 +56,13 @@ def aggregate(probabilities: torch.Tensor) -> torch.Tensor:
     return torch.stack([probabilities[:, list(IMAGENET_INDICES[c])].mean(1) for c in CLASSES], dim=1)
 
 
-def decide(logits: torch.Tensor) -> list[str]:
-    """The 16-class decision per image: from 1000 ImageNet logits, or from 16 logits directly."""
-    if logits.shape[-1] == len(CLASSES):
+def decide(logits: torch.Tensor, classes: Sequence[str] = CLASSES) -> list[str]:
+    """The decision per image among ``classes``: a head with one logit per class is used directly;
+    1000 ImageNet logits (for the 16 ImageNet categories) go through :func:`aggregate`."""
+    if logits.shape[-1] == len(classes):
         idx = logits.argmax(1)
-    else:
+    elif logits.shape[-1] == 1000 and tuple(classes) == CLASSES:
         idx = aggregate(logits.float().softmax(1)).argmax(1)
-    return [CLASSES[i] for i in idx.tolist()]
+    else:
+        raise ValueError(f"{logits.shape[-1]} logits fit neither the {len(classes)} classes nor ImageNet")
+    return [classes[i] for i in idx.tolist()]

@@ -7,6 +7,8 @@ normalisation, no resize or crop. ImageNet models decide by the toolbox's 1000 -
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import torch
@@ -27,20 +29,23 @@ def model_decisions(
     batch_size: int = 32,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    classes: Sequence[str] = CLASSES,
 ) -> pd.DataFrame:
-    """One raw-data row per stimulus: the model's 16-class response to it."""
+    """One raw-data row per stimulus: the model's response among ``classes``."""
     device = torch.device(device)
     responses: list[str] = []
     with torch.inference_mode():
         for a in tqdm(range(0, len(images), batch_size), desc=f"decide {subj}", disable=not progress):
             x = loaded.normalize(torch.from_numpy(np.array(images[a : a + batch_size])).to(device))
             logits = loaded.module(x)
-            if logits.shape[-1] not in (len(CLASSES), 1000):
+            imagenet = logits.shape[-1] == 1000 and tuple(classes) == CLASSES
+            if logits.shape[-1] != len(classes) and not imagenet:
                 raise ModelError(
-                    f"{subj} outputs {logits.shape[-1]} classes; cue-conflict decisions need the 16 "
-                    "classes or the 1000 ImageNet classes (use a checkpoint with one of those heads)"
+                    f"{subj} outputs {logits.shape[-1]} classes; cue-conflict decisions need one "
+                    f"logit per class ({len(classes)}) or, for the 16 ImageNet categories, the 1000 "
+                    "ImageNet classes (use a checkpoint with one of those heads)"
                 )
-            responses += decide(logits)
+            responses += decide(logits, classes)
     rows = [
         {
             "subj": subj,

@@ -23,6 +23,9 @@ def body(cfg: dict) -> None:
             tmp,
             cfg["top_units"],
             cfg["top_images"],
+            cfg["cue_conflict"],
+            cfg["stimuli"],
+            cfg["references"],
         )
         write_yaml(tmp / "config.yaml", cfg)
     log.info("report: %s", (out / "index.html").resolve())

@@ -77,6 +77,7 @@ class PrepareStep:
 
 @dataclass
 class TrainParams:
+    regime: str = "standard"  # standard (texture agrees 90%) | shape (texture random)
     image_size: int = 64
     n_train: int = 6000
     n_val: int = 1000
@@ -127,9 +128,49 @@ class DissectStep:
 
 
 @dataclass
+class WorldStimuli:
+    """The built-in shape/texture world's stimulus sets (cnnscope.data.shapetexture)."""
+
+    size: int = 64
+    seed: int = 0
+    poses: int = 5  # cue-conflict images per (shape, texture) pair
+    singles: int = 10  # edge and silhouette images per class
+
+
+@dataclass
+class StimuliStep:
+    source: str = "world"  # world | download | local
+    world: WorldStimuli = field(default_factory=WorldStimuli)
+    url: str = "https://github.com/rgeirhos/texture-vs-shape/archive/refs/heads/master.zip"
+    sha256: str | None = None
+    path: str | None = None  # a local texture-vs-shape checkout (source=local)
+    cache_dir: str = "data/downloads"
+    timeout_s: float = 60.0
+    retries: int = 3
+    out: str = MISSING
+    progress: bool = True
+
+
+@dataclass
+class CueConflictStep:
+    model: ModelConfig = MISSING
+    name: str = MISSING  # the decision-maker's name in the raw-data tables
+    stimuli: str = MISSING  # a stimuli step's output (texture-vs-shape layout)
+    classes: str = "world"  # world (the 16 world shapes) | imagenet (the 16 ImageNet categories)
+    out: str = MISSING
+    batch_size: int = 64
+    device: str = "auto"
+    threads: int = 1
+    progress: bool = True
+
+
+@dataclass
 class ReportStep:
     layers: list[str] = MISSING  # "<model>/<layer>" entries
     probe: str = MISSING  # the probe dataset's name (results/dissect/<probe>/...)
+    cue_conflict: list[str] = field(default_factory=list)  # models with cue-conflict results
+    stimuli: str | None = None  # the stimulus set's name (results/cueconflict/<stimuli>/...)
+    references: list[str] = field(default_factory=list)  # folders of raw-data CSVs
     results: str = "results"
     packed: str = MISSING
     out: str = MISSING
@@ -144,6 +185,8 @@ STEP_SCHEMAS = {
     "train": TrainStep,
     "extract": ExtractStep,
     "dissect": DissectStep,
+    "stimuli": StimuliStep,
+    "cueconflict": CueConflictStep,
     "report": ReportStep,
 }
 

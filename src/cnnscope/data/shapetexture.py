@@ -1,0 +1,139 @@
+"""The shape/texture world: 16 shape classes, each with its own texture, where both cues are ours.
+
+An image is one object of shape class ``k`` at random position, scale and rotation on a plain or
+smooth-noise grey background, filled with a texture. Each class owns one texture: a pattern, a
+frequency and a colour pair (colour is part of the texture cue). ``agreement`` sets how often the fill
+is the class's own texture rather than a random class's:
+
+* ``standard`` regime (``agreement=0.9``): texture is a shortcut, as on ImageNet;
+* ``shape`` regime (``agreement=None``: every fill drawn uniformly from the 16): only shape predicts
+  the class, the analogue of training on Stylized-ImageNet.
+
+Stimuli for the cue-conflict evaluation are written in the layout of ``rgeirhos/texture-vs-shape``
+(``stimuli/style-transfer-preprocessed-512/<shape>/<shape><i>-<texture><j>.png``, 80 per shape class
+of which 5 have shape == texture; ``stimuli/edges`` and ``stimuli/filled-silhouettes`` with
+``<class>/<class><n>.png``), so the same loader and analyses serve the real and the built-in sets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from cnnscope.data import render
+from cnnscope.shapebias.stimuli import STIMULUS_DIRS
+
+CLASSES: tuple[str, ...] = render.OBJECTS
+# One texture per class: (pattern, cycles per image side, colour pair).
+TEXTURES: tuple[tuple[str, float, tuple[str, str]], ...] = (
+    ("striped", 7.0, ("red", "white")),
+    ("dotted", 6.0, ("blue", "yellow")),
+    ("chequered", 5.0, ("black", "orange")),
+    ("zigzagged", 6.0, ("green", "pink")),
+    ("grid", 6.0, ("purple", "white")),
+    ("wavy", 7.0, ("brown", "yellow")),
+    ("crosshatched", 6.0, ("blue", "white")),
+    ("spiralled", 5.0, ("red", "black")),
+    ("marbled", 4.0, ("green", "white")),
+    ("banded", 3.0, ("orange", "blue")),
+    ("lined", 6.0, ("pink", "black")),
+    ("striped", 4.0, ("yellow", "purple")),
+    ("dotted", 8.0, ("red", "green")),
+    ("chequered", 8.0, ("white", "brown")),
+    ("zigzagged", 4.0, ("blue", "orange")),
+    ("wavy", 4.0, ("black", "pink")),
+)
+REGIMES: dict[str, float | None] = {"standard": 0.9, "shape": None}
+
+
+def texture_fill(k: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Class ``k``'s texture over the whole image (random phase and orientation)."""
+    pattern, freq, colors = TEXTURES[k]
+    return render.texture_swatch(pattern, rng, size, colors, freq)
+
+
+def background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A plain or smooth-noise grey background: it carries no shape or texture cue."""
+    level = rng.uniform(90, 200)
+    noise = render.smooth_noise(rng, size, 4) if rng.random() < 0.5 else np.zeros((size, size))
+    grey = np.clip(level + 50 * (noise - 0.5), 0, 255).astype(np.float32)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def shape_mask(k: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Where class ``k``'s object lies, at a random position, scale and rotation."""
+    frame = render.object_frame(
+        size,
+        cx=rng.uniform(0.35, 0.65),
+        cy=rng.uniform(0.35, 0.65),
+        scale=rng.uniform(0.28, 0.4),
+        angle=rng.uniform(0, 2 * np.pi),
+    )
+    return render.SHAPES[CLASSES[k]](frame)
+
+
+def draw(rng: np.random.Generator, size: int, shape: int, texture: int) -> np.ndarray:
+    """One object of class ``shape`` filled with class ``texture``'s texture, ``uint8 (H, W, 3)``."""
+    canvas = background(rng, size)
+    inside = shape_mask(shape, rng, size)
+    canvas[inside] = texture_fill(texture, rng, size)[inside]
+    return canvas.round().astype(np.uint8)
+
+
+def training_set(
+    n: int, size: int, agreement: float | None, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` images with balanced shape classes; returns images, shape labels, texture labels."""
+    rng = np.random.default_rng(seed)
+    shapes = np.arange(n) % len(CLASSES)
+    rng.shuffle(shapes)
+    if agreement is None:
+        textures = rng.integers(len(CLASSES), size=n)
+    else:
+        other = (shapes + rng.integers(1, len(CLASSES), size=n)) % len(CLASSES)
+        textures = np.where(rng.random(n) < agreement, shapes, other)
+    images = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        images[i] = draw(rng, size, int(shapes[i]), int(textures[i]))
+    return images, shapes.astype(np.int64), textures.astype(np.int64)
+
+
+def _save(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+def write_stimuli(
+    root: str | Path,
+    size: int = 64,
+    seed: int = 0,
+    poses: int = 5,
+    singles: int = 10,
+    progress: bool = True,
+) -> Path:
+    """Write the cue-conflict, edge and silhouette sets in the real stimuli's layout."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    cc = root / STIMULUS_DIRS["cue-conflict"]
+    for s, shape in enumerate(tqdm(CLASSES, desc="cue-conflict stimuli", disable=not progress)):
+        for i in range(1, poses + 1):
+            pose_seed = int(rng.integers(2**31))
+            for t, texture in enumerate(CLASSES):
+                # The same pose of shape s under every texture: only the texture differs.
+                pose = np.random.default_rng(pose_seed)
+                canvas = background(pose, size)
+                inside = shape_mask(s, pose, size)
+                canvas[inside] = texture_fill(t, rng, size)[inside]
+                _save(cc / shape / f"{shape}{i}-{texture}{i}.png", canvas.round().astype(np.uint8))
+    for kind in ("edges", "silhouettes"):
+        for s, shape in enumerate(CLASSES):
+            for n in range(1, singles + 1):
+                inside = shape_mask(s, rng, size)
+                if kind == "edges":
+                    inside = inside & ~render.erode(inside, max(1, size // 48))
+                image = np.where(inside[..., None], 20, 245).astype(np.uint8).repeat(3, axis=2)
+                _save(root / STIMULUS_DIRS[kind] / shape / f"{shape}{n}.png", image)
+    return root
