@@ -128,3 +128,43 @@ def test_report_section_pools_humans_and_lists_published_cnns(tmp_path):
     assert table.loc["resnet50", "shape_hits"] == 162
     assert (tmp_path / "shape_bias.png").stat().st_size > 10_000
     assert "Texture vs shape" in lines[0]
+
+
+def test_stimuli_step_downloads_and_verifies_an_archive(tmp_path):
+    """The real-stimuli download path, against a texture-vs-shape zip served on 127.0.0.1."""
+    import hashlib
+    import zipfile
+
+    from test_download import _Server
+
+    src = SHARED / "data" / "texture-vs-shape"
+    zpath = tmp_path / "master.zip"
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_STORED) as zf:
+        for f in sorted(src.rglob("*")):
+            if f.is_file() and ("stimuli" in f.parts or "raw-data" in f.parts):
+                zf.write(f, "texture-vs-shape-master" / f.relative_to(src))
+    payload = zpath.read_bytes()
+    env = {**os.environ, "CNNSCOPE_CONFIG_DIR": str(REPO / "config")}
+    with _Server(payload) as srv:
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cnnscope.steps.stimuli",
+                "source=download",
+                f"url={srv.url}",
+                f"sha256={hashlib.sha256(payload).hexdigest()}",
+                "cache_dir=cache",
+                "out=tvs",
+                "progress=false",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert len(stimulus_sets(tmp_path / "tvs")["cue-conflict"]) == 1280
+    assert (tmp_path / "tvs" / "raw-data" / "style-transfer-512-nomask-experiment").is_dir()
+    assert (tmp_path / "cache" / "texture-vs-shape.zip").read_bytes() == payload

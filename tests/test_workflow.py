@@ -178,3 +178,22 @@ def test_real_broden_study_dry_runs(tmp_path):
     work = _copy_repo(tmp_path)
     jobs = _planned_jobs(_snakemake(work, "-n", "--configfile", "config/studies/broden_imagenet.yaml"))
     assert jobs == {"download": 1, "prepare": 1, "extract": 2, "dissect": 2, "report": 1, "all": 1}
+
+
+def test_real_imagenet_shape_bias_study_dry_runs(tmp_path):
+    work = _copy_repo(tmp_path)
+    res = _snakemake(work, "-n", "-p", "--configfile", "config/studies/imagenet_shapebias.yaml")
+    jobs = _planned_jobs(res)
+    assert jobs == {
+        "download": 1,
+        "prepare": 1,
+        "extract": 2,
+        "dissect": 2,
+        "stimuli": 1,
+        "cueconflict": 2,
+        "report": 1,
+        "all": 1,
+    }
+    assert "results/stimuli/texture-vs-shape/raw-data/style-transfer-512-nomask-experiment" in (
+        res.stdout + res.stderr
+    )
