@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, SHARED
+from conftest import SHARED
+from test_steps import _step
 
 from cnnscope.data import shapetexture
 from cnnscope.models.registry import LoadedModel
@@ -76,35 +73,19 @@ def test_shape_regime_gives_a_far_higher_shape_bias(stimuli_root):
 
 
 def test_stimuli_step_copies_a_local_checkout(tmp_path):
-    env = {**os.environ, "CNNSCOPE_CONFIG_DIR": str(REPO / "config")}
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cnnscope.steps.stimuli",
-            "source=local",
-            f"path={SHARED / 'data' / 'texture-vs-shape'}",
-            "out=tvs",
-            "progress=false",
-        ],
+    res = _step(
+        "stimuli",
+        "source=local",
+        f"path={SHARED / 'data' / 'texture-vs-shape'}",
+        "out=tvs",
+        "progress=false",
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert res.returncode == 0, res.stderr
     sets = stimulus_sets(tmp_path / "tvs")
     assert len(sets["cue-conflict"]) == 1280
     assert (tmp_path / "tvs" / "raw-data" / "edge-experiment").is_dir()
-    bad = subprocess.run(
-        [sys.executable, "-m", "cnnscope.steps.stimuli", "source=local", f"path={tmp_path}", "out=bad"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = _step("stimuli", "source=local", f"path={tmp_path}", "out=bad", cwd=tmp_path)
     assert bad.returncode == 2 and "is not a texture-vs-shape checkout" in bad.stdout + bad.stderr
     assert not (tmp_path / "bad").exists()
 
@@ -144,25 +125,16 @@ def test_stimuli_step_downloads_and_verifies_an_archive(tmp_path):
             if f.is_file() and ("stimuli" in f.parts or "raw-data" in f.parts):
                 zf.write(f, "texture-vs-shape-master" / f.relative_to(src))
     payload = zpath.read_bytes()
-    env = {**os.environ, "CNNSCOPE_CONFIG_DIR": str(REPO / "config")}
     with _Server(payload) as srv:
-        res = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cnnscope.steps.stimuli",
-                "source=download",
-                f"url={srv.url}",
-                f"sha256={hashlib.sha256(payload).hexdigest()}",
-                "cache_dir=cache",
-                "out=tvs",
-                "progress=false",
-            ],
+        res = _step(
+            "stimuli",
+            "source=download",
+            f"url={srv.url}",
+            f"sha256={hashlib.sha256(payload).hexdigest()}",
+            "cache_dir=cache",
+            "out=tvs",
+            "progress=false",
             cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
         )
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(stimulus_sets(tmp_path / "tvs")["cue-conflict"]) == 1280

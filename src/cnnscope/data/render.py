@@ -95,6 +95,20 @@ def object_frame(size: int, cx: float, cy: float, scale: float, angle: float) ->
     return Frame(u=ca * dx + sa * dy, v=-sa * dx + ca * dy)
 
 
+def random_frame(
+    rng: np.random.Generator, size: int, center: tuple[float, float], scale: tuple[float, float]
+) -> Frame:
+    """An object frame at a uniformly random centre (both coordinates in ``center``), scale and
+    rotation: how every world places its objects."""
+    return object_frame(
+        size,
+        cx=rng.uniform(*center),
+        cy=rng.uniform(*center),
+        scale=rng.uniform(*scale),
+        angle=rng.uniform(0, 2 * np.pi),
+    )
+
+
 def _polygon(points: np.ndarray) -> Callable[[Frame], np.ndarray]:
     path = MplPath(points)
 

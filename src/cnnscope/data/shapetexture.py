@@ -65,13 +65,7 @@ def background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def shape_mask(k: int, rng: np.random.Generator, size: int) -> np.ndarray:
     """Where class ``k``'s object lies, at a random position, scale and rotation."""
-    frame = render.object_frame(
-        size,
-        cx=rng.uniform(0.35, 0.65),
-        cy=rng.uniform(0.35, 0.65),
-        scale=rng.uniform(0.28, 0.4),
-        angle=rng.uniform(0, 2 * np.pi),
-    )
+    frame = render.random_frame(rng, size, center=(0.35, 0.65), scale=(0.28, 0.4))
     return render.SHAPES[CLASSES[k]](frame)
 
 

@@ -4,8 +4,8 @@ Because it is byte-for-byte the same format as ``broden1_224`` (``index.csv``, `
 ``label.csv``, ``c_<category>.csv``, JPEG images and R + 256*G label PNGs at half resolution), the one
 Broden loader reads both, and every later stage is exercised offline exactly as on the real data.
 
-The same drawing code also yields in-memory training samples (:func:`object_sample`), so the small
-models of the default study are trained on the same world that probes them.
+Its 16 object shapes are those of the shape/texture world (:mod:`cnnscope.data.shapetexture`) that
+the default study's models are trained on, so their shape detectors have concepts to match.
 """
 
 from __future__ import annotations
@@ -27,9 +27,12 @@ CATEGORIES = ("color", "object", "part", "material", "scene", "texture")
 INDEX_COLUMNS = ("image", "split", "ih", "iw", "sh", "sw", *CATEGORIES)
 
 
-@dataclass(frozen=True)
+@dataclass
 class WorldSpec:
-    """What to generate. Defaults fit the offline default study's time budget on 2 CPU cores."""
+    """What to generate. Defaults fit the offline default study's time budget on 2 CPU cores.
+
+    Also the schema of the synthworld step's ``world`` config (so the two cannot drift apart).
+    """
 
     n_images: int = 480
     image_size: int = 64
@@ -76,30 +79,19 @@ class Drawing:
     rgb: np.ndarray
     pixel: dict[str, list[np.ndarray]] = field(default_factory=dict)
     image: dict[str, list[int]] = field(default_factory=dict)
-    shape: int = -1
 
 
-def _draw_objects(
-    rng: np.random.Generator, size: int, canvas: np.ndarray, n_objects: int, shape: int | None
-) -> Drawing:
+def _draw_objects(rng: np.random.Generator, size: int, canvas: np.ndarray, n_objects: int) -> Drawing:
     obj = np.full((size, size), -1, np.int16)
     rim_core = np.full((size, size), -1, np.int16)
     top_bot = np.full((size, size), -1, np.int16)
     mat = np.full((size, size), -1, np.int16)
     rim_px = max(1, size // 24)
-    first_shape = -1
-    for k in range(n_objects):
-        s = int(rng.integers(len(render.OBJECTS))) if (shape is None or k > 0) else shape
-        first_shape = s if k == 0 else first_shape
+    for _ in range(n_objects):
+        s = int(rng.integers(len(render.OBJECTS)))
         m = int(rng.integers(len(render.MATERIALS)))
         color = render.COLOR_NAMES[int(rng.integers(len(render.COLOR_NAMES)))]
-        frame = render.object_frame(
-            size,
-            cx=rng.uniform(0.3, 0.7),
-            cy=rng.uniform(0.3, 0.7),
-            scale=rng.uniform(0.22, 0.34),
-            angle=rng.uniform(0, 2 * np.pi),
-        )
+        frame = render.random_frame(rng, size, center=(0.3, 0.7), scale=(0.22, 0.34))
         inside = render.SHAPES[render.OBJECTS[s]](frame)
         if not inside.any():
             continue
@@ -114,17 +106,14 @@ def _draw_objects(
     return Drawing(
         rgb=canvas,
         pixel={"object": [obj], "part": [rim_core, top_bot], "material": [mat]},
-        shape=first_shape,
     )
 
 
-def object_sample(
-    rng: np.random.Generator, size: int, shape: int | None = None, n_objects: int = 1
-) -> Drawing:
-    """An object image: a scene background with ``n_objects`` shapes (the first of class ``shape``)."""
+def object_sample(rng: np.random.Generator, size: int, n_objects: int = 1) -> Drawing:
+    """An object image: a scene background with ``n_objects`` random shapes."""
     scene = int(rng.integers(len(render.SCENES)))
     canvas = render.scene_background(render.SCENES[scene], rng, size)
-    d = _draw_objects(rng, size, canvas, n_objects, shape)
+    d = _draw_objects(rng, size, canvas, n_objects)
     d.image["scene"] = [scene]
     d.pixel["color"] = [render.color_labels(d.rgb)]
     return d
@@ -148,8 +137,9 @@ def _save_mask(path: Path, labels: np.ndarray) -> None:
     Image.fromarray(rgb).save(path)
 
 
-def generate(root: str | Path, spec: WorldSpec = WorldSpec(), progress: bool = True) -> Path:
+def generate(root: str | Path, spec: WorldSpec | None = None, progress: bool = True) -> Path:
     """Draw ``spec.n_images`` images and write them, with all label files, in Broden format."""
+    spec = spec or WorldSpec()
     root = Path(root)
     (root / "images" / "synth").mkdir(parents=True, exist_ok=True)
     labels = LabelSpace()

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from cnnscope.data.synthworld import WorldSpec
+
 
 @dataclass
 class ModelConfig:
@@ -39,20 +41,8 @@ class DatasetConfig:
 
 
 @dataclass
-class WorldConfig:
-    """Size and seed of the generated probe set (:class:`cnnscope.data.synthworld.WorldSpec`)."""
-
-    n_images: int = 480
-    image_size: int = 64
-    seed: int = 0
-    texture_fraction: float = 0.2
-    two_object_fraction: float = 0.3
-    val_fraction: float = 0.2
-
-
-@dataclass
 class SynthworldStep:
-    world: WorldConfig = field(default_factory=WorldConfig)
+    world: WorldSpec = field(default_factory=WorldSpec)
     out: str = MISSING
     progress: bool = True
 
