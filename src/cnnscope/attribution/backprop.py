@@ -1,0 +1,117 @@
+"""Backpropagation methods that change the ReLU's backward rule, and their Guided Grad-CAM products.
+
+* plain gradient:   dx = 1[x > 0] * g
+* guided backprop:  dx = 1[x > 0] * max(g, 0)   (Springenberg et al. 2015)
+* DeconvNet:        dx = max(g, 0)              (Zeiler & Fergus 2014: only positive signal from above)
+
+The rule is swapped with a ``TorchFunctionMode`` that catches every ReLU call, as a module or as
+``F.relu``/``torch.relu``, in place or not, so the model needs no module ReLUs and is not modified.
+A model with no ReLU at all is refused, since the methods would silently equal the plain gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from cnnscope.attribution.base import LayerAttribution, normalize_maps, select
+from cnnscope.errors import ModelError
+
+_RELUS = {F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+
+
+class _GuidedReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return g.clamp(min=0) * (x > 0)
+
+
+class _DeconvReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        return g.clamp(min=0)
+
+
+class _ReLURule(TorchFunctionMode):
+    def __init__(self, fn: type[torch.autograd.Function]) -> None:
+        super().__init__()
+        self.fn, self.calls = fn, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _RELUS:
+            self.calls += 1
+            return self.fn.apply(args[0])  # out of place, whatever the call asked for
+        return func(*args, **(kwargs or {}))
+
+
+class _Backprop:
+    """Input-gradient method with a ReLU backward rule; a context manager for symmetry."""
+
+    rule: type[torch.autograd.Function]
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> _Backprop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def __call__(
+        self, x: torch.Tensor, targets: torch.Tensor | list[int] | None = None, normalize: bool = False
+    ) -> torch.Tensor:
+        """``(N, C, H, W)`` gradients of each image's target score with respect to the image."""
+        was_training = self.model.training
+        self.model.eval()
+        x = x.detach().requires_grad_(True)
+        mode = _ReLURule(self.rule)
+        try:
+            with torch.enable_grad(), mode:
+                logits = self.model(x)
+                t = select(logits, targets)
+            (grad,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), x)
+        finally:
+            self.model.train(was_training)
+        if mode.calls == 0:
+            raise ModelError(
+                f"{type(self).__name__} changes the ReLU backward rule, but {type(self.model).__name__} "
+                "called no ReLU (module or functional); the result would be the plain gradient"
+            )
+        return normalize_maps(grad) if normalize else grad
+
+
+class GuidedBackprop(_Backprop):
+    rule = _GuidedReLU
+
+
+class DeconvNet(_Backprop):
+    rule = _DeconvReLU
+
+
+def guided(pixel: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """Guided Grad-CAM (or Guided Grad-CAM++): the element-wise product of a guided-backprop
+    gradient ``(N, C, H, W)`` and an upsampled class-activation map ``(N, H, W)``."""
+    return pixel * maps[:, None]
+
+
+def guided_cam(cam: LayerAttribution, x: torch.Tensor, targets=None) -> torch.Tensor:
+    """Guided ``cam`` for the same targets (the predicted class by default)."""
+    with torch.no_grad():
+        t = select(cam.model(x), targets)
+    with GuidedBackprop(cam.model) as gb:
+        return guided(gb(x, t), cam(x, t))
