@@ -35,10 +35,13 @@ class _StopForward(Exception):
 
 
 class LayerCapture:
-    """Context manager: a forward hook that keeps one module's output (and leaves no hook behind)."""
+    """Context manager: a forward hook that keeps one module's output (and leaves no hook behind).
 
-    def __init__(self, layer: nn.Module, stop: bool = True) -> None:
-        self.layer, self.stop = layer, stop
+    ``keep_graph`` keeps the copy attached to autograd (to optimise an input through it).
+    """
+
+    def __init__(self, layer: nn.Module, stop: bool = True, keep_graph: bool = False) -> None:
+        self.layer, self.stop, self.keep_graph = layer, stop, keep_graph
         self.output: torch.Tensor | None = None
         self._handle = None
 
@@ -48,7 +51,8 @@ class LayerCapture:
                 f"layer output must be a (batch, channels, height, width) tensor to dissect, got "
                 f"{type(output).__name__} {getattr(output, 'shape', '')}; choose a conv layer"
             )
-        self.output = output.detach().to(torch.float32, copy=True)  # a later in-place op cannot touch it
+        kept = output if self.keep_graph else output.detach()
+        self.output = kept.to(torch.float32, copy=True)  # a later in-place op cannot touch it
         if self.stop:
             raise _StopForward
 

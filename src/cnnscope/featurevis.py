@@ -1,0 +1,234 @@
+"""What a unit prefers and what a layer keeps: activation maximization, inversion, feature grids.
+
+* :func:`maximize` -- gradient ascent on an image to raise one channel's mean activation (Erhan et
+  al. 2009; Olah et al. 2017): a pixel or a decorrelated Fourier parametrisation (scaled by 1/frequency
+  and colour-decorrelated, so steps are not dominated by high frequencies), random jitter, scale and
+  rotation each step (transformation robustness), optional multi-scale upscaling of the pixel image.
+* :func:`invert` -- reconstruct an input from a layer's feature map (Mahendran & Vedaldi 2015): the
+  normalised feature loss ``||phi(x) - phi0||^2 / ||phi0||^2`` plus an alpha-norm and a total-variation
+  regulariser, from random noise.
+* :func:`feature_grid` -- a layer's feature maps for one image, tiled.
+
+Images live in [0, 1]; the model's own normalisation is applied inside. Everything runs on the
+device of the model's parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnscope.features import LayerCapture
+from cnnscope.models.layers import resolve_layer
+
+# Colour correlation of natural images (square root of the covariance, from ImageNet statistics, as
+# used by Lucid): decorrelated parameters are mapped to RGB through it.
+_COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+_COLOR_SQRT = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
+
+
+@dataclass
+class Trace:
+    """The optimised image ``(3, H, W)`` in [0, 1] and the objective at every step."""
+
+    image: torch.Tensor
+    values: list[float]
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+class _Normalize(nn.Module):
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
+        super().__init__()
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class FourierImage(nn.Module):
+    """An image parametrised by its 2-D spectrum, scaled by 1/frequency, and decorrelated colours."""
+
+    def __init__(self, size: int, generator: torch.Generator, device: torch.device, decay: float = 1.0):
+        super().__init__()
+        fy = torch.fft.fftfreq(size)[:, None]
+        fx = torch.fft.rfftfreq(size)[None, :]
+        freq = torch.sqrt(fx**2 + fy**2).clamp(min=1.0 / size)
+        self.register_buffer("scale", (1.0 / freq**decay).to(device) * size / 4)
+        init = torch.randn(3, size, size // 2 + 1, 2, generator=generator) * 0.01
+        self.spectrum = nn.Parameter(init.to(device))
+        self.size = size
+
+    def forward(self) -> torch.Tensor:
+        spec = torch.view_as_complex(self.spectrum) * self.scale
+        img = torch.fft.irfft2(spec, s=(self.size, self.size), norm="ortho")
+        rgb = torch.einsum("cd,dhw->chw", _COLOR_SQRT.to(img.device), img)
+        return torch.sigmoid(rgb)[None]
+
+
+class PixelImage(nn.Module):
+    """An image parametrised per pixel (through a sigmoid, so it stays in [0, 1])."""
+
+    def __init__(self, size: int, generator: torch.Generator, device: torch.device):
+        super().__init__()
+        self.logits = nn.Parameter((torch.randn(1, 3, size, size, generator=generator) * 0.1).to(device))
+
+    def forward(self) -> torch.Tensor:
+        return torch.sigmoid(self.logits)
+
+    def upscale(self, size: int) -> None:
+        self.logits = nn.Parameter(F.interpolate(self.logits.detach(), size=size, mode="bilinear"))
+
+
+def robust_transform(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    jitter: int = 4,
+    scales: Sequence[float] = (0.95, 1.05),
+    degrees: float = 8.0,
+) -> torch.Tensor:
+    """Random jitter, scale and rotation, all differentiable (transformation robustness)."""
+    if jitter:
+        dx, dy = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=generator))
+        x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    s = float(torch.empty(1).uniform_(*scales, generator=generator))
+    a = math.radians(float(torch.empty(1).uniform_(-degrees, degrees, generator=generator)))
+    theta = torch.tensor(
+        [[math.cos(a) / s, -math.sin(a) / s, 0.0], [math.sin(a) / s, math.cos(a) / s, 0.0]],
+        device=x.device,
+        dtype=x.dtype,
+    )[None].expand(len(x), 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
+
+
+def channel_activation(model: nn.Module, layer: str, x: torch.Tensor, unit: int) -> torch.Tensor:
+    """Mean activation of channel ``unit`` of ``layer`` per image (the forward stops at the layer)."""
+    with LayerCapture(resolve_layer(model, layer), stop=True, keep_graph=True) as cap:
+        return cap(model, x)[:, unit].mean((1, 2))
+
+
+def maximize(
+    model: nn.Module,
+    layer: str,
+    unit: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    size: int = 64,
+    steps: int = 128,
+    lr: float = 0.05,
+    param: str = "fourier",
+    robust: bool = True,
+    octaves: Sequence[int] = (),
+    seed: int = 0,
+) -> Trace:
+    """Optimise an image to raise ``unit``'s mean activation in ``layer``.
+
+    ``octaves`` (pixel parametrisation only) are larger sizes to upscale to, each getting ``steps``
+    further steps: coarse structure first, detail later.
+    """
+    device = _device(model)
+    gen = torch.Generator().manual_seed(seed)
+    norm = _Normalize(mean, std, device)
+    if param == "fourier":
+        if octaves:
+            raise ValueError("multi-scale octaves need param='pixel'")
+        image: nn.Module = FourierImage(size, gen, device)
+    elif param == "pixel":
+        image = PixelImage(size, gen, device)
+    else:
+        raise ValueError(f"unknown parametrisation {param!r}; use 'fourier' or 'pixel'")
+    was_training = model.training
+    model.eval()
+    values: list[float] = []
+    try:
+        for stage_size in [size, *octaves]:
+            if stage_size != size:
+                image.upscale(stage_size)
+            opt = torch.optim.Adam(image.parameters(), lr=lr)
+            for _ in range(steps):
+                x = image()
+                if robust:
+                    x = robust_transform(x, gen)
+                act = channel_activation(model, layer, norm(x), unit).mean()
+                opt.zero_grad()
+                (-act).backward()
+                opt.step()
+                values.append(act.item())
+    finally:
+        model.train(was_training)
+    return Trace(image()[0].detach(), values)
+
+
+def total_variation(x: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
+    dh = x[..., 1:, :-1] - x[..., :-1, :-1]
+    dw = x[..., :-1, 1:] - x[..., :-1, :-1]
+    return ((dh**2 + dw**2) ** (beta / 2)).sum()
+
+
+def invert(
+    model: nn.Module,
+    layer: str,
+    target: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    steps: int = 200,
+    lr: float = 0.05,
+    alpha: float = 6.0,
+    lambda_alpha: float = 1e-5,
+    lambda_tv: float = 1e-3,
+    seed: int = 0,
+) -> tuple[torch.Tensor, list[float]]:
+    """Reconstruct ``target`` (``(3, H, W)`` in [0, 1]) from ``layer``'s feature map.
+
+    Returns the reconstruction and the normalised feature loss at every step.
+    """
+    device = _device(model)
+    norm = _Normalize(mean, std, device)
+    layer_module = resolve_layer(model, layer)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), LayerCapture(layer_module) as cap:
+            phi0 = cap(model, norm(target[None].to(device)))
+        gen = torch.Generator().manual_seed(seed)
+        x = (torch.rand(target[None].shape, generator=gen) * 0.2 + 0.4).to(device).requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=lr)
+        losses: list[float] = []
+        for _ in range(steps):
+            with LayerCapture(layer_module, keep_graph=True) as cap:
+                phi = cap(model, norm(x))
+            feature = (phi - phi0).pow(2).sum() / phi0.pow(2).sum()
+            centred = x - 0.5
+            loss = feature + lambda_alpha * centred.abs().pow(alpha).sum() + lambda_tv * total_variation(x)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                x.clamp_(0, 1)
+            losses.append(feature.item())
+    finally:
+        model.train(was_training)
+    return x.detach()[0], losses
+
+
+def feature_grid(maps: torch.Tensor, columns: int = 8, pad: int = 1) -> torch.Tensor:
+    """Tile ``(C, h, w)`` feature maps, each scaled to [0, 1], into one ``(rows*(h+pad), ...)`` image."""
+    c, h, w = maps.shape
+    flat = maps.flatten(1)
+    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    scaled = ((flat - lo) / (hi - lo).clamp(min=1e-12)).view(c, h, w)
+    rows = math.ceil(c / columns)
+    grid = torch.ones(rows * (h + pad), columns * (w + pad))
+    for i in range(c):
+        r, k = divmod(i, columns)
+        grid[r * (h + pad) : r * (h + pad) + h, k * (w + pad) : k * (w + pad) + w] = scaled[i].cpu()
+    return grid
