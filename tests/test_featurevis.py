@@ -16,6 +16,7 @@ from cnnscope.featurevis import (
     maximize,
 )
 from cnnscope.models.builtin import ConvNet
+from cnnscope.training import TrainSpec, train
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -45,6 +46,22 @@ def test_maximization_raises_the_unit_well_above_its_start(param, octaves):
     assert after > 10 * max(before, 1e-3), (before, after)  # at least tenfold
     assert len(trace.values) == 48 * (1 + len(octaves))
     assert all(not m._forward_hooks for m in net.modules())
+
+
+def test_units_silent_on_the_start_image_still_rise():
+    """Plain gradients cannot leave a dead ReLU; the redirected gradient of the first steps can."""
+    net, _ = train(TrainSpec(steps=150, image_size=32, n_train=800, n_val=100, width=8), progress=False)
+    start = PixelImage(32, torch.Generator().manual_seed(0), torch.device("cpu"))()
+    with torch.no_grad():
+        dead = [u for u in range(32) if float(channel_activation(net, "conv5", (start - 0.5) / 0.25, u)) == 0]
+    assert len(dead) >= 4, "the test needs units that are silent at the start"
+    risen = 0
+    for u in dead[:4]:
+        plain = maximize(net, "conv5", u, MEAN, STD, size=32, steps=32, param="pixel", redirect_steps=0)
+        redirected = maximize(net, "conv5", u, MEAN, STD, size=32, steps=32, param="pixel")
+        assert max(plain.values) == 0
+        risen += redirected.values[-1] > 0.5
+    assert risen >= 3
 
 
 def test_inversion_lowers_the_feature_loss_tenfold():

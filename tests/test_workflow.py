@@ -31,11 +31,14 @@ TINY = {
         }
     ],
     "cue_conflict": {"stimuli": "world", "classes": "world", "references": []},
+    "attribution": {"featurevis": True},
     "steps": {
         "synthworld": {"world.n_images": 40, "world.image_size": 32},
         "train": {"train.steps": 20, "train.n_train": 120, "train.n_val": 60, "train.image_size": 32},
         "dissect": {"quantile": 0.005},
         "stimuli": {"world.size": 32, "world.poses": 1, "world.singles": 1},
+        "attribution": {"images": 2, "metric_images": 4, "deletion_steps": 4},
+        "featurevis": {"units": 1, "steps": 4, "size": 32},
         "report": {"top_units": 2, "top_images": 2},
     },
 }
@@ -92,6 +95,9 @@ def test_study_runs_to_the_report(study):
     assert "tiny / conv5" in html and "tiny / conv2" in html and "Texture vs shape" in html
     assert (study / "results/report/figures/tiny_detectors.png").stat().st_size > 5_000
     assert (study / "results/report/figures/shape_bias.png").stat().st_size > 5_000
+    assert "<h2>Attribution</h2>" in html and "maximized" in html
+    metrics = (study / "results/attribution/synthworld/tiny/metrics.csv").read_text()
+    assert all(m in metrics for m in ("gradcam++", "guided_backprop", "deconvnet", "guided_gradcam"))
     summary = json.loads((study / "results/cueconflict/world/tiny/summary.json").read_text())
     assert summary["conflict_trials"] == 16 * 15 and summary["name"] == "tiny"
     for step in (
@@ -102,6 +108,8 @@ def test_study_runs_to_the_report(study):
         "dissect/synthworld/tiny/conv5",
         "stimuli/world",
         "cueconflict/world/tiny",
+        "attribution/synthworld/tiny",
+        "featurevis/synthworld/tiny/conv5",
         "report",
     ):
         assert (study / "results" / step / "config.yaml").is_file(), step
@@ -112,13 +120,13 @@ def test_nothing_to_do_after_a_finished_run(study):
     assert _planned_jobs(_snakemake(study, "-n")) == {}
 
 
-def test_changing_the_quantile_reruns_only_dissect_and_report(study, tmp_path):
+def test_changing_the_quantile_reruns_only_dissect_and_what_reads_it(study, tmp_path):
     cfg = yaml.safe_load((study / "config" / "config.yaml").read_text())
     cfg["steps"]["dissect"]["quantile"] = 0.01
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg, sort_keys=False))
     jobs = _planned_jobs(_snakemake(study, "-n", "--configfile", str(changed)))
-    assert jobs == {"dissect": 2, "report": 1, "all": 1}
+    assert jobs == {"dissect": 2, "featurevis": 2, "report": 1, "all": 1}
 
 
 def test_editing_a_step_config_default_reruns_that_step(study):
@@ -127,7 +135,7 @@ def test_editing_a_step_config_default_reruns_that_step(study):
     try:
         path.write_text(original.replace("detector_iou: 0.04", "detector_iou: 0.05"))
         jobs = _planned_jobs(_snakemake(study, "-n"))
-        assert jobs == {"dissect": 2, "report": 1, "all": 1}
+        assert jobs == {"dissect": 2, "featurevis": 2, "report": 1, "all": 1}
     finally:
         path.write_text(original)
 
@@ -139,7 +147,7 @@ def test_editing_library_code_reruns_its_step(study):
     try:
         code.write_text(original + "\n# an edit\n")
         jobs = _planned_jobs(_snakemake(study, "-n"))
-        assert jobs == {"dissect": 2, "report": 1, "all": 1}
+        assert jobs == {"dissect": 2, "featurevis": 2, "report": 1, "all": 1}
     finally:
         code.write_text(original)
 
@@ -191,6 +199,8 @@ def test_real_imagenet_shape_bias_study_dry_runs(tmp_path):
         "dissect": 2,
         "stimuli": 1,
         "cueconflict": 2,
+        "attribution": 2,
+        "featurevis": 2,
         "report": 1,
         "all": 1,
     }

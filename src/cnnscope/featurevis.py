@@ -15,6 +15,7 @@ device of the model's parameters.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnscope.attribution.backprop import RedirectedReLU, ReLURule
 from cnnscope.features import LayerCapture
 from cnnscope.models.layers import resolve_layer
 
@@ -129,11 +131,13 @@ def maximize(
     robust: bool = True,
     octaves: Sequence[int] = (),
     seed: int = 0,
+    redirect_steps: int = 16,
 ) -> Trace:
     """Optimise an image to raise ``unit``'s mean activation in ``layer``.
 
     ``octaves`` (pixel parametrisation only) are larger sizes to upscale to, each getting ``steps``
-    further steps: coarse structure first, detail later.
+    further steps: coarse structure first, detail later. For the first ``redirect_steps`` steps every
+    ReLU uses the redirected gradient, so a unit that is silent on the starting image can still rise.
     """
     device = _device(model)
     gen = torch.Generator().manual_seed(seed)
@@ -150,6 +154,7 @@ def maximize(
     model.eval()
     values: list[float] = []
     try:
+        step = 0
         for stage_size in [size, *octaves]:
             if stage_size != size:
                 image.upscale(stage_size)
@@ -158,7 +163,9 @@ def maximize(
                 x = image()
                 if robust:
                     x = robust_transform(x, gen)
-                act = channel_activation(model, layer, norm(x), unit).mean()
+                with ReLURule(RedirectedReLU) if step < redirect_steps else contextlib.nullcontext():
+                    act = channel_activation(model, layer, norm(x), unit).mean()
+                step += 1
                 opt.zero_grad()
                 (-act).backward()
                 opt.step()

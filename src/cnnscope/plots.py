@@ -76,3 +76,25 @@ def shape_bias_plot(per_class: pd.DataFrame, pooled: dict[str, float], out: Path
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def attribution_gallery(images: np.ndarray, maps: dict[str, np.ndarray], title: str, out: Path) -> Path:
+    """One row per image: the image, then each method's map over it (jet, half transparent)."""
+    n, methods = len(images), list(maps)
+    fig, axes = plt.subplots(
+        n, len(methods) + 1, figsize=(1.35 * (len(methods) + 1), 1.4 * n + 0.4), dpi=110, squeeze=False
+    )
+    for i in range(n):
+        axes[i, 0].imshow(images[i])
+        for j, name in enumerate(methods, start=1):
+            axes[i, j].imshow(images[i])
+            axes[i, j].imshow(maps[name][i].astype(np.float32), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        for ax in axes[i]:
+            ax.set_axis_off()
+    for j, name in enumerate(["image", *methods]):
+        axes[0, j].set_title(name, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -21,7 +21,7 @@ from PIL import Image
 
 from cnnscope.data.packed import PackedDataset
 from cnnscope.errors import CnnscopeError
-from cnnscope.plots import detector_bars, shape_bias_plot
+from cnnscope.plots import attribution_gallery, detector_bars, shape_bias_plot
 from cnnscope.shapebias import analysis
 
 CSS = """
@@ -147,6 +147,44 @@ def shape_bias_section(
     ]
 
 
+def attribution_section(
+    results: Path, probe: str, models: list[str], data: PackedDataset, figs: Path
+) -> list[str]:
+    """A gallery of every method per model on the same probe images, and the metrics table."""
+    parts, tables = ["<h2>Attribution</h2>"], []
+    for m in models:
+        d = results / "attribution" / probe / m
+        if not (d / "metrics.csv").is_file():
+            raise CnnscopeError(f"{d} has no metrics.csv; run the attribution step for {m}")
+        maps = dict(np.load(d / "maps.npz"))
+        images = np.asarray(data.images[np.load(d / "images.npy")])
+        fig = attribution_gallery(
+            images, maps, f"{m}: maps for the predicted class", figs / f"{m}_attribution.png"
+        )
+        parts.append(f"<img src='figures/{fig.name}' alt='attribution maps of {html.escape(m)}'>")
+        tables.append(pd.read_csv(d / "metrics.csv"))
+    metrics = pd.concat(tables, ignore_index=True)
+    metrics.to_csv(figs / "attribution_metrics.csv", index=False)
+    parts += [
+        "<p class='meta'>Average Drop (lower is better) and Increase in Confidence (higher) on the image "
+        "multiplied by its map; deletion AUC (lower) and insertion AUC (higher) of the target "
+        "probability as the most attributed pixels are removed or inserted.</p>",
+        _table(metrics),
+    ]
+    return parts
+
+
+def _featurevis_image(results: Path, probe: str, model: str, layer: str, unit: int, figs: Path) -> str:
+    """The unit's activation-maximization image as an <img>, or nothing when none was made."""
+    src = results / "featurevis" / probe / model / layer / f"unit_{unit}.png"
+    if not src.is_file():
+        return ""
+    name = f"{model}_{layer}_unit{unit}_maximized.png".replace("/", "_")
+    Image.open(src).resize((96, 96), Image.NEAREST).save(figs / name)
+    alt = f"unit {unit} maximized"
+    return f"<img class='strip' src='figures/{name}' alt='{alt}' title='activation maximization'> "
+
+
 def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, float_format=lambda x: f"{x:.3f}", border=0)
 
@@ -162,6 +200,7 @@ def build_report(
     cue_conflict: list[str] | None = None,
     stimuli: str | None = None,
     references: list[str] | None = None,
+    attribution: list[str] | None = None,
 ) -> Path:
     """Write ``out/index.html`` and ``out/figures/*`` for the dissected ``entries`` and, when
     given, the cue-conflict results of the ``cue_conflict`` models on the ``stimuli`` set."""
@@ -199,6 +238,8 @@ def build_report(
         parts += ["<h2>Models trained in the pipeline</h2>", _table(pd.DataFrame(train_rows))]
     if cue_conflict:
         parts += shape_bias_section(results, stimuli or "", cue_conflict, references or [], figs)
+    if attribution:
+        parts += attribution_section(results, dataset, attribution, data, figs)
     for m in models:
         mine = [r for r in layers if r.model == m]
         fig = detector_bars(
@@ -227,7 +268,8 @@ def build_report(
                 parts.append(
                     f"<div class='unit'><b>unit {unit}</b>: {html.escape(str(u['label']))} "
                     f"({html.escape(str(u['category']))}), IoU {u['iou']:.3f}<br>"
-                    f"<img class='strip' src='figures/{name}' alt='unit {unit} top images'></div>"
+                    + _featurevis_image(results, dataset, m, r.layer, unit, figs)
+                    + f"<img class='strip' src='figures/{name}' alt='unit {unit} top images'></div>"
                 )
     parts.append("</body></html>")
     index = out / "index.html"

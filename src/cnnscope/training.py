@@ -57,7 +57,18 @@ def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, bs:
 
 
 def train(spec: TrainSpec, progress: bool = True) -> tuple[torch.nn.Module, dict]:
-    """Train ``spec.arch`` to classify shapes; returns the model and its metrics."""
+    """Train ``spec.arch`` to classify shapes; returns the model and its metrics.
+
+    Deterministic algorithms are switched on for the run and the caller's setting restored after.
+    """
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        return _train(spec, progress)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(spec: TrainSpec, progress: bool) -> tuple[torch.nn.Module, dict]:
     if spec.regime not in shapetexture.REGIMES:
         raise CnnscopeError(f"unknown regime {spec.regime!r}; use one of {', '.join(shapetexture.REGIMES)}")
     torch.manual_seed(spec.seed)

@@ -28,6 +28,11 @@ STIMSET = (
     (CC["stimuli"] if CC["stimuli"] == "world" else "texture-vs-shape") if CC else None
 )
 CC_MODELS = [n for n, m in MODELS.items() if CC and m.get("cue_conflict", True)]
+ATTR = config.get("attribution")
+ATTR_MODELS = [
+    n for n, m in MODELS.items() if ATTR is not None and m.get("attribution", True)
+]
+FEATUREVIS = bool(ATTR is not None and ATTR.get("featurevis", True))
 
 # Source files each step runs: inputs, so editing them reruns the step (`python -m` is not
 # seen by Snakemake's code trigger on its own).
@@ -53,12 +58,22 @@ CODE = {
         "shapebias/stimuli.py",
         "models/registry.py",
     ],
+    "attribution": [
+        "attribution/suite.py",
+        "attribution/base.py",
+        "attribution/cam.py",
+        "attribution/backprop.py",
+        "attribution/metrics.py",
+        "models/registry.py",
+    ],
+    "featurevis": ["featurevis.py", "features.py", "models/registry.py"],
     "report": ["report.py", "plots.py", "shapebias/analysis.py"],
 }
 
 
 def code(step):
-    shared = ["steps/runner.py", "steps/schema.py", "io.py"]
+    # steps/schema.py is left out: params carry each step's composed config, defaults included.
+    shared = ["steps/runner.py", "io.py"]
     return [f"{_LIB}/{p}" for p in [f"steps/{step}.py", *CODE[step], *shared]]
 
 
@@ -103,6 +118,27 @@ def cueconflict_items(wc):
         f"name={wc.model}",
         f"classes={CC['classes']}",
         *study_overrides("cueconflict"),
+    ]
+
+
+def cam_layer(name):
+    return MODELS[name].get("cam_layer", MODELS[name]["layers"][-1])
+
+
+def attribution_items(wc):
+    return [
+        *model_overrides(wc.model),
+        f"name={wc.model}",
+        f"layer={cam_layer(wc.model)}",
+        *study_overrides("attribution"),
+    ]
+
+
+def featurevis_items(wc):
+    return [
+        *model_overrides(wc.model),
+        f"layer={wc.layer}",
+        *study_overrides("featurevis"),
     ]
 
 
@@ -158,7 +194,7 @@ def _check_study():
             raise ValueError(
                 f"study config: model {name!r} has train: true but is not built-in"
             )
-        check_layers(spec, m["layers"], name)
+        check_layers(spec, [*m["layers"], cam_layer(name)], name)
         if name in CC_MODELS and (CC["classes"] == "world") != bool(m.get("train")):
             raise ValueError(
                 f"study config: model {name!r} cannot decide among cue_conflict classes "

@@ -7,6 +7,7 @@ REPORT_ITEMS = [
     f"cue_conflict={hydra_value(CC_MODELS)}",
     f"stimuli={hydra_value(STIMSET)}",
     f"references={hydra_value(reference_dirs())}",
+    f"attribution={hydra_value(ATTR_MODELS)}",
 ]
 
 
@@ -23,6 +24,16 @@ rule report:
             "results/cueconflict/{stimset}/{model}", stimset=STIMSET, model=CC_MODELS
         ),
         stimuli=[f"results/stimuli/{STIMSET}"] if reference_dirs() else [],
+        attribution=expand(
+            "results/attribution/{dataset}/{model}", dataset=DATASET, model=ATTR_MODELS
+        ),
+        featurevis=(
+            expand(
+                "results/featurevis/{dataset}/{entry}", dataset=DATASET, entry=LAYERS
+            )
+            if FEATUREVIS
+            else []
+        ),
         packed=PACKED,
         code=code("report"),
     output:

@@ -46,7 +46,24 @@ class _DeconvReLU(torch.autograd.Function):
         return g.clamp(min=0)
 
 
-class _ReLURule(TorchFunctionMode):
+class RedirectedReLU(torch.autograd.Function):
+    """ReLU whose backward also passes gradients at x <= 0 when descending them would raise x
+    (Olah et al.'s "redirected ReLU"): lets activation maximization leave a dead start."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return g * ((x > 0) | (g < 0))
+
+
+class ReLURule(TorchFunctionMode):
+    """Within this mode every ReLU call (module or functional, in place or not) runs ``fn``."""
+
     def __init__(self, fn: type[torch.autograd.Function]) -> None:
         super().__init__()
         self.fn, self.calls = fn, 0
@@ -79,7 +96,7 @@ class _Backprop:
         was_training = self.model.training
         self.model.eval()
         x = x.detach().requires_grad_(True)
-        mode = _ReLURule(self.rule)
+        mode = ReLURule(self.rule)
         try:
             with torch.enable_grad(), mode:
                 logits = self.model(x)

@@ -87,10 +87,11 @@ class LayerAttribution:
         finally:
             self.model.train(was_training)
         acts, grads = self.store["activations"], self.store["gradients"]
-        w = self.weights(acts, grads, logits.detach(), t)
-        if w.dim() == 2:
-            w = w[:, :, None, None]
-        return (w * acts).sum(1)
+        with torch.no_grad():
+            w = self.weights(acts, grads, logits.detach(), t)
+            if w.dim() == 2:
+                w = w[:, :, None, None]
+            return (w * acts).sum(1)
 
     def __call__(
         self,

@@ -6,6 +6,9 @@
 * Deletion and insertion AUC (Petsiuk et al. 2018): pixels are removed (replaced by the baseline) or
   inserted (into the baseline) in order of decreasing attribution, in ``steps`` equal steps; the area
   under the target-probability curve is low for a good map under deletion, high under insertion.
+
+Both act on the model's (normalised) input, so a removed pixel becomes 0 there: the normalisation
+mean, a neutral grey.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ def body(cfg: dict) -> None:
             cfg["cue_conflict"],
             cfg["stimuli"],
             cfg["references"],
+            cfg["attribution"],
         )
         write_yaml(tmp / "config.yaml", cfg)
     log.info("report: %s", (out / "index.html").resolve())

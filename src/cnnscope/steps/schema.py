@@ -155,12 +155,55 @@ class CueConflictStep:
 
 
 @dataclass
+class AttributionStep:
+    model: ModelConfig = MISSING
+    name: str = MISSING
+    packed: str = MISSING  # probe images come from the packed dataset
+    layer: str = MISSING  # the class-activation layer (the last conv block)
+    methods: list[str] = field(
+        default_factory=lambda: [
+            "cam",
+            "gradcam",
+            "gradcam++",
+            "counterfactual_gradcam",
+            "guided_backprop",
+            "deconvnet",
+            "guided_gradcam",
+            "guided_gradcam++",
+        ]
+    )
+    images: int = 6  # gallery images (maps are kept for these)
+    metric_images: int = 64  # images the metrics are averaged over (gallery included)
+    deletion_steps: int = 16
+    out: str = MISSING
+    device: str = "auto"
+    threads: int = 1
+
+
+@dataclass
+class FeaturevisStep:
+    model: ModelConfig = MISSING
+    dissection: str = MISSING  # a dissect step's output: its top units are visualised
+    layer: str = MISSING
+    units: int = 4
+    size: int = 64
+    steps: int = 128
+    lr: float = 0.05
+    param: str = "fourier"  # fourier | pixel
+    seed: int = 0
+    out: str = MISSING
+    device: str = "auto"
+    threads: int = 1
+
+
+@dataclass
 class ReportStep:
     layers: list[str] = MISSING  # "<model>/<layer>" entries
     probe: str = MISSING  # the probe dataset's name (results/dissect/<probe>/...)
     cue_conflict: list[str] = field(default_factory=list)  # models with cue-conflict results
     stimuli: str | None = None  # the stimulus set's name (results/cueconflict/<stimuli>/...)
     references: list[str] = field(default_factory=list)  # folders of raw-data CSVs
+    attribution: list[str] = field(default_factory=list)  # models with attribution results
     results: str = "results"
     packed: str = MISSING
     out: str = MISSING
@@ -177,6 +220,8 @@ STEP_SCHEMAS = {
     "dissect": DissectStep,
     "stimuli": StimuliStep,
     "cueconflict": CueConflictStep,
+    "attribution": AttributionStep,
+    "featurevis": FeaturevisStep,
     "report": ReportStep,
 }
 

@@ -1,0 +1,49 @@
+"""Step ``attribution``: every method's maps on probe images, and their faithfulness metrics."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from cnnscope.attribution.suite import attribute, check_methods, score
+from cnnscope.data.packed import PackedDataset
+from cnnscope.features import pick_device
+from cnnscope.io import atomic_dir, write_yaml
+from cnnscope.models.layers import resolve_layer
+from cnnscope.models.registry import ModelSpec, load_model
+from cnnscope.steps.runner import run_step
+
+log = logging.getLogger("cnnscope")
+
+
+def body(cfg: dict) -> None:
+    check_methods(cfg["methods"])
+    data = PackedDataset.open(cfg["packed"])
+    device = pick_device(cfg["device"])
+    loaded = load_model(ModelSpec(**cfg["model"]), device)
+    resolve_layer(loaded.module, cfg["layer"], cfg["name"])
+    n = min(len(data), max(cfg["images"], cfg["metric_images"]))
+    idx = np.unique(np.linspace(0, len(data) - 1, n).round().astype(int))
+    x = loaded.normalize(torch.from_numpy(np.array(data.images[idx])).to(device))
+    with torch.no_grad():
+        targets = loaded.module(x).argmax(1)
+    maps, seconds = attribute(loaded.module, cfg["layer"], x, cfg["methods"], targets)
+    metrics = score(loaded.module, x, maps, targets, cfg["deletion_steps"])
+    metrics.insert(0, "model", cfg["name"])
+    metrics["seconds_per_image"] = metrics["method"].map(seconds)
+    k = cfg["images"]
+    with atomic_dir(cfg["out"]) as tmp:
+        np.savez_compressed(
+            tmp / "maps.npz", **{m: v[:k].cpu().numpy().astype(np.float16) for m, v in maps.items()}
+        )
+        np.save(tmp / "images.npy", idx[:k])
+        np.save(tmp / "targets.npy", targets[:k].cpu().numpy())
+        metrics.to_csv(tmp / "metrics.csv", index=False)
+        write_yaml(tmp / "config.yaml", cfg)
+    log.info("attribution: %d methods on %d images of %s -> %s", len(maps), len(idx), cfg["name"], cfg["out"])
+
+
+if __name__ == "__main__":
+    run_step("attribution", body)
