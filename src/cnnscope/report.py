@@ -161,7 +161,15 @@ def attribution_section(
         fig = attribution_gallery(
             images, maps, f"{m}: maps for the predicted class", figs / f"{m}_attribution.png"
         )
-        parts.append(f"<img src='figures/{fig.name}' alt='attribution maps of {html.escape(m)}'>")
+        grid = figs / f"{m}_feature_grid.png"
+        Image.open(d / "feature_grid.png").save(grid)
+        parts += [
+            f"<img src='figures/{fig.name}' alt='attribution maps of {html.escape(m)}'>",
+            f"<p class='meta'>{html.escape(m)}: every feature map of the attribution layer for the "
+            "first image (each scaled to its own range)</p>"
+            f"<img class='strip' src='figures/{grid.name}' alt='feature maps of {html.escape(m)}' "
+            f"width='{2 * Image.open(grid).width}'>",
+        ]
         tables.append(pd.read_csv(d / "metrics.csv"))
     metrics = pd.concat(tables, ignore_index=True)
     metrics.to_csv(figs / "attribution_metrics.csv", index=False)

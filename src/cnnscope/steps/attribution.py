@@ -6,10 +6,12 @@ import logging
 
 import numpy as np
 import torch
+from PIL import Image
 
 from cnnscope.attribution.suite import attribute, check_methods, score
 from cnnscope.data.packed import PackedDataset
-from cnnscope.features import pick_device
+from cnnscope.features import LayerCapture, pick_device
+from cnnscope.featurevis import feature_grid
 from cnnscope.io import atomic_dir, write_yaml
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import ModelSpec, load_model
@@ -23,13 +25,15 @@ def body(cfg: dict) -> None:
     data = PackedDataset.open(cfg["packed"])
     device = pick_device(cfg["device"])
     loaded = load_model(ModelSpec(**cfg["model"]), device)
-    resolve_layer(loaded.module, cfg["layer"], cfg["name"])
+    resolve_layer(loaded.module, cfg["layer"], cfg["name"])  # fail before any work
     n = min(len(data), max(cfg["images"], cfg["metric_images"]))
     idx = np.unique(np.linspace(0, len(data) - 1, n).round().astype(int))
     x = loaded.normalize(torch.from_numpy(np.array(data.images[idx])).to(device))
     with torch.no_grad():
         targets = loaded.module(x).argmax(1)
     maps, seconds = attribute(loaded.module, cfg["layer"], x, cfg["methods"], targets)
+    with torch.no_grad(), LayerCapture(resolve_layer(loaded.module, cfg["layer"])) as cap:
+        grid = feature_grid(cap(loaded.module, x[:1])[0])  # the layer's maps for the first image
     metrics = score(loaded.module, x, maps, targets, cfg["deletion_steps"])
     metrics.insert(0, "model", cfg["name"])
     metrics["seconds_per_image"] = metrics["method"].map(seconds)
@@ -41,6 +45,7 @@ def body(cfg: dict) -> None:
         np.save(tmp / "images.npy", idx[:k])
         np.save(tmp / "targets.npy", targets[:k].cpu().numpy())
         metrics.to_csv(tmp / "metrics.csv", index=False)
+        Image.fromarray((grid.numpy() * 255).round().astype(np.uint8)).save(tmp / "feature_grid.png")
         write_yaml(tmp / "config.yaml", cfg)
     log.info("attribution: %d methods on %d images of %s -> %s", len(maps), len(idx), cfg["name"], cfg["out"])
 

@@ -1,0 +1,61 @@
+"""Time per image of every attribution method, and of activation maximization and inversion steps.
+
+    python benchmarks/attribution.py [--arch resnet18 --layer layer4 --size 224 --batch 8 --device cuda]
+
+Random weights and inputs (timing does not depend on them). Prints one table row per method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torchvision
+
+from cnnscope.attribution.suite import ALL_METHODS, attribute
+from cnnscope.features import pick_device
+from cnnscope.featurevis import invert, maximize
+
+
+def _timed(fn, device: torch.device) -> float:
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="resnet18")
+    p.add_argument("--layer", default="layer4")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=16, help="optimisation steps to time (AM, inversion)")
+    p.add_argument("--device", default="auto")
+    a = p.parse_args()
+    device = pick_device(a.device)
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(a.arch).eval().to(device)
+    x = torch.randn(a.batch, 3, a.size, a.size, device=device)
+    with torch.no_grad():
+        targets = model(x).argmax(1)
+    attribute(model, a.layer, x[:1], list(ALL_METHODS), targets[:1])  # warm-up
+    _, seconds = attribute(model, a.layer, x, list(ALL_METHODS), targets)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    am = _timed(lambda: maximize(model, a.layer, 0, mean, std, size=a.size, steps=a.steps), device)
+    inv = _timed(lambda: invert(model, a.layer, x[0].sigmoid(), mean, std, steps=a.steps), device)
+    print(
+        f"device: {device}  model: {a.arch} {a.layer}  images: {a.batch} at {a.size}px  "
+        f"threads: {torch.get_num_threads()}"
+    )
+    print(f"{'method':<34} {'ms / image':>12}")
+    for name, s in seconds.items():
+        print(f"{name:<34} {1000 * s:12.1f}")
+    print(f"{'activation maximization (per step)':<34} {1000 * am / a.steps:12.1f}")
+    print(f"{'inversion (per step)':<34} {1000 * inv / a.steps:12.1f}")
+
+
+if __name__ == "__main__":
+    main()
