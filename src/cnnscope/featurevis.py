@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnscope.attribution.backprop import RedirectedReLU, ReLURule
+from cnnscope.attribution.backprop import ReLURule, redirected_rule
 from cnnscope.features import LayerCapture
 from cnnscope.models.layers import resolve_layer
 
@@ -163,7 +163,7 @@ def maximize(
                 x = image()
                 if robust:
                     x = robust_transform(x, gen)
-                with ReLURule(RedirectedReLU) if step < redirect_steps else contextlib.nullcontext():
+                with ReLURule(redirected_rule) if step < redirect_steps else contextlib.nullcontext():
                     act = channel_activation(model, layer, norm(x), unit).mean()
                 step += 1
                 opt.zero_grad()

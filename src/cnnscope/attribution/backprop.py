@@ -11,6 +11,7 @@ A model with no ReLU at all is refused, since the methods would silently equal t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,61 +25,54 @@ from cnnscope.errors import ModelError
 _RELUS = {F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
 
 
-class _GuidedReLU(torch.autograd.Function):
+class _RuledReLU(torch.autograd.Function):
+    """A ReLU whose backward pass is ``rule(x, g)`` instead of ``1[x > 0] * g``."""
+
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, rule: Callable) -> torch.Tensor:
         ctx.save_for_backward(x)
+        ctx.rule = rule
         return x.clamp(min=0)
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
         (x,) = ctx.saved_tensors
-        return g.clamp(min=0) * (x > 0)
+        return ctx.rule(x, g), None
 
 
-class _DeconvReLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
-        return g.clamp(min=0)
+def guided_rule(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    return g.clamp(min=0) * (x > 0)
 
 
-class RedirectedReLU(torch.autograd.Function):
-    """ReLU whose backward also passes gradients at x <= 0 when descending them would raise x
-    (Olah et al.'s "redirected ReLU"): lets activation maximization leave a dead start."""
+def deconv_rule(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    return g.clamp(min=0)
 
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return x.clamp(min=0)
 
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        return g * ((x > 0) | (g < 0))
+def redirected_rule(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Also pass gradients at x <= 0 when descending them would raise x (Olah et al.'s redirected
+    ReLU): lets activation maximization leave a start where the unit is silent."""
+    return g * ((x > 0) | (g < 0))
 
 
 class ReLURule(TorchFunctionMode):
-    """Within this mode every ReLU call (module or functional, in place or not) runs ``fn``."""
+    """Within this mode every ReLU call (module or functional, in place or not) backpropagates by
+    ``rule``; its forward is the ordinary ReLU, computed out of place."""
 
-    def __init__(self, fn: type[torch.autograd.Function]) -> None:
+    def __init__(self, rule: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
-        self.fn, self.calls = fn, 0
+        self.rule, self.calls = rule, 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func in _RELUS:
             self.calls += 1
-            return self.fn.apply(args[0])  # out of place, whatever the call asked for
+            return _RuledReLU.apply(args[0], self.rule)
         return func(*args, **(kwargs or {}))
 
 
 class _Backprop:
     """Input-gradient method with a ReLU backward rule; a context manager for symmetry."""
 
-    rule: type[torch.autograd.Function]
+    rule: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -113,11 +107,11 @@ class _Backprop:
 
 
 class GuidedBackprop(_Backprop):
-    rule = _GuidedReLU
+    rule = staticmethod(guided_rule)
 
 
 class DeconvNet(_Backprop):
-    rule = _DeconvReLU
+    rule = staticmethod(deconv_rule)
 
 
 def guided(pixel: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
