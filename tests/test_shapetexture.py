@@ -11,7 +11,7 @@ from test_steps import _step
 
 from cnnscope.data import shapetexture
 from cnnscope.models.registry import LoadedModel
-from cnnscope.report import shape_bias_section
+from cnnscope.report import Page, shape_bias_section, shape_bias_tables
 from cnnscope.shapebias.evaluate import evaluate, summary
 from cnnscope.shapebias.stimuli import stimulus_sets
 from cnnscope.training import TrainSpec, train
@@ -92,23 +92,23 @@ def test_stimuli_step_copies_a_local_checkout(tmp_path):
 
 def test_report_section_pools_humans_and_lists_published_cnns(tmp_path):
     raw = SHARED / "data" / "texture-vs-shape" / "raw-data"
-    lines = shape_bias_section(
-        tmp_path,
-        "texture-vs-shape",
-        [],
-        [
-            str(raw / "style-transfer-512-nomask-experiment"),
-            str(raw / "style-transfer-512-nomask-experiment-trained-CNNs"),
-        ],
-        tmp_path,
-    )
-    table = pd.read_csv(tmp_path / "shape_bias.csv").set_index("decision-maker")
-    assert table.loc["humans (style-transfer-512-nomask-experiment)", "shape_bias"] == pytest.approx(
+    refs = [
+        str(raw / "style-transfer-512-nomask-experiment"),
+        str(raw / "style-transfer-512-nomask-experiment-trained-CNNs"),
+    ]
+    table, per_class = shape_bias_tables(tmp_path, "texture-vs-shape", [], refs)
+    page = Page(tmp_path)
+    shape_bias_section(page, table, per_class, "texture-vs-shape", {})
+    saved = pd.read_csv(tmp_path / "tables" / "shape_bias.csv").set_index("decision-maker")
+    assert saved.loc["humans (style-transfer-512-nomask-experiment)", "shape_bias"] == pytest.approx(
         0.9587, abs=5e-5
     )
-    assert table.loc["resnet50", "shape_hits"] == 162
-    assert (tmp_path / "shape_bias.png").stat().st_size > 10_000
-    assert "Texture vs shape" in lines[0]
+    assert saved.loc["resnet50", "shape_hits"] == 162
+    assert len(pd.read_csv(tmp_path / "tables" / "shape_bias_per_class.csv")) == 3 * 16
+    for fig in ("shape_bias", "shape_bias_box"):
+        assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 10_000
+        assert (tmp_path / "figures" / f"{fig}.svg").is_file()
+    assert "Texture vs shape" in page.parts[0]
 
 
 def test_stimuli_step_downloads_and_verifies_an_archive(tmp_path):

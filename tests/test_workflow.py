@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import browser
+import pandas as pd
 import pytest
 import yaml
 from conftest import REPO
@@ -93,9 +95,33 @@ def study(tmp_path_factory) -> Path:
 def test_study_runs_to_the_report(study):
     html = (study / "results" / "report" / "index.html").read_text()
     assert "tiny / conv5" in html and "tiny / conv2" in html and "Texture vs shape" in html
-    assert (study / "results/report/figures/tiny_detectors.png").stat().st_size > 5_000
-    assert (study / "results/report/figures/shape_bias.png").stat().st_size > 5_000
-    assert "<h2>Attribution</h2>" in html and "maximized" in html
+    report = study / "results" / "report"
+    for fig in (
+        "detectors_per_layer",
+        "detectors_by_depth",
+        "iou_distribution",
+        "shape_bias",
+        "shape_bias_box",
+        "cross_analysis",
+        "tiny_attribution",
+    ):
+        assert (report / "figures" / f"{fig}.png").stat().st_size > 5_000, fig
+        assert (report / "figures" / f"{fig}.svg").is_file(), fig
+    for table in (
+        "at_a_glance",
+        "detectors",
+        "units",
+        "shape_bias",
+        "cross_analysis",
+        "attribution_metrics",
+        "stage_times",
+        "versions",
+    ):
+        assert len(pd.read_csv(report / "tables" / f"{table}.csv")) > 0, table
+    stages = set(pd.read_csv(report / "tables" / "stage_times.csv")["stage"])
+    assert {"train", "extract", "dissect", "cueconflict", "attribution"} <= stages
+    assert "Study config" in html and "At a glance" in html
+    assert "<h2 id='attribution'>Attribution</h2>" in html and "maximized" in html
     metrics = (study / "results/attribution/synthworld/tiny/metrics.csv").read_text()
     assert all(m in metrics for m in ("gradcam++", "guided_backprop", "deconvnet", "guided_gradcam"))
     summary = json.loads((study / "results/cueconflict/world/tiny/summary.json").read_text())
@@ -207,3 +233,17 @@ def test_real_imagenet_shape_bias_study_dry_runs(tmp_path):
     assert "results/stimuli/texture-vs-shape/raw-data/style-transfer-512-nomask-experiment" in (
         res.stdout + res.stderr
     )
+
+
+def test_report_renders_in_a_real_browser(study):
+    """Every image loads and the console stays clean in headless Chromium (installed by .ci/run)."""
+    if not browser.available():
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromium-driver are missing: .ci/run should have installed them")
+        pytest.skip("chromium / chromium-driver not installed (apt-get install chromium chromium-driver)")
+    shot = study / "results" / "report" / "screenshot.png"
+    seen = browser.check_page(study / "results" / "report" / "index.html", shot)
+    assert seen["images"] >= 10 and seen["broken"] == [], seen
+    assert seen["errors"] == [], seen
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+    assert seen["height"] > 2000  # the whole study is on the page, not an error message

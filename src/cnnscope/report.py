@@ -1,8 +1,12 @@
-"""The study report: one self-contained HTML page (figures as files beside it).
+"""The study report: one self-contained HTML page, figures (PNG + SVG) and tables (CSV) beside it.
 
-Per model and layer: detectors per category (bar chart and table, both counting rules), and the top
-units by IoU with their label, category and top-activating probe images with the unit's mask overlaid
-(pixels outside the mask are dimmed, as in the NetDissect reports).
+Reading order, top to bottom: a summary (what ran, when, how long, with what), an at-a-glance table
+per model, the dissection overview (detectors per category and layer, detectors against depth, IoU
+distributions), texture vs shape (per-class shape bias with humans and published CNNs when given, its
+spread), the cross-analysis of shape bias against shape- and texture-like detectors, attribution
+(gallery, metrics, feature maps), and per-layer details with unit cards (activation maximization,
+top images with the unit's mask). Every figure's table is written to ``tables/`` so figures can be
+remade; the page opens from disk with no network.
 """
 
 from __future__ import annotations
@@ -17,18 +21,22 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+import yaml
 from PIL import Image
 
+from cnnscope import plots
 from cnnscope.data.packed import PackedDataset
 from cnnscope.errors import CnnscopeError
-from cnnscope.plots import attribution_gallery, detector_bars, shape_bias_plot
+from cnnscope.provenance import git_commit, stage_times, versions
 from cnnscope.shapebias import analysis
 
 CSS = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222;line-height:1.4}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;
 font-size:13px;text-align:left}th{background:#f3f3f3}img.strip{image-rendering:pixelated}
-.unit{margin:.6em 0}.meta{color:#555;font-size:13px}h2{border-bottom:2px solid #ddd}
+.unit{margin:.6em 0}.meta{color:#555;font-size:13px}h2{border-bottom:2px solid #ddd;margin-top:2em}
+figure{margin:1em 0}figcaption{color:#555;font-size:13px;max-width:900px}nav a{margin-right:1em}
+img.fig{max-width:100%}pre{background:#f6f6f6;padding:.6em;font-size:12px;overflow-x:auto}
 """
 
 
@@ -50,14 +58,10 @@ def load_layer(results: Path, dataset: str, entry: str) -> LayerResult:
     if not (d / "units.csv").is_file():
         raise CnnscopeError(f"{d} has no units.csv; run the dissect step for {entry}")
     return LayerResult(
-        model,
-        layer,
-        pd.read_csv(d / "units.csv"),
-        pd.read_csv(d / "detectors.csv"),
-        json.loads((d / "summary.json").read_text()),
-        np.load(d / "thresholds.npy"),
+        model, layer, pd.read_csv(d / "units.csv"), pd.read_csv(d / "detectors.csv"),
+        json.loads((d / "summary.json").read_text()), np.load(d / "thresholds.npy"),
         results / "extract" / dataset / model / layer,
-    )
+    )  # fmt: skip
 
 
 def unit_strip(data: PackedDataset, res: LayerResult, unit: int, k: int, scale: int) -> np.ndarray:
@@ -78,6 +82,45 @@ def unit_strip(data: PackedDataset, res: LayerResult, unit: int, k: int, scale: 
     return np.concatenate(tiles, axis=1).clip(0, 255).astype(np.uint8)
 
 
+class Page:
+    """The page being written: HTML parts, and the figures and tables directories beside it."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.parts = out, []
+        self.figs, self.tables = out / "figures", out / "tables"
+        self.figs.mkdir(parents=True, exist_ok=True)
+        self.tables.mkdir(parents=True, exist_ok=True)
+
+    def add(self, *parts: str) -> None:
+        self.parts.extend(parts)
+
+    def figure(self, path: Path, caption: str) -> None:
+        svg = path.with_suffix(".svg")
+        link = f" (<a href='figures/{svg.name}'>SVG</a>)" if svg.is_file() else ""
+        self.add(
+            f"<figure><img class='fig' src='figures/{path.name}' alt='{html.escape(caption)}'>"
+            f"<figcaption>{html.escape(caption)}{link}</figcaption></figure>"
+        )
+
+    def table(self, df: pd.DataFrame, name: str, show: bool = True) -> None:
+        """Write ``tables/<name>.csv`` and, if ``show``, the table on the page with a link to it."""
+        df.to_csv(self.tables / f"{name}.csv", index=False)
+        if show:
+            self.add(
+                df.to_html(index=False, float_format=lambda x: f"{x:.3f}", border=0, na_rep="–"),
+                f"<p class='meta'>Table: <a href='tables/{name}.csv'>tables/{name}.csv</a></p>",
+            )
+
+    def write(self, title: str) -> Path:
+        head = (
+            f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{CSS}</style></head><body>"
+        )
+        index = self.out / "index.html"
+        index.write_text(head + "\n".join(self.parts) + "\n</body></html>\n")
+        return index
+
+
 def _reference_decisions(folder: Path) -> pd.DataFrame:
     """A reference folder's decisions; human observers (``subject-NN``) are pooled as one maker."""
     df = analysis.read_decisions(folder)
@@ -86,10 +129,10 @@ def _reference_decisions(folder: Path) -> pd.DataFrame:
     return df
 
 
-def shape_bias_section(
-    results: Path, stimuli: str, models: list[str], references: list[str], figs: Path
-) -> list[str]:
-    """The figure and table of the texture-vs-shape stage."""
+def shape_bias_tables(
+    results: Path, stimuli: str, models: list[str], references: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per decision-maker (models, then references): shape bias and its context; and per class."""
     frames, rows = [], []
     for m in models:
         d = results / "cueconflict" / stimuli / m
@@ -99,20 +142,18 @@ def shape_bias_section(
         summ = json.loads((d / "summary.json").read_text())
         metrics = results / "train" / m / "metrics.json"
         met = json.loads(metrics.read_text()) if metrics.is_file() else {}
+        keep = (
+            "shape_bias",
+            "shape_hits",
+            "texture_hits",
+            "cue_fraction",
+            "edge_accuracy",
+            "silhouette_accuracy",
+        )
         rows.append(
             {
                 "decision-maker": m,
-                **{
-                    k: summ[k]
-                    for k in (
-                        "shape_bias",
-                        "shape_hits",
-                        "texture_hits",
-                        "cue_fraction",
-                        "edge_accuracy",
-                        "silhouette_accuracy",
-                    )
-                },
+                **{k: summ[k] for k in keep},
                 "clean_accuracy": met.get("val_accuracy", float("nan")),
                 "random_texture_accuracy": met.get("val_accuracy_random_texture", float("nan")),
             }
@@ -120,66 +161,66 @@ def shape_bias_section(
     for ref in references:
         df = _reference_decisions(Path(ref))
         frames.append(df)
-        for subj, bias in analysis.shape_bias(df).iterrows():
+        for subj, b in analysis.shape_bias(df).iterrows():
             rows.append(
                 {
                     "decision-maker": subj,
-                    "shape_bias": bias["shape_bias"],
-                    "shape_hits": int(bias["shape_hits"]),
-                    "texture_hits": int(bias["texture_hits"]),
-                    "cue_fraction": bias["cue_fraction"],
+                    "shape_bias": b["shape_bias"],
+                    "shape_hits": int(b["shape_hits"]),
+                    "texture_hits": int(b["texture_hits"]),
+                    "cue_fraction": b["cue_fraction"],
                 }
             )
-    decisions = pd.concat(frames, ignore_index=True)
-    per_class = analysis.shape_bias_per_class(decisions)
-    table = pd.DataFrame(rows)
+    per_class = analysis.shape_bias_per_class(pd.concat(frames, ignore_index=True))
+    return pd.DataFrame(rows), per_class
+
+
+def shape_bias_section(
+    page: Page, table: pd.DataFrame, per_class: pd.DataFrame, stimuli: str, colors: dict
+) -> None:
+    """The texture-vs-shape figures and tables (from :func:`shape_bias_tables`)."""
     pooled = dict(zip(table["decision-maker"], table["shape_bias"], strict=True))
-    fig = shape_bias_plot(per_class, pooled, figs / "shape_bias.png")
-    per_class.to_csv(figs / "shape_bias_per_class.csv", index=False)
-    table.to_csv(figs / "shape_bias.csv", index=False)
-    return [
-        "<h2>Texture vs shape</h2><p class='meta'>Cue-conflict stimuli "
-        f"(<b>{html.escape(stimuli)}</b>): shape bias = shape hits / (shape hits + texture hits) "
-        "over trials whose shape and texture classes differ. <i>cue_fraction</i> is the share of "
-        "those trials decided by either cue; read shape bias beside it and beside clean accuracy.</p>",
-        f"<img src='figures/{fig.name}' alt='shape bias per class'>",
-        _table(table),
-    ]
+    page.add(
+        "<h2 id='shape'>Texture vs shape</h2><p class='meta'>Cue-conflict stimuli "
+        f"(<b>{html.escape(stimuli)}</b>): shape bias = shape hits / (shape hits + texture hits) over "
+        "trials whose shape and texture classes differ. <i>cue_fraction</i> is the share of those trials "
+        "decided by either cue; read shape bias beside it and beside clean accuracy.</p>"
+    )
+    page.figure(
+        plots.shape_bias_plot(per_class, pooled, colors, page.figs / "shape_bias.png"),
+        "Fraction of shape decisions per shape class (dots) and pooled shape bias (dashed lines), "
+        "per decision-maker.",
+    )
+    page.figure(
+        plots.shape_bias_box(per_class, colors, page.figs / "shape_bias_box.png"),
+        "Spread of the per-class shape bias of each decision-maker.",
+    )
+    page.table(per_class, "shape_bias_per_class", show=False)
+    page.table(table, "shape_bias")
 
 
-def attribution_section(
-    results: Path, probe: str, models: list[str], data: PackedDataset, figs: Path
-) -> list[str]:
-    """A gallery of every method per model on the same probe images, and the metrics table."""
-    parts, tables = ["<h2>Attribution</h2>"], []
-    for m in models:
-        d = results / "attribution" / probe / m
-        if not (d / "metrics.csv").is_file():
-            raise CnnscopeError(f"{d} has no metrics.csv; run the attribution step for {m}")
-        maps = dict(np.load(d / "maps.npz"))
-        images = np.asarray(data.images[np.load(d / "images.npy")])
-        fig = attribution_gallery(
-            images, maps, f"{m}: maps for the predicted class", figs / f"{m}_attribution.png"
+def cross_table(layers: list[LayerResult], bias: pd.DataFrame) -> pd.DataFrame:
+    """Per model, at its last dissected layer: shape bias and the shares of detector units whose top
+    label is shape-like (object, part) or texture-like (texture, color, material)."""
+    last = {r.model: r for r in layers}
+    rows = []
+    for m, r in last.items():
+        match = bias[bias["decision-maker"] == m]
+        if match.empty:
+            continue
+        det = r.units[r.units["detector"]]
+        n = max(1, len(det))
+        rows.append(
+            {
+                "model": m,
+                "layer": r.layer,
+                "shape_bias": float(match["shape_bias"].iloc[0]),
+                "detectors": len(det),
+                "shape_like": det["category"].isin(plots.SHAPE_LIKE).sum() / n,
+                "texture_like": det["category"].isin(plots.TEXTURE_LIKE).sum() / n,
+            }
         )
-        grid = figs / f"{m}_feature_grid.png"
-        Image.open(d / "feature_grid.png").save(grid)
-        parts += [
-            f"<img src='figures/{fig.name}' alt='attribution maps of {html.escape(m)}'>",
-            f"<p class='meta'>{html.escape(m)}: every feature map of the attribution layer for the "
-            "first image (each scaled to its own range)</p>"
-            f"<img class='strip' src='figures/{grid.name}' alt='feature maps of {html.escape(m)}' "
-            f"width='{2 * Image.open(grid).width}'>",
-        ]
-        tables.append(pd.read_csv(d / "metrics.csv"))
-    metrics = pd.concat(tables, ignore_index=True)
-    metrics.to_csv(figs / "attribution_metrics.csv", index=False)
-    parts += [
-        "<p class='meta'>Average Drop (lower is better) and Increase in Confidence (higher) on the image "
-        "multiplied by its map; deletion AUC (lower) and insertion AUC (higher) of the target "
-        "probability as the most attributed pixels are removed or inserted.</p>",
-        _table(metrics),
-    ]
-    return parts
+    return pd.DataFrame(rows)
 
 
 def _featurevis_image(results: Path, probe: str, model: str, layer: str, unit: int, figs: Path) -> str:
@@ -193,8 +234,38 @@ def _featurevis_image(results: Path, probe: str, model: str, layer: str, unit: i
     return f"<img class='strip' src='figures/{name}' alt='{alt}' title='activation maximization'> "
 
 
-def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda x: f"{x:.3f}", border=0)
+def _summary(
+    page: Page,
+    data: PackedDataset,
+    probe: str,
+    layers: list[LayerResult],
+    repo: Path,
+    sections: list[tuple[str, str]],
+) -> None:
+    models = list(dict.fromkeys(r.model for r in layers))
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    page.add(
+        "<h1>cnnscope study report</h1>",
+        f"<p class='meta'>Generated {now} from commit <code>{html.escape(git_commit(repo))}</code>. Probe "
+        f"dataset <b>{html.escape(probe)}</b>: {len(data)} images, {len(data.meta['labels'])} concepts in "
+        f"{len(data.categories)} categories. Models: {html.escape(', '.join(models))}. Dissected layers: "
+        f"{html.escape(', '.join(f'{r.model}/{r.layer}' for r in layers))}.</p>",
+        "<nav>" + "".join(f"<a href='#{key}'>{title}</a>" for key, title in sections) + "</nav>",
+    )
+
+
+def _provenance(page: Page, results: Path, study: dict) -> None:
+    page.add("<h2 id='provenance'>Provenance</h2><h3>How long each stage took</h3>")
+    page.table(stage_times(results / "benchmarks"), "stage_times")
+    page.add(
+        "<p class='meta'>From Snakemake's per-job benchmark files (wall seconds; peak resident memory "
+        "in MB). The report's own job is not included.</p><h3>Package versions</h3>"
+    )
+    page.table(pd.DataFrame(list(versions().items()), columns=["package", "version"]), "versions")
+    if study:
+        page.add(
+            "<h3>Study config</h3><pre>" + html.escape(yaml.safe_dump(study, sort_keys=False)) + "</pre>"
+        )
 
 
 def build_report(
@@ -209,77 +280,139 @@ def build_report(
     stimuli: str | None = None,
     references: list[str] | None = None,
     attribution: list[str] | None = None,
+    study: dict | None = None,
+    repo: Path = Path("."),
 ) -> Path:
-    """Write ``out/index.html`` and ``out/figures/*`` for the dissected ``entries`` and, when
-    given, the cue-conflict results of the ``cue_conflict`` models on the ``stimuli`` set."""
+    """Write ``out/index.html`` with its ``figures/`` and ``tables/`` (see the module docstring)."""
     data = PackedDataset.open(packed)
     layers = [load_layer(results, dataset, e) for e in entries]
-    figs = out / "figures"
-    figs.mkdir(parents=True, exist_ok=True)
-    h = data.meta["image_size"][0]
-    scale = max(1, 96 // h)
     models = list(dict.fromkeys(r.model for r in layers))
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>cnnscope report</title>",
-        f"<style>{CSS}</style></head><body><h1>cnnscope study report</h1>",
-        f"<p class='meta'>Probe dataset <b>{html.escape(dataset)}</b> ({len(data)} images, "
-        f"{len(data.meta['labels'])} concepts in {len(data.categories)} categories). "
-        f"Models: {html.escape(', '.join(models))}. Generated "
-        f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}.</p>",
-    ]
-    train_rows = []
+    colors = plots.model_colors(models)
+    page = Page(out)
+    sections = [("glance", "At a glance"), ("dissection", "Dissection")]
+    sections += [("shape", "Texture vs shape"), ("cross", "Cross-analysis")] if cue_conflict else []
+    sections += [("attribution", "Attribution")] if attribution else []
+    sections += [("layers", "Layers and units"), ("provenance", "Provenance")]
+    _summary(page, data, dataset, layers, repo, sections)
+
+    # At a glance: one row per model.
+    bias, per_class = (
+        shape_bias_tables(results, stimuli or "", cue_conflict, references or [])
+        if cue_conflict
+        else (pd.DataFrame(columns=["decision-maker", "shape_bias"]), None)
+    )
+    cross = cross_table(layers, bias)
+    glance = []
     for m in models:
-        metrics = results / "train" / m / "metrics.json"
-        if metrics.is_file():
-            met = json.loads(metrics.read_text())
-            train_rows.append(
-                {
-                    "model": m,
-                    "regime": met.get("regime", "-"),
-                    "val_accuracy": met["val_accuracy"],
-                    "train_accuracy": met["train_accuracy"],
-                    "chance": met["chance"],
-                    "seconds": met["seconds_total"],
-                }
-            )
-    if train_rows:
-        parts += ["<h2>Models trained in the pipeline</h2>", _table(pd.DataFrame(train_rows))]
+        met_path = results / "train" / m / "metrics.json"
+        met = json.loads(met_path.read_text()) if met_path.is_file() else {}
+        last = [r for r in layers if r.model == m][-1]
+        b = bias[bias["decision-maker"] == m]
+        c = cross[cross["model"] == m] if len(cross) else cross
+        glance.append({
+            "model": m, "regime": met.get("regime", "–"), "clean_accuracy": met.get("val_accuracy", np.nan),
+            "shape_bias": float(b["shape_bias"].iloc[0]) if len(b) else np.nan,
+            "cue_fraction": float(b["cue_fraction"].iloc[0]) if len(b) else np.nan,
+            "detectors_last_layer": f"{last.summary['detectors']}/{last.summary['units']} ({last.layer})",
+            "shape_like_share": float(c["shape_like"].iloc[0]) if len(c) else np.nan,
+            "texture_like_share": float(c["texture_like"].iloc[0]) if len(c) else np.nan,
+        })  # fmt: skip
+    page.add("<h2 id='glance'>At a glance</h2>")
+    page.table(pd.DataFrame(glance), "at_a_glance")
+
+    # Dissection overview.
+    counts = pd.concat([r.detectors.assign(model=r.model, layer=r.layer) for r in layers], ignore_index=True)
+    page.add("<h2 id='dissection'>Network Dissection</h2>")
+    top = counts[counts["rule"] == "top_label"]
+    page.figure(
+        plots.detectors_stacked(top, page.figs / "detectors_per_layer.png"),
+        "Unique detectors per concept category in each dissected layer (one top label per unit).",
+    )
+    page.table(counts[["model", "layer", "rule", "category", "detectors", "unique"]], "detectors", show=False)
+    totals = pd.DataFrame([
+        {"model": r.model, "layer": r.layer, "detectors": r.summary["detectors"], "units": r.summary["units"],
+         "depth": i / max(1, len([x for x in layers if x.model == r.model]) - 1)}
+        for m in models for i, r in enumerate([x for x in layers if x.model == m])
+    ])  # fmt: skip
+    page.figure(
+        plots.detectors_by_depth(totals, colors, page.figs / "detectors_by_depth.png"),
+        "Fraction of units that are detectors against the layer's relative depth, per model.",
+    )
+    page.table(totals, "detectors_by_depth", show=False)
+    units = pd.concat([r.units.assign(model=r.model, layer=r.layer) for r in layers], ignore_index=True)
+    threshold = float(
+        yaml.safe_load(
+            (results / "dissect" / dataset / layers[0].model / layers[0].layer / "config.yaml").read_text()
+        )["detector_iou"]
+    )
+    page.figure(
+        plots.iou_distribution(units, colors, threshold, page.figs / "iou_distribution.png"),
+        "Distribution of each unit's best IoU per layer; units above the dotted line are detectors.",
+    )
+    page.table(units, "units", show=False)
+
     if cue_conflict:
-        parts += shape_bias_section(results, stimuli or "", cue_conflict, references or [], figs)
-    if attribution:
-        parts += attribution_section(results, dataset, attribution, data, figs)
-    for m in models:
-        mine = [r for r in layers if r.model == m]
-        fig = detector_bars(
-            {r.layer: r.detectors for r in mine},
-            f"{m}: unique detectors per category",
-            figs / f"{m}_detectors.png",
-        )
-        parts += [
-            f"<h2>{html.escape(m)}</h2>",
-            f"<img src='figures/{fig.name}' alt='detectors of {html.escape(m)}'>",
-        ]
-        for r in mine:
-            s = r.summary
-            parts.append(
-                f"<h3>{html.escape(m)} / {html.escape(r.layer)}</h3><p class='meta'>"
-                f"{s['detectors']} of {s['units']} units are detectors ({s['iou_mode']} IoU, "
-                f"quantile {s['quantile']}, thresholds {s['threshold_method']}).</p>"
+        shape_bias_section(page, bias, per_class, stimuli or "", colors)
+        page.add("<h2 id='cross'>Cross-analysis: shape bias and what the units detect</h2>")
+        if len(cross):
+            page.figure(
+                plots.cross_analysis(cross, colors, page.figs / "cross_analysis.png"),
+                "Per model, shape bias against the share of its detector units (last dissected layer) "
+                "whose top label is shape-like (object, part) or texture-like (texture, color, material).",
             )
-            det = r.detectors.pivot(index="category", columns="rule", values="unique")
-            parts.append(_table(det.reset_index()))
-            top = r.units.sort_values("iou", ascending=False).head(top_units)
-            for _, u in top.iterrows():
-                unit = int(u["unit"])
-                name = f"{m}_{r.layer}_unit{unit}.png".replace("/", "_")
-                Image.fromarray(unit_strip(data, r, unit, top_images, scale)).save(figs / name)
-                parts.append(
-                    f"<div class='unit'><b>unit {unit}</b>: {html.escape(str(u['label']))} "
-                    f"({html.escape(str(u['category']))}), IoU {u['iou']:.3f}<br>"
-                    + _featurevis_image(results, dataset, m, r.layer, unit, figs)
-                    + f"<img class='strip' src='figures/{name}' alt='unit {unit} top images'></div>"
-                )
-    parts.append("</body></html>")
-    index = out / "index.html"
-    index.write_text("\n".join(parts))
-    return index
+        page.table(cross, "cross_analysis")
+
+    if attribution:
+        page.add("<h2 id='attribution'>Attribution</h2>")
+        tables = []
+        for m in attribution:
+            d = results / "attribution" / dataset / m
+            if not (d / "metrics.csv").is_file():
+                raise CnnscopeError(f"{d} has no metrics.csv; run the attribution step for {m}")
+            maps = dict(np.load(d / "maps.npz"))
+            images = np.asarray(data.images[np.load(d / "images.npy")])
+            page.figure(
+                plots.attribution_gallery(
+                    images, maps, f"{m}: maps for the predicted class", page.figs / f"{m}_attribution.png"
+                ),
+                f"{m}: every method's map for the predicted class on the same probe images.",
+            )
+            grid = page.figs / f"{m}_feature_grid.png"
+            Image.open(d / "feature_grid.png").save(grid)
+            page.add(
+                f"<p class='meta'>{html.escape(m)}: every feature map of the attribution layer for the "
+                f"first image (each scaled to its own range).</p><img class='strip' "
+                f"src='figures/{grid.name}' alt='feature maps of {html.escape(m)}' "
+                f"width='{2 * Image.open(grid).width}'>"
+            )
+            tables.append(pd.read_csv(d / "metrics.csv"))
+        page.add(
+            "<p class='meta'>Average Drop (lower is better) and Increase in Confidence (higher) on the "
+            "image multiplied by its map; deletion AUC (lower) and insertion AUC (higher) of the target "
+            "probability as the most attributed pixels are removed or inserted.</p>"
+        )
+        page.table(pd.concat(tables, ignore_index=True), "attribution_metrics")
+
+    page.add("<h2 id='layers'>Layers and units</h2>")
+    scale = max(1, 96 // data.meta["image_size"][0])
+    for r in layers:
+        s = r.summary
+        page.add(
+            f"<h3>{html.escape(r.model)} / {html.escape(r.layer)}</h3><p class='meta'>{s['detectors']} of "
+            f"{s['units']} units are detectors ({s['iou_mode']} IoU, quantile {s['quantile']}, thresholds "
+            f"{s['threshold_method']}).</p>"
+        )
+        det = r.detectors.pivot(index="category", columns="rule", values="unique").reset_index()
+        page.add(det.to_html(index=False, border=0))
+        for _, u in r.units.sort_values("iou", ascending=False).head(top_units).iterrows():
+            unit = int(u["unit"])
+            name = f"{r.model}_{r.layer}_unit{unit}.png".replace("/", "_")
+            Image.fromarray(unit_strip(data, r, unit, top_images, scale)).save(page.figs / name)
+            page.add(
+                f"<div class='unit'><b>unit {unit}</b>: {html.escape(str(u['label']))} "
+                f"({html.escape(str(u['category']))}), IoU {u['iou']:.3f}<br>"
+                + _featurevis_image(results, dataset, r.model, r.layer, unit, page.figs)
+                + f"<img class='strip' src='figures/{name}' alt='unit {unit} top images'></div>"
+            )
+    _provenance(page, results, study or {})
+    return page.write("cnnscope report")

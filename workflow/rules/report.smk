@@ -1,4 +1,5 @@
-# The study report: one HTML page over every dissected (model, layer).
+# The study report: one HTML page over every stage's results.
+import json
 
 LAYERS = [f"{m}/{layer}" for m, layer in layer_targets()]
 REPORT_ITEMS = [
@@ -8,6 +9,7 @@ REPORT_ITEMS = [
     f"stimuli={hydra_value(STIMSET)}",
     f"references={hydra_value(reference_dirs())}",
     f"attribution={hydra_value(ATTR_MODELS)}",
+    f"study={hydra_value(json.dumps(config))}",
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def body(cfg: dict) -> None:
             cfg["stimuli"],
             cfg["references"],
             cfg["attribution"],
+            json.loads(cfg["study"]) if cfg["study"] else None,
         )
         write_yaml(tmp / "config.yaml", cfg)
     log.info("report: %s", (out / "index.html").resolve())

@@ -204,6 +204,7 @@ class ReportStep:
     stimuli: str | None = None  # the stimulus set's name (results/cueconflict/<stimuli>/...)
     references: list[str] = field(default_factory=list)  # folders of raw-data CSVs
     attribution: list[str] = field(default_factory=list)  # models with attribution results
+    study: str = ""  # the study config as JSON, shown on the page
     results: str = "results"
     packed: str = MISSING
     out: str = MISSING
