@@ -7,6 +7,9 @@
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 envvars:
     "PATH",
 

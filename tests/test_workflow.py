@@ -247,3 +247,13 @@ def test_report_renders_in_a_real_browser(study):
     assert seen["errors"] == [], seen
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
     assert seen["height"] > 2000  # the whole study is on the page, not an error message
+
+
+def test_snakemakes_own_report_collects_the_figures(study, tmp_path):
+    import zipfile
+
+    res = _snakemake(study, "--report", str(tmp_path / "report.zip"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
+    for fig in ("detectors_per_layer.png", "shape_bias.png", "cross_analysis.png", "tiny_attribution.png"):
+        assert any(n.endswith(fig) for n in names), fig

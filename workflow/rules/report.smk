@@ -39,7 +39,12 @@ rule report:
         packed=PACKED,
         code=code("report"),
     output:
-        directory("results/report"),
+        report(
+            directory("results/report"),
+            patterns=["figures/{name}.png"],
+            category="cnnscope study report",
+            caption="../report/figure.rst",
+        ),
     log:
         "results/logs/report.log",
     benchmark:
