@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -16,10 +17,13 @@ from cnnscope.errors import DownloadError
 
 
 class _Server:
-    """A loopback HTTP server for one file, honouring Range; can cut the first response short."""
+    """A loopback HTTP server for one file, honouring Range; can cut the first response short, or
+    send slowly (``delay`` seconds per 64 KiB) so a client can be killed mid-download."""
 
-    def __init__(self, payload: bytes, cut_first_at: int | None = None, ranges: bool = True):
-        self.payload, self.cut, self.ranges = payload, cut_first_at, ranges
+    def __init__(
+        self, payload: bytes, cut_first_at: int | None = None, ranges: bool = True, delay: float = 0.0
+    ):
+        self.payload, self.cut, self.ranges, self.delay = payload, cut_first_at, ranges, delay
         self.requests: list[str | None] = []
         outer = self
 
@@ -49,7 +53,12 @@ class _Server:
                     self.wfile.flush()
                     self.close_connection = True
                     return
-                self.wfile.write(body)
+                for k in range(0, len(body), 65536):
+                    try:
+                        self.wfile.write(body[k : k + 65536])
+                    except (BrokenPipeError, ConnectionResetError):
+                        return  # the client was killed
+                    time.sleep(outer.delay)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/broden1_224.zip"

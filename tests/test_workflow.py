@@ -257,3 +257,48 @@ def test_snakemakes_own_report_collects_the_figures(study, tmp_path):
     names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
     for fig in ("detectors_per_layer.png", "shape_bias.png", "cross_analysis.png", "tiny_attribution.png"):
         assert any(n.endswith(fig) for n in names), fig
+
+
+def test_a_second_run_is_locked_out_and_a_killed_run_finishes_identically(study, tmp_path):
+    import signal
+    import time
+
+    work = _copy_repo(tmp_path / "repo")
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    env = {**os.environ, "CNNSCOPE_CONFIG_DIR": str(work / "config")}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/default", "--cores", "2"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def wait_for(cond, what):
+        end = time.monotonic() + 300
+        while not cond():
+            assert first.poll() is None, f"the first run ended before {what}"
+            assert time.monotonic() < end, f"timed out waiting for {what}"
+            time.sleep(0.05)
+
+    try:
+        wait_for(lambda: any((work / ".snakemake" / "locks").glob("*")), "its lock")
+        second = _snakemake(work)
+        assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
+        extract = work / "results" / "extract" / "synthworld" / "tiny"
+        wait_for(lambda: extract.is_dir() and any(extract.iterdir()), "extraction")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert not (work / "results" / "report").exists()
+    assert _snakemake(work, "--unlock").returncode == 0
+    rerun = _snakemake(work)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    for table in (
+        "dissect/synthworld/tiny/conv5/units.csv",
+        "dissect/synthworld/tiny/conv2/units.csv",
+        "cueconflict/world/tiny/cue-conflict.csv",
+    ):
+        assert (work / "results" / table).read_bytes() == (study / "results" / table).read_bytes(), table
+    assert (work / "results" / "report" / "index.html").is_file()

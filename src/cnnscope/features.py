@@ -15,6 +15,8 @@ on the GPU when there is one (with autocast there) and on the CPU otherwise.
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +26,12 @@ from torch import nn
 from tqdm import tqdm
 
 from cnnscope.errors import CnnscopeError
+from cnnscope.io import atomic_file, read_json, write_json
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import LoadedModel
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+log = logging.getLogger(__name__)
 
 
 class _StopForward(Exception):
@@ -70,6 +74,16 @@ class LayerCapture:
         return self.output
 
 
+def _checkpoint(
+    out: Path, acts: np.ndarray, maxima: np.ndarray, done: int, lo: torch.Tensor, hi: torch.Tensor
+) -> None:
+    """Flush the arrays, then record (atomically) how many images they hold."""
+    acts.flush()
+    maxima.flush()
+    with atomic_file(out / "progress.json") as tmp:
+        write_json(tmp, {"done": done, "lo": lo.tolist(), "hi": hi.tolist()})
+
+
 def pick_device(requested: str = "auto") -> torch.device:
     """``auto`` -> the GPU when there is one, else the CPU."""
     if requested == "auto":
@@ -88,16 +102,31 @@ def extract_layer(
     store_dtype: str = "float16",
     model_name: str = "model",
     progress: bool = True,
+    checkpoint_s: float = 30.0,
 ) -> dict:
-    """Run ``loaded`` over ``images`` (``uint8 (N, H, W, 3)``) and write the layer's arrays to ``out``."""
+    """Run ``loaded`` over ``images`` (``uint8 (N, H, W, 3)``) and write the layer's arrays to ``out``.
+
+    Every ``checkpoint_s`` seconds the arrays are flushed and ``progress.json`` records how many images
+    are done; called again on the same ``out`` (a killed job's work directory) it continues from there.
+    """
     out, device = Path(out), torch.device(device)
     module = resolve_layer(loaded.module, layer, model_name)
     n = len(images)
     acts = maxima = None
     lo = hi = None
+    start, progress_file = 0, out / "progress.json"
+    if progress_file.is_file():
+        state = read_json(progress_file)
+        acts = np.load(out / "activations.npy", mmap_mode="r+")
+        maxima = np.load(out / "maxima.npy", mmap_mode="r+")
+        start = state["done"]
+        lo, hi = (torch.tensor(state[k], device=device) for k in ("lo", "hi"))
+        log.info("extract: resuming %s at image %d of %d", layer, start, n)
+    last_checkpoint = time.monotonic()
     use_amp = amp and device.type == "cuda"
     with LayerCapture(module) as cap, torch.inference_mode():
-        for a in tqdm(range(0, n, batch_size), desc=f"extract {layer}", disable=not progress):
+        batches = range(start, n, batch_size)
+        for a in tqdm(batches, desc=f"extract {layer}", disable=not progress, total=len(batches)):
             batch = torch.from_numpy(np.array(images[a : a + batch_size]))
             if device.type == "cuda":
                 batch = batch.pin_memory().to(device, non_blocking=True)
@@ -106,7 +135,7 @@ def extract_layer(
                 y = cap(loaded.module, x)
             if acts is None:
                 acts = open_memmap(out / "activations.npy", "w+", np.dtype(store_dtype), (n, *y.shape[1:]))
-                maxima = np.empty((n, y.shape[1]), np.float32)
+                maxima = open_memmap(out / "maxima.npy", "w+", np.float32, (n, y.shape[1]))
             if store_dtype == "float16" and y.abs().max().item() > FLOAT16_MAX:
                 raise CnnscopeError(
                     f"{model_name} {layer}: activations exceed float16's range ({FLOAT16_MAX}); "
@@ -118,7 +147,11 @@ def extract_layer(
             hi = bmax if hi is None else torch.maximum(hi, bmax)
             maxima[a : a + len(y)] = flat.amax(2).cpu().numpy()
             acts[a : a + len(y)] = y.cpu().numpy().astype(store_dtype)
+            if time.monotonic() - last_checkpoint >= checkpoint_s:
+                _checkpoint(out, acts, maxima, a + len(y), lo, hi)
+                last_checkpoint = time.monotonic()
     acts.flush()
-    np.save(out / "maxima.npy", maxima)
+    maxima.flush()
     np.save(out / "unit_range.npy", torch.stack([lo, hi]).cpu().numpy())
+    progress_file.unlink(missing_ok=True)
     return {"n_images": n, "shape": list(acts.shape), "dtype": store_dtype, "layer": layer}

@@ -48,6 +48,28 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextmanager
+def resumable_dir(path: str | os.PathLike[str], fingerprint: dict) -> Iterator[tuple[Path, bool]]:
+    """Like :func:`atomic_dir`, but the work directory ``.<name>.partial`` survives a crash, so a later
+    run with the same ``fingerprint`` resumes in it (``resumed`` is True) instead of starting over.
+
+    A different fingerprint (another config, dataset or checkpoint) discards the partial work.
+    """
+    path = Path(path)
+    partial = path.parent / f".{path.name}.partial"
+    stamp = partial / "fingerprint.json"
+    resumed = stamp.is_file() and read_json(stamp) == json.loads(json.dumps(fingerprint, default=str))
+    if not resumed:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        write_json(stamp, fingerprint)
+    yield partial, resumed
+    stamp.unlink()
+    if path.exists():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    os.replace(partial, path)
+
+
+@contextmanager
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary file path that replaces ``path`` only if the block finishes."""
     path = Path(path)

@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from cnnscope.data.packed import PackedDataset
 from cnnscope.features import extract_layer, pick_device
-from cnnscope.io import atomic_dir, write_json, write_yaml
+from cnnscope.io import resumable_dir, write_json, write_yaml
 from cnnscope.models.registry import ModelSpec, load_model
 from cnnscope.steps.runner import run_step
 
 log = logging.getLogger("cnnscope")
 
 
+def _fingerprint(cfg: dict, n_images: int, device: object) -> dict:
+    """What partial work must match to be resumed: the config, data size, device and weights file."""
+    ckpt = cfg["model"].get("checkpoint")
+    stamp = None
+    if ckpt and Path(ckpt).is_file():
+        st = Path(ckpt).stat()
+        stamp = [st.st_size, st.st_mtime_ns]
+    keep = {k: v for k, v in cfg.items() if k not in ("out", "progress", "threads", "checkpoint_s")}
+    return {"config": keep, "n_images": n_images, "device": str(device), "checkpoint": stamp}
+
+
 def body(cfg: dict) -> None:
     data = PackedDataset.open(cfg["packed"])
     device = pick_device(cfg["device"])
     loaded = load_model(ModelSpec(**cfg["model"]), device)
-    with atomic_dir(cfg["out"]) as tmp:
+    with resumable_dir(cfg["out"], _fingerprint(cfg, len(data), device)) as (tmp, resumed):
+        if resumed:
+            log.info("extract: continuing the work a killed run left in %s", tmp)
         info = extract_layer(
             loaded,
             cfg["layer"],
@@ -29,6 +43,7 @@ def body(cfg: dict) -> None:
             store_dtype=cfg["store_dtype"],
             model_name=cfg["model"]["arch"],
             progress=cfg["progress"],
+            checkpoint_s=cfg["checkpoint_s"],
         )
         write_json(tmp / "meta.json", {**info, "device": str(device)})
         write_yaml(tmp / "config.yaml", cfg)

@@ -97,6 +97,7 @@ class ExtractStep:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # autocast on the GPU
     store_dtype: str = "float16"  # float16 | float32
+    checkpoint_s: float = 30.0  # how often progress is saved, so a killed job resumes
     threads: int = 1
     progress: bool = True
 

@@ -1,0 +1,159 @@
+"""Killed steps (SIGKILL) leave nothing a later run trusts, and a rerun finishes with the same result."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from conftest import REPO
+from test_download import _Server
+from test_steps import _step
+
+from cnnscope.data.broden import BrodenDataset
+from cnnscope.data.packed import pack
+from cnnscope.data.synthworld import WorldSpec, generate
+
+ENV = {**os.environ, "CNNSCOPE_CONFIG_DIR": str(REPO / "config")}
+
+
+def _start(step: str, *args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", f"cnnscope.steps.{step}", *args],
+        cwd=cwd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` is true; fail if it ends first."""
+    end = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"the step ended before it could be killed:\n{proc.stdout.read()}"
+        assert time.monotonic() < end, "the step never reached the point to kill it"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """A 400-image probe set: slow enough, at batch size 2 with ResNet-18, to be killed mid-way."""
+    root = tmp_path_factory.mktemp("faults")
+    generate(root / "world", WorldSpec(n_images=400, image_size=64, seed=5), progress=False)
+    pack(BrodenDataset(root / "world"), root / "packed", progress=False)
+    torch.manual_seed(0)  # fixed weights in a file: every run must see the same model
+    torch.save(torchvision.models.resnet18().state_dict(), root / "r18.pt")
+    return root
+
+
+EXTRACT = (
+    "model=resnet18",
+    "model.source=checkpoint",
+    "model.weights=null",
+    "model.checkpoint=r18.pt",
+    "layer=layer3",
+    "packed=packed",
+    "batch_size=2",
+    "checkpoint_s=0",
+    "progress=false",
+)
+
+
+def _progress(partial: Path) -> int:
+    import json
+
+    try:
+        return json.loads((partial / "progress.json").read_text())["done"]
+    except (OSError, ValueError):
+        return 0
+
+
+def test_killed_extraction_resumes_and_equals_an_uninterrupted_run(work):
+    ref = _step("extract", *EXTRACT, "out=ref", cwd=work)
+    assert ref.returncode == 0, ref.stderr
+    partial = work / ".acts.partial"
+    proc = _start("extract", *EXTRACT, "out=acts", cwd=work)
+    _kill_when(proc, lambda: _progress(partial) >= 100)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (work / "acts").exists(), "a killed extraction must not leave its artifact"
+    done = _progress(partial)
+    assert 100 <= done < 400
+    again = _step("extract", *EXTRACT, "out=acts", cwd=work)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming layer3 at image {done}" in again.stdout + again.stderr
+    for f in ("activations.npy", "maxima.npy", "unit_range.npy"):
+        assert (work / "acts" / f).read_bytes() == (work / "ref" / f).read_bytes(), f
+    assert not partial.exists() and not (work / "acts" / "progress.json").exists()
+
+
+def test_changed_config_does_not_resume_stale_work(work):
+    partial = work / ".other.partial"
+    proc = _start("extract", *EXTRACT, "out=other", cwd=work)
+    _kill_when(proc, lambda: _progress(partial) >= 20)
+    res = _step("extract", *EXTRACT, "out=other", "store_dtype=float32", cwd=work)
+    assert res.returncode == 0 and "resuming" not in res.stdout + res.stderr
+    assert np.load(work / "other" / "activations.npy").dtype == np.float32
+
+
+def test_dissection_killed_at_any_moment_leaves_no_artifact(work):
+    if not (work / "ref").exists():
+        assert _step("extract", *EXTRACT, "out=ref", cwd=work).returncode == 0
+    args = ("activations=ref", "packed=packed", "progress=false")
+    assert _step("dissect", *args, "out=dref", cwd=work).returncode == 0
+    killed = 0
+    for delay in np.arange(0.5, 6.0, 0.5):
+        shutil.rmtree(work / "dis", ignore_errors=True)
+        proc = _start("dissect", *args, "out=dis", cwd=work)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait()
+        if proc.returncode != -signal.SIGKILL:
+            break  # it finished before this kill: every later delay would too
+        # Killed: either nothing is there, or the rename had already committed a complete artifact.
+        if (work / "dis").exists():
+            assert (work / "dis" / "units.csv").read_bytes() == (work / "dref" / "units.csv").read_bytes()
+    assert killed >= 3
+    final = _step("dissect", *args, "out=dis", cwd=work)
+    assert final.returncode == 0, final.stderr
+    assert (work / "dis" / "units.csv").read_bytes() == (work / "dref" / "units.csv").read_bytes()
+    assert not list(work.glob(".dis.tmp-*"))
+
+
+def test_killed_download_resumes_from_its_partial_file(world, tmp_path):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for f in sorted(world.rglob("*")):
+            if f.is_file():
+                zf.write(f, Path("broden1_224") / f.relative_to(world))
+        zf.writestr("broden1_224/filler.bin", os.urandom(4_000_000))  # big enough to be cut mid-way
+    payload = buf.getvalue()
+    args = ("cache_dir=cache", "out=broden1_224", "progress=false")
+    part = tmp_path / "cache" / "broden1_224.zip.part"
+    with _Server(payload, delay=0.03) as slow:
+        proc = _start("download", f"dataset.url={slow.url}", *args, cwd=tmp_path)
+        _kill_when(proc, lambda: part.is_file() and part.stat().st_size >= 1 << 20)
+    assert not (tmp_path / "broden1_224").exists() and not (tmp_path / "cache" / "broden1_224.zip").exists()
+    have = part.stat().st_size
+    with _Server(payload) as fast:
+        res = _step("download", f"dataset.url={fast.url}", *args, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert fast.requests[0] == f"bytes={have}-"
+    assert (tmp_path / "cache" / "broden1_224.zip").read_bytes() == payload
+    assert len(BrodenDataset(tmp_path / "broden1_224")) == 60
