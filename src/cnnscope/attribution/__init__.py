@@ -10,15 +10,9 @@ outlives it and the model is left as it was::
 
 from cnnscope.attribution.backprop import DeconvNet, GuidedBackprop, guided, guided_cam
 from cnnscope.attribution.cam import CAM, CounterfactualGradCAM, GradCAM, GradCAMPlusPlus
+from cnnscope.attribution.suite import LAYER_METHODS, PIXEL_METHODS
 
-METHODS = {
-    "cam": CAM,
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "counterfactual_gradcam": CounterfactualGradCAM,
-    "guided_backprop": GuidedBackprop,
-    "deconvnet": DeconvNet,
-}
+METHODS = {**LAYER_METHODS, **PIXEL_METHODS}  # every map-producing class, by name
 
 __all__ = [
     "CAM",
