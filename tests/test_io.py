@@ -35,3 +35,24 @@ def test_atomic_file_replaces_only_when_complete(tmp_path):
         tmp.write_text("2")
         raise ValueError
     assert out.read_text() == "1" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_resumable_dir_keeps_work_for_a_rerun_but_no_empty_debris(tmp_path):
+    from cnnscope.io import resumable_dir
+
+    out = tmp_path / "art"
+    with pytest.raises(RuntimeError), resumable_dir(out, {"a": 1}) as (work, resumed):
+        assert not resumed
+        raise RuntimeError("bad input, before any work")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError), resumable_dir(out, {"a": 1}) as (work, resumed):
+        (work / "half.npy").write_bytes(b"x")
+        raise RuntimeError("killed mid-way")
+    with resumable_dir(out, {"a": 1}) as (work, resumed):
+        assert resumed and (work / "half.npy").is_file()
+    assert (out / "half.npy").is_file() and not (out / "fingerprint.json").exists()
+    with pytest.raises(RuntimeError), resumable_dir(tmp_path / "b", {"a": 1}) as (work, _):
+        (work / "half").write_text("1")
+        raise RuntimeError
+    with resumable_dir(tmp_path / "b", {"a": 2}) as (work, resumed):
+        assert not resumed and not (work / "half").exists()  # another fingerprint starts over

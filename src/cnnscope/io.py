@@ -62,7 +62,12 @@ def resumable_dir(path: str | os.PathLike[str], fingerprint: dict) -> Iterator[t
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         write_json(stamp, fingerprint)
-    yield partial, resumed
+    try:
+        yield partial, resumed
+    except BaseException:
+        if [p.name for p in partial.iterdir()] == [stamp.name]:  # failed before any work: no debris
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
     stamp.unlink()
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()

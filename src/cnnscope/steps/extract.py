@@ -8,6 +8,7 @@ from pathlib import Path
 from cnnscope.data.packed import PackedDataset
 from cnnscope.features import extract_layer, pick_device
 from cnnscope.io import resumable_dir, write_json, write_yaml
+from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import ModelSpec, load_model
 from cnnscope.steps.runner import run_step
 
@@ -29,6 +30,7 @@ def body(cfg: dict) -> None:
     data = PackedDataset.open(cfg["packed"])
     device = pick_device(cfg["device"])
     loaded = load_model(ModelSpec(**cfg["model"]), device)
+    resolve_layer(loaded.module, cfg["layer"], cfg["model"]["arch"])  # fail before any work
     with resumable_dir(cfg["out"], _fingerprint(cfg, len(data), device)) as (tmp, resumed):
         if resumed:
             log.info("extract: continuing the work a killed run left in %s", tmp)
