@@ -10,8 +10,6 @@
 # Must run as root. Environment knobs:
 #   CNNSCOPE_SLURM_STATE   state dir (default /tmp/cnnscope-slurm)
 #   CNNSCOPE_SLURM_ACCOUNT slurm account created for root (default cnnscope)
-#   CNNSCOPE_VENV          venv that gets snakemake-executor-plugin-slurm
-#                          (default: <repo>/.venv; set empty to skip)
 #
 # Config files are written to /etc/slurm (the path the Debian clients read),
 # everything else (mariadb datadir on port 3307, spool, logs, pids) lives in
@@ -21,10 +19,6 @@ set -euo pipefail
 STATE=${CNNSCOPE_SLURM_STATE:-/tmp/cnnscope-slurm}
 ACCOUNT=${CNNSCOPE_SLURM_ACCOUNT:-cnnscope}
 CLUSTER=cnnscope
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/../.." && pwd)
-VENV=${CNNSCOPE_VENV-$REPO/.venv}
-PLUGIN_SPEC=${CNNSCOPE_SLURM_PLUGIN_SPEC:-snakemake-executor-plugin-slurm>=2,<3}
 DB_PORT=3307
 DB_PASS=cnnscope-slurmdb
 ETC=/etc/slurm
@@ -68,16 +62,6 @@ install_packages() {
     fi
 }
 
-install_plugin() {
-    [[ -n $VENV ]] || return 0
-    [[ -x $VENV/bin/python ]] || { log "no venv at $VENV, skipping plugin install"; return 0; }
-    if "$VENV/bin/python" -c 'import snakemake_executor_plugin_slurm' 2>/dev/null; then
-        log "snakemake-executor-plugin-slurm already installed"
-    else
-        log "pip installing $PLUGIN_SPEC into $VENV"
-        "$VENV/bin/python" -m pip install -q "$PLUGIN_SPEC"
-    fi
-}
 
 # ---------------------------------------------------------------- munge
 start_munge() {
@@ -201,6 +185,8 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
 AccountingStorageEnforce=associations
+# jobs without --mem must not grab the whole node (CR_Core_Memory)
+DefMemPerCPU=$((mem / cpus))
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
@@ -272,7 +258,6 @@ cmd_start() {
     mkdir -p "$STATE" "$RUN" "$LOG" "$STATE/spool/slurmctld" "$STATE/spool/slurmd"
     local t0=$SECONDS
     install_packages
-    install_plugin
     log "install phase: $((SECONDS - t0))s"
     local t1=$SECONDS
     start_munge

@@ -1,0 +1,73 @@
+"""The tiny study through Snakemake's SLURM executor, on a real single-node SLURM cluster with
+accounting (``tests/slurm/cluster.sh start``, which ``.ci/run`` runs as root before the tests)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from test_workflow import TINY, _copy_repo
+
+
+def _sacct_jobs() -> list[str]:
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-S", "now-1days", "-o", "JobID,State"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return [line for line in out.splitlines() if line]
+
+
+def _cluster_up() -> bool:
+    if not shutil.which("sinfo"):
+        return False
+    res = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=60)
+    return res.returncode == 0 and any(s in res.stdout for s in ("idle", "mix", "alloc"))
+
+
+def test_tiny_study_runs_through_the_slurm_executor(tmp_path):
+    if not _cluster_up():
+        if os.environ.get("CI"):
+            pytest.fail("no SLURM cluster: .ci/run starts one with tests/slurm/cluster.sh start")
+        pytest.skip("no SLURM cluster here (as root: bash tests/slurm/cluster.sh start)")
+    work = _copy_repo(tmp_path / "repo")
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    before = set(_sacct_jobs())
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--profile",
+            "workflow/profiles/slurm",
+            # a 2-core test node: small requests, and quick status polling
+            "--default-resources",
+            "slurm_partition=debug",
+            "mem_mb=1000",
+            "runtime=10",
+            "cpus_per_task=1",
+            "--set-resources",
+            "extract:mem_mb=1000",
+            "dissect:mem_mb=1000",
+            "train:mem_mb=1000",
+            "--slurm-init-seconds-before-status-checks",
+            "2",
+            "--latency-wait",
+            "10",
+        ],
+        cwd=work,
+        env={**os.environ, "CNNSCOPE_CONFIG_DIR": str(work / "config")},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert (work / "results" / "report" / "index.html").is_file()
+    new = [j for j in _sacct_jobs() if j not in before]
+    assert len(new) >= 10, new  # every job of the DAG but 'all' went through sbatch
+    assert all(j.endswith("|COMPLETED") for j in new), new
