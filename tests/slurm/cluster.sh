@@ -42,6 +42,18 @@ wait_for() {
 
 pid_alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# start_daemon NAME COMMAND...: run COMMAND (which daemonises, writing $RUN/NAME.pid) unless it runs.
+start_daemon() {
+    local name=$1
+    shift
+    if pid_alive "$RUN/$name.pid"; then
+        log "$name already running"
+    else
+        log "starting $name"
+        "$@" </dev/null >>"$LOG/$name.out" 2>&1
+    fi
+}
+
 # ---------------------------------------------------------------- install
 install_packages() {
     local pkgs=(slurm-wlm slurmdbd munge mariadb-server) missing=() p
@@ -198,12 +210,7 @@ EOF
 
 # ---------------------------------------------------------------- slurm
 start_slurmdbd() {
-    if pid_alive "$RUN/slurmdbd.pid"; then
-        log "slurmdbd already running"
-    else
-        log "starting slurmdbd"
-        /usr/sbin/slurmdbd </dev/null >>"$LOG/slurmdbd.out" 2>&1
-    fi
+    start_daemon slurmdbd /usr/sbin/slurmdbd
     wait_for 60 slurmdbd sacctmgr -n list cluster
 }
 
@@ -223,19 +230,9 @@ register_accounting() {
 }
 
 start_slurm_daemons() {
-    if pid_alive "$RUN/slurmctld.pid"; then
-        log "slurmctld already running"
-    else
-        log "starting slurmctld"
-        /usr/sbin/slurmctld </dev/null >>"$LOG/slurmctld.out" 2>&1
-    fi
+    start_daemon slurmctld /usr/sbin/slurmctld
     wait_for 60 slurmctld scontrol ping
-    if pid_alive "$RUN/slurmd.pid"; then
-        log "slurmd already running"
-    else
-        log "starting slurmd"
-        /usr/sbin/slurmd -N localhost </dev/null >>"$LOG/slurmd.out" 2>&1
-    fi
+    start_daemon slurmd /usr/sbin/slurmd -N localhost
 }
 
 node_idle() { [[ $(sinfo -h -n localhost -o %T 2>/dev/null) == idle ]]; }
