@@ -239,10 +239,10 @@ def _summary(
     data: PackedDataset,
     probe: str,
     layers: list[LayerResult],
+    models: list[str],
     repo: Path,
     sections: list[tuple[str, str]],
 ) -> None:
-    models = list(dict.fromkeys(r.model for r in layers))
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     page.add(
         "<h1>cnnscope study report</h1>",
@@ -293,7 +293,7 @@ def build_report(
     sections += [("shape", "Texture vs shape"), ("cross", "Cross-analysis")] if cue_conflict else []
     sections += [("attribution", "Attribution")] if attribution else []
     sections += [("layers", "Layers and units"), ("provenance", "Provenance")]
-    _summary(page, data, dataset, layers, repo, sections)
+    _summary(page, data, dataset, layers, models, repo, sections)
 
     # At a glance: one row per model.
     bias, per_class = (
@@ -378,12 +378,13 @@ def build_report(
                 f"{m}: every method's map for the predicted class on the same probe images.",
             )
             grid = page.figs / f"{m}_feature_grid.png"
-            Image.open(d / "feature_grid.png").save(grid)
+            grid_image = Image.open(d / "feature_grid.png")
+            grid_image.save(grid)
             page.add(
                 f"<p class='meta'>{html.escape(m)}: every feature map of the attribution layer for the "
                 f"first image (each scaled to its own range).</p><img class='strip' "
                 f"src='figures/{grid.name}' alt='feature maps of {html.escape(m)}' "
-                f"width='{2 * Image.open(grid).width}'>"
+                f"width='{2 * grid_image.width}'>"
             )
             tables.append(pd.read_csv(d / "metrics.csv"))
         page.add(

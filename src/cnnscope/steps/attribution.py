@@ -25,14 +25,14 @@ def body(cfg: dict) -> None:
     data = PackedDataset.open(cfg["packed"])
     device = pick_device(cfg["device"])
     loaded = load_model(ModelSpec(**cfg["model"]), device)
-    resolve_layer(loaded.module, cfg["layer"], cfg["name"])  # fail before any work
+    layer = resolve_layer(loaded.module, cfg["layer"], cfg["name"])  # fail before any work
     n = min(len(data), max(cfg["images"], cfg["metric_images"]))
     idx = np.unique(np.linspace(0, len(data) - 1, n).round().astype(int))
     x = loaded.normalize(torch.from_numpy(np.array(data.images[idx])).to(device))
     with torch.no_grad():
         targets = loaded.module(x).argmax(1)
     maps, seconds = attribute(loaded.module, cfg["layer"], x, cfg["methods"], targets)
-    with torch.no_grad(), LayerCapture(resolve_layer(loaded.module, cfg["layer"])) as cap:
+    with torch.no_grad(), LayerCapture(layer) as cap:
         grid = feature_grid(cap(loaded.module, x[:1])[0])  # the layer's maps for the first image
     metrics = score(loaded.module, x, maps, targets, cfg["deletion_steps"])
     metrics.insert(0, "model", cfg["name"])
