@@ -202,8 +202,12 @@ def _reference_tally(acts, thr, masks, scalars, label_cat, ncat, n_labels):
     return both, g, paper, lite
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_tally_matches_a_loop_reference_on_random_data(seed):
+@pytest.mark.parametrize(
+    ("seed", "batch_size", "max_elements"),
+    [(0, 4, 1 << 24), (1, 4, 1 << 24), (2, 4, 1 << 24), (0, 0, 150), (1, 0, 64), (2, 1, 200)],
+)
+def test_tally_matches_a_loop_reference_on_random_data(seed, batch_size, max_elements):
+    """Also in small batches sized from ``max_elements``, with maps upsampled one or two at a time."""
     rng = np.random.default_rng(seed)
     n, c, k = 6, 5, 2
     acts = rng.gamma(1.0, 1.0, (n, c, 4, 4)).astype(np.float32) * (rng.random((n, c, 1, 1)) < 0.8)
@@ -218,7 +222,7 @@ def test_tally_matches_a_loop_reference_on_random_data(seed):
     meta = {"n_images": n, "mask_size": [8, 8], "image_size": [16, 16], "categories": cats, "labels": labels}
     data = PackedDataset(Path("."), meta, np.zeros((n, 16, 16, 3), np.uint8), masks, scalars)
     thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(c, -1), 0.8, axis=1).astype(np.float32)
-    got = tally(acts, thr, data, batch_size=4, progress=False)
+    got = tally(acts, thr, data, batch_size=batch_size, max_elements=max_elements, progress=False)
     both, g, paper, lite = _reference_tally(
         acts, thr, masks, scalars, data.label_category(), 3, data.n_label_slots
     )

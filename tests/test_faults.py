@@ -133,6 +133,49 @@ def test_dissection_killed_at_any_moment_leaves_no_artifact(work):
     assert not list(work.glob(".dis.tmp-*"))
 
 
+def test_killed_dissection_resumes_from_its_checkpoints(work):
+    """Killed in the thresholds, then in the tally: each rerun continues from the checkpoint, and the
+    tables equal the uninterrupted run's (whose batches were sized differently)."""
+    if not (work / "dref").exists():
+        assert _step("extract", *EXTRACT, "out=ref", cwd=work).returncode == 0
+        assert (
+            _step(
+                "dissect", "activations=ref", "packed=packed", "progress=false", "out=dref", cwd=work
+            ).returncode
+            == 0
+        )
+    # one image per batch and a checkpoint after each: slow enough to be killed in either loop
+    args = (
+        "activations=ref",
+        "packed=packed",
+        "progress=false",
+        "out=dck",
+        "checkpoint_s=0",
+        "batch_size=1",
+        "max_elements=4096",
+    )
+    partial = work / ".dck.partial"
+    for ckpt, resumed in (("thresholds.ckpt", None), ("tally.ckpt", "thresholds: resuming at image")):
+        proc = _start("dissect", *args, cwd=work)
+        _kill_when(proc, lambda f=ckpt: (partial / f).is_file())
+        out = proc.stdout.read()
+        assert proc.returncode == -signal.SIGKILL and not (work / "dck").exists()
+        if resumed:
+            assert resumed in out, out
+    final = _step("dissect", *args, cwd=work)
+    assert final.returncode == 0, final.stderr
+    assert "tally: resuming at image" in final.stdout + final.stderr
+    for f in ("units.csv", "detectors.csv", "thresholds.npy"):
+        assert (work / "dck" / f).read_bytes() == (work / "dref" / f).read_bytes(), f
+    got, ref = np.load(work / "dck" / "tally.npz"), np.load(work / "dref" / "tally.npz")
+    for k in ref.files:
+        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+    assert not partial.exists()
+    assert sorted(p.name for p in (work / "dck").iterdir()) == sorted(
+        p.name for p in (work / "dref").iterdir()
+    )
+
+
 def test_killed_download_resumes_from_its_partial_file(world, tmp_path):
     import io
     import zipfile

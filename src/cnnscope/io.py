@@ -98,5 +98,14 @@ def write_yaml(path: str | os.PathLike[str], obj: Any) -> None:
     Path(path).write_text(yaml.safe_dump(obj, sort_keys=False))
 
 
+def file_stamp(path: str | os.PathLike[str]) -> list[int] | None:
+    """``[size, mtime_ns]`` of a file (None if missing): a cheap identity for resume fingerprints."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     return json.loads(Path(path).read_text())

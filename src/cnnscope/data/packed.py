@@ -25,6 +25,7 @@ from tqdm import tqdm
 from cnnscope.data.broden import BrodenDataset
 from cnnscope.errors import DatasetError
 from cnnscope.io import read_json, write_json
+from cnnscope.rows import RowReader
 
 FORMAT_VERSION = 1
 
@@ -140,6 +141,15 @@ class PackedDataset:
 
     def __len__(self) -> int:
         return int(self.meta["n_images"])
+
+    def stream(self, name: str) -> RowReader | np.ndarray:
+        """``images`` or ``masks`` for reading end to end in batches: a :class:`RowReader` of the packed
+        file (the process's memory stays at one batch), or the array itself if it is not that file."""
+        arr = getattr(self, name)
+        path = self.root / f"{name}.npy"
+        if isinstance(arr, np.memmap) and arr.filename and Path(arr.filename) == path.resolve():
+            return RowReader(path)
+        return arr
 
     @property
     def categories(self) -> list[str]:

@@ -6,12 +6,15 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from cnnscope.checkpoint import Checkpoint
 from cnnscope.data.packed import PackedDataset
-from cnnscope.dissection import IOU_MODES, summarize, tally, unique_detectors, unit_thresholds
+from cnnscope.dissection import IOU_MODES, Tally, summarize, tally, unique_detectors, unit_thresholds
 from cnnscope.errors import CnnscopeError
 from cnnscope.features import pick_device
-from cnnscope.io import atomic_dir, write_json, write_yaml
+from cnnscope.io import atomic_file, file_stamp, read_json, resumable_dir, write_json, write_yaml
+from cnnscope.rows import RowReader
 from cnnscope.steps.runner import run_step
 
 log = logging.getLogger("cnnscope")
@@ -27,60 +30,102 @@ def body(cfg: dict) -> None:
         raise CnnscopeError(f"{src} has no activations.npy; run the extract step first")
     data = PackedDataset.open(cfg["packed"])
     device = pick_device(cfg["device"])
-    acts = np.load(src / "activations.npy", mmap_mode="r")
+    acts = RowReader(src / "activations.npy")
+    fingerprint = {
+        "config": {k: v for k, v in cfg.items() if k not in ("out", "progress", "threads", "checkpoint_s")},
+        "activations": file_stamp(src / "activations.npy"),
+        "packed": file_stamp(Path(cfg["packed"]) / "masks.npy"),
+        "device": str(device),
+    }
+    with resumable_dir(cfg["out"], fingerprint) as (tmp, resumed):
+        if resumed:
+            log.info("dissect: continuing the work a killed run left in %s", tmp)
+        thresholds, method, err = _thresholds(cfg, acts, src, device, tmp)
+        counts = tally(
+            acts,
+            thresholds,
+            data,
+            batch_size=cfg["batch_size"],
+            device=device,
+            max_elements=cfg["max_elements"],
+            progress=cfg["progress"],
+            checkpoint=Checkpoint(tmp / "tally.ckpt", cfg["checkpoint_s"]),
+        )
+        (tmp / "tally.ckpt").unlink(missing_ok=True)
+        summary = _write(cfg, tmp, data, thresholds, method, err, counts, device)
+    log.info(
+        "dissect: %d of %d units are detectors (IoU > %s, %s mode) -> %s",
+        summary["detectors"],
+        summary["units"],
+        cfg["detector_iou"],
+        cfg["iou_mode"],
+        cfg["out"],
+    )
+
+
+def _thresholds(
+    cfg: dict, acts: RowReader, src: Path, device: torch.device, tmp: Path
+) -> tuple[np.ndarray, str, float]:
+    """The units' thresholds: computed (resuming from a checkpoint) or, on resume, the saved ones."""
+    done = tmp / "thresholds.json"
+    if done.is_file():
+        saved = read_json(done)
+        return np.load(tmp / "thresholds.npy"), saved["method"], saved["max_error"]
+    ckpt = Checkpoint(tmp / "thresholds.ckpt", cfg["checkpoint_s"])
     thresholds, method, err = unit_thresholds(
         acts,
         cfg["quantile"],
         np.load(src / "unit_range.npy"),
         device=device,
         memory_budget=cfg["memory_budget_mb"] << 20,
-        progress=cfg["progress"],
-    )
-    counts = tally(
-        acts,
-        thresholds,
-        data,
-        batch_size=cfg["batch_size"],
-        device=device,
         max_elements=cfg["max_elements"],
         progress=cfg["progress"],
+        checkpoint=ckpt,
     )
+    np.save(tmp / "thresholds.npy", thresholds)
+    with atomic_file(done) as t:
+        write_json(t, {"method": method, "max_error": err})
+    ckpt.path.unlink(missing_ok=True)
+    return thresholds, method, err
+
+
+def _write(
+    cfg: dict,
+    tmp: Path,
+    data: PackedDataset,
+    thresholds: np.ndarray,
+    method: str,
+    err: float,
+    counts: Tally,
+    device: torch.device,
+) -> dict:
+    """The step's tables and arrays, into the work directory that becomes the artifact."""
     iou = counts.iou(cfg["iou_mode"])
     units = summarize(iou, data.label_names(), counts.label_category, counts.categories, cfg["detector_iou"])
     detectors = unique_detectors(units, counts.categories, cfg["detector_iou"])
-    with atomic_dir(cfg["out"]) as tmp:
-        units.to_csv(tmp / "units.csv", index=False)
-        detectors.to_csv(tmp / "detectors.csv", index=False)
-        np.save(tmp / "thresholds.npy", thresholds)
-        np.save(tmp / "iou.npy", iou.astype(np.float32))
-        np.savez_compressed(
-            tmp / "tally.npz",
-            both=counts.both,
-            labels=counts.labels,
-            units_cat_paper=counts.units_cat_paper,
-            units_cat_lite=counts.units_cat_lite,
-        )
-        write_json(
-            tmp / "summary.json",
-            {
-                "units": len(units),
-                "detectors": int(units["detector"].sum()),
-                "threshold_method": method,
-                "threshold_max_error": err,
-                "iou_mode": cfg["iou_mode"],
-                "quantile": cfg["quantile"],
-                "device": str(device),
-            },
-        )
-        write_yaml(tmp / "config.yaml", cfg)
-    log.info(
-        "dissect: %d of %d units are detectors (IoU > %s, %s mode) -> %s",
-        int(units["detector"].sum()),
-        len(units),
-        cfg["detector_iou"],
-        cfg["iou_mode"],
-        cfg["out"],
+    units.to_csv(tmp / "units.csv", index=False)
+    detectors.to_csv(tmp / "detectors.csv", index=False)
+    np.save(tmp / "iou.npy", iou.astype(np.float32))
+    np.savez_compressed(
+        tmp / "tally.npz",
+        both=counts.both,
+        labels=counts.labels,
+        units_cat_paper=counts.units_cat_paper,
+        units_cat_lite=counts.units_cat_lite,
     )
+    summary = {
+        "units": len(units),
+        "detectors": int(units["detector"].sum()),
+        "threshold_method": method,
+        "threshold_max_error": err,
+        "iou_mode": cfg["iou_mode"],
+        "quantile": cfg["quantile"],
+        "device": str(device),
+    }
+    write_json(tmp / "summary.json", summary)
+    write_yaml(tmp / "config.yaml", cfg)
+    (tmp / "thresholds.json").unlink()
+    return summary
 
 
 if __name__ == "__main__":

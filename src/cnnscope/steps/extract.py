@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from cnnscope.data.packed import PackedDataset
 from cnnscope.features import extract_layer, pick_device
-from cnnscope.io import resumable_dir, write_json, write_yaml
+from cnnscope.io import file_stamp, resumable_dir, write_json, write_yaml
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import ModelSpec, load_model
 from cnnscope.steps.runner import run_step
@@ -18,10 +17,7 @@ log = logging.getLogger("cnnscope")
 def _fingerprint(cfg: dict, n_images: int, device: object) -> dict:
     """What partial work must match to be resumed: the config, data size, device and weights file."""
     ckpt = cfg["model"].get("checkpoint")
-    stamp = None
-    if ckpt and Path(ckpt).is_file():
-        st = Path(ckpt).stat()
-        stamp = [st.st_size, st.st_mtime_ns]
+    stamp = file_stamp(ckpt) if ckpt else None
     keep = {k: v for k, v in cfg.items() if k not in ("out", "progress", "threads", "checkpoint_s")}
     return {"config": keep, "n_images": n_images, "device": str(device), "checkpoint": stamp}
 
@@ -37,7 +33,7 @@ def body(cfg: dict) -> None:
         info = extract_layer(
             loaded,
             cfg["layer"],
-            data.images,
+            data.stream("images"),
             tmp,
             batch_size=cfg["batch_size"],
             device=device,

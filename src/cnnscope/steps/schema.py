@@ -111,9 +111,10 @@ class DissectStep:
     iou_mode: str = "paper"  # paper (original NetDissect) | lite (NetDissect-Lite)
     detector_iou: float = 0.04
     device: str = "auto"
-    batch_size: int = 0  # 0: sized from max_elements
-    max_elements: int = 33554432  # unit-mask elements per tally batch
+    batch_size: int = 0  # tally batch; 0: sized from max_elements
+    max_elements: int = 0  # activations / mask pixels per batch; 0: 4M on the CPU, 64M on a GPU
     memory_budget_mb: int = 2048  # exact quantile buffer limit, else histogram
+    checkpoint_s: float = 30.0  # seconds between checkpoints (a killed job resumes)
     threads: int = 1
     progress: bool = True
 
