@@ -1,5 +1,6 @@
-"""The tiny study through Snakemake's SLURM executor, on a real single-node SLURM cluster with
-accounting (``tests/slurm/cluster.sh start``, which ``.ci/run`` runs as root before the tests)."""
+"""The default study (``config/config.yaml`` as shipped) through Snakemake's SLURM executor, on a real
+single-node SLURM cluster with accounting (``tests/slurm/cluster.sh start``, which ``.ci/run`` runs as
+root before the tests)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import subprocess
 import sys
 
 import pytest
-import yaml
-from test_workflow import TINY, _copy_repo
+from test_workflow import _copy_repo
 
 
 def _sacct_jobs() -> list[str]:
@@ -30,13 +30,29 @@ def _cluster_up() -> bool:
     return res.returncode == 0 and any(s in res.stdout for s in ("idle", "mix", "alloc"))
 
 
-def test_tiny_study_runs_through_the_slurm_executor(tmp_path):
+def _planned_jobs(work) -> int:
+    """How many jobs a dry run of the study plans (``all`` included)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules"],
+        cwd=work,
+        env={**os.environ, "CNNSCOPE_CONFIG_DIR": str(work / "config")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    totals = [line.split()[1] for line in (out.stdout + out.stderr).splitlines() if line.startswith("total ")]
+    return int(totals[0])
+
+
+def test_default_study_runs_through_the_slurm_executor(tmp_path):
     if not _cluster_up():
         if os.environ.get("CI"):
             pytest.fail("no SLURM cluster: .ci/run starts one with tests/slurm/cluster.sh start")
         pytest.skip("no SLURM cluster here (as root: bash tests/slurm/cluster.sh start)")
     work = _copy_repo(tmp_path / "repo")
-    (work / "config" / "config.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    planned = _planned_jobs(work)
+    assert planned >= 20  # the default study: world, training, extraction, dissection, ... report
     before = set(_sacct_jobs())
     res = subprocess.run(
         [
@@ -69,5 +85,5 @@ def test_tiny_study_runs_through_the_slurm_executor(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert (work / "results" / "report" / "index.html").is_file()
     new = [j for j in _sacct_jobs() if j not in before]
-    assert len(new) >= 10, new  # every job of the DAG but 'all' went through sbatch
+    assert len(new) == planned - 1, new  # every job of the DAG but 'all' went through sbatch
     assert all(j.endswith("|COMPLETED") for j in new), new
