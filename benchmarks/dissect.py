@@ -1,16 +1,19 @@
 """Time extraction, thresholds and the IoU tally on a Broden-shaped packed set, and print a table.
 
-    python benchmarks/dissect.py --images 500 --arch resnet18 --layer layer4 [--device cuda]
+    python benchmarks/dissect.py --images 63305 --arch resnet18 resnet50 --layer layer4 [--device cuda]
 
 The packed set is random content with Broden's shapes (224 px images, 112 px masks, 4 pixel-label
 layers of blob-shaped labels from ~1,200 labels over 6 categories, 1 image-level label), built once
-into ``--cache`` and reused. Model weights are random (timing does not depend on them).
+into ``--cache`` and reused. Model weights are random (timing does not depend on them). Each stage
+reports its own peak host RSS (``VmHWM``, reset between stages) and peak GPU memory.
+``--random-activations`` skips the model, to time the dissect step at full scale on a machine too
+slow to extract.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -20,10 +23,12 @@ import torch
 from numpy.lib.format import open_memmap
 
 from cnnscope.data.packed import FORMAT_VERSION, PackedDataset
-from cnnscope.dissection import tally, unit_thresholds
-from cnnscope.features import extract_layer, pick_device
+from cnnscope.dissection import batch_elements, tally, unit_thresholds
+from cnnscope.features import LayerCapture, extract_layer, pick_device
 from cnnscope.io import write_json
+from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import ModelSpec, load_model
+from cnnscope.rows import RowReader, RowWriter
 
 CATEGORIES = ["color", "object", "part", "material", "scene", "texture"]
 N_LABELS = 1197
@@ -68,57 +73,128 @@ def build_packed(root: Path, n: int, size: int, seed: int = 0) -> PackedDataset:
     return PackedDataset.open(root)
 
 
+class _Peak:
+    """Peak host RSS (Linux ``VmHWM``, reset per stage through ``clear_refs``) and peak GPU memory."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def reset(self) -> None:
+        Path("/proc/self/clear_refs").write_text("5")
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+
+    def read(self) -> tuple[float, float]:
+        """``(host GB, GPU GB)`` since the last reset."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        hwm = next(
+            line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM")
+        )
+        gpu = torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else 0.0
+        return int(hwm.split()[1]) / 2**20, gpu
+
+
+def _random_activations(out: Path, shape: tuple[int, ...], seed: int = 0) -> None:
+    """Gamma-distributed float16 activations of ``shape``, written in blocks (``--random-activations``)."""
+    rng = np.random.default_rng(seed)
+    with RowWriter(out / "activations.npy", shape, np.float16) as w:
+        for a in range(0, shape[0], 256):
+            b = min(shape[0], a + 256)
+            w.write(a, rng.gamma(0.5, 1.0, (b - a, *shape[1:])).astype(np.float16))
+    np.save(out / "unit_range.npy", np.array([[0.0] * shape[1], [60.0] * shape[1]], np.float32))
+
+
+def bench(arch: str, layer: str, data: PackedDataset, a: argparse.Namespace, device: torch.device) -> list:
+    """``(stage, seconds, host GB, GPU GB)`` for extraction (or random activations), thresholds, tally."""
+    rows, peak = [], _Peak(device)
+    loaded = load_model(ModelSpec("torchvision", arch), device)
+    out = Path(tempfile.mkdtemp(prefix="acts-", dir=a.cache))
+    try:
+        peak.reset()
+        t = time.perf_counter()
+        if a.random_activations:
+            x = torch.zeros(1, 3, a.size, a.size, device=device)
+            with LayerCapture(resolve_layer(loaded.module, layer, arch)) as cap, torch.no_grad():
+                shape = (len(data), *cap(loaded.module, x).shape[1:])
+            del loaded
+            _random_activations(out, shape)
+            what = f"random activations {arch} {layer} {shape[1:]}"
+        else:
+            info = extract_layer(
+                loaded,
+                layer,
+                data.stream("images"),
+                out,
+                batch_size=a.batch_size,
+                device=device,
+                model_name=arch,
+                progress=False,
+            )
+            what = f"extract {arch} {layer} {tuple(info['shape'][1:])}"
+        rows.append((what, time.perf_counter() - t, *peak.read()))
+
+        acts = RowReader(out / "activations.npy")
+        peak.reset()
+        t = time.perf_counter()
+        thr, method, _ = unit_thresholds(
+            acts,
+            0.005,
+            np.load(out / "unit_range.npy"),
+            device=device,
+            max_elements=a.max_elements,
+            progress=False,
+        )
+        rows.append((f"thresholds ({method})", time.perf_counter() - t, *peak.read()))
+
+        peak.reset()
+        t = time.perf_counter()
+        tally(acts, thr, data, device=device, max_elements=a.max_elements, progress=False)
+        rows.append(("IoU tally (both modes)", time.perf_counter() - t, *peak.read()))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=500)
+    p.add_argument("--images", type=int, default=500, help="63305 is full Broden")
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--arch", default="resnet18")
+    p.add_argument("--arch", nargs="+", default=["resnet18", "resnet50"])
     p.add_argument("--layer", default="layer4")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="extraction batch")
+    p.add_argument("--max-elements", type=int, default=0, help="dissect's max_elements (0: per device)")
+    p.add_argument(
+        "--random-activations",
+        action="store_true",
+        help="skip the model: time thresholds and tally on random activations of the layer's shape",
+    )
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "cnnscope-bench")
     a = p.parse_args()
     device = pick_device(a.device)
-    rows = []
-
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     t = time.perf_counter()
     data = build_packed(a.cache / f"packed-{a.images}-{a.size}", a.images, a.size)
-    rows.append(("packed set (build or reuse)", time.perf_counter() - t))
-
-    loaded = load_model(ModelSpec("torchvision", a.arch), device)
-    out = Path(tempfile.mkdtemp(prefix="acts-", dir=a.cache))
-    t = time.perf_counter()
-    info = extract_layer(
-        loaded, a.layer, data.images, out, batch_size=a.batch_size, device=device, progress=False
+    print(
+        f"packed set: {a.images} images at {a.size} px (built or reused in {time.perf_counter() - t:.1f} s)"
     )
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    rows.append((f"extract {a.arch} {a.layer} {tuple(info['shape'][1:])}", time.perf_counter() - t))
-
-    acts = np.load(out / "activations.npy", mmap_mode="r")
-    t = time.perf_counter()
-    thr, method, _ = unit_thresholds(
-        acts, 0.005, np.load(out / "unit_range.npy"), device=device, progress=False
-    )
-    rows.append((f"thresholds ({method})", time.perf_counter() - t))
-
-    t = time.perf_counter()
-    tally(acts, thr, data, device=device, progress=False)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    rows.append(("IoU tally (both modes)", time.perf_counter() - t))
-
-    total = sum(s for name, s in rows[1:])
-    print(f"device: {device}  images: {a.images}  threads: {torch.get_num_threads()}")
-    print(f"{'stage':<45} {'seconds':>9} {'images/s':>10}")
-    for name, s in rows:
-        print(f"{name:<45} {s:9.2f} {a.images / s:10.1f}")
-    print(f"{'dissection total (after preparation)':<45} {total:9.2f} {a.images / total:10.1f}")
-    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"peak host RSS: {rss_gb:.2f} GB", end="")
-    if device.type == "cuda":
-        print(f"  peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GB", end="")
-    print()
+    gpu = torch.cuda.get_device_name() if device.type == "cuda" else "none"
+    elements = batch_elements(a.max_elements, device)
+    print(f"device: {device} ({gpu})  threads: {torch.get_num_threads()}  max_elements: {elements}")
+    print(f"{'stage':<52} {'seconds':>8} {'images/s':>9} {'host GB':>8} {'GPU GB':>7}")
+    for arch in a.arch:
+        rows = bench(arch, a.layer, data, a, device)
+        for name, s, host, gpu_gb in rows:
+            print(f"{name:<52} {s:8.2f} {a.images / s:9.1f} {host:8.2f} {gpu_gb:7.2f}")
+        total = sum(r[1] for r in rows)
+        print(
+            f"{arch + ' dissection total (after preparation)':<52} {total:8.2f} {a.images / total:9.1f}"
+            f" {max(r[2] for r in rows):8.2f} {max(r[3] for r in rows):7.2f}"
+        )
+        print(f"{arch + ' tally share of the dissection':<52} {rows[2][1] / total:8.0%}")
 
 
 if __name__ == "__main__":
