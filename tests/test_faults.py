@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -72,8 +73,6 @@ EXTRACT = (
 
 
 def _progress(partial: Path) -> int:
-    import json
-
     try:
         return json.loads((partial / "progress.json").read_text())["done"]
     except (OSError, ValueError):
@@ -174,6 +173,44 @@ def test_killed_dissection_resumes_from_its_checkpoints(work):
     assert sorted(p.name for p in (work / "dck").iterdir()) == sorted(
         p.name for p in (work / "dref").iterdir()
     )
+
+
+def test_killed_training_resumes_and_ends_with_the_same_weights(tmp_path):
+    args = (
+        "train.steps=80",
+        "train.n_train=128",
+        "train.n_val=32",
+        "train.image_size=32",
+        "model.width=8",
+        "checkpoint_s=0",
+        "progress=false",
+    )
+    ref = _step("train", *args, "out=ref", cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr
+    partial = tmp_path / ".net.partial"
+
+    def step() -> int:
+        try:
+            return torch.load(partial / "train.ckpt", weights_only=True)["step"]
+        except (OSError, RuntimeError, EOFError, KeyError):
+            return 0
+
+    proc = _start("train", *args, "out=net", cwd=tmp_path)
+    _kill_when(proc, lambda: step() >= 20)
+    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "net").exists()
+    done = step()
+    assert 20 <= done < 80
+    again = _step("train", *args, "out=net", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming at step {done} of 80" in again.stdout + again.stderr
+    got = torch.load(tmp_path / "net" / "model.pt", weights_only=True)["state_dict"]
+    want = torch.load(tmp_path / "ref" / "model.pt", weights_only=True)["state_dict"]
+    assert got.keys() == want.keys()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    metrics = [json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("net", "ref")]
+    for key in ("final_loss", "val_accuracy", "val_accuracy_random_texture"):
+        assert metrics[0][key] == metrics[1][key], key
+    assert not partial.exists() and not (tmp_path / "net" / "train.ckpt").exists()
 
 
 def test_killed_download_resumes_from_its_partial_file(world, tmp_path):

@@ -219,7 +219,8 @@ def tally(
         # Widened on the device: the host holds only the stored dtypes (float16, uint16).
         x = read_rows(acts, a, a + bs).to(device).float()
         b = len(x)
-        pix = read_rows(masks, a, a + bs).to(device).long()
+        # uint16 travels as int16 (every device supports it) and is widened back: & 0xFFFF.
+        pix = read_rows(masks, a, a + bs).view(torch.int16).to(device).long() & 0xFFFF
         pix = pix.flatten(2)  # (B, K, P) label numbers, 0 = unlabelled
         pcat = torch.where(pix > 0, label_cat[pix], -1)  # (B, K, P) their categories
         sca = torch.from_numpy(data.scalars[a : a + bs].astype(np.int64)).to(device)  # (B, S)

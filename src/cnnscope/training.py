@@ -8,6 +8,7 @@ algorithms, a fixed thread count), so a rerun gives the same weights.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -16,10 +17,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from cnnscope.checkpoint import Checkpoint
 from cnnscope.data import shapetexture
 from cnnscope.errors import CnnscopeError
 from cnnscope.models.builtin import BUILTIN
 
+log = logging.getLogger(__name__)
 WORLD_MEAN = (0.5, 0.5, 0.5)
 WORLD_STD = (0.25, 0.25, 0.25)
 
@@ -56,19 +59,23 @@ def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, bs:
     return correct / len(images)
 
 
-def train(spec: TrainSpec, progress: bool = True) -> tuple[torch.nn.Module, dict]:
+def train(
+    spec: TrainSpec, progress: bool = True, checkpoint: Checkpoint | None = None
+) -> tuple[torch.nn.Module, dict]:
     """Train ``spec.arch`` to classify shapes; returns the model and its metrics.
 
     Deterministic algorithms are switched on for the run and the caller's setting restored after.
+    ``checkpoint`` saves the model, optimiser, schedule and random states; a run given a checkpoint
+    that holds state continues from it and ends with the same weights as an uninterrupted run.
     """
     deterministic = torch.are_deterministic_algorithms_enabled()
     try:
-        return _train(spec, progress)
+        return _train(spec, progress, checkpoint)
     finally:
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _train(spec: TrainSpec, progress: bool) -> tuple[torch.nn.Module, dict]:
+def _train(spec: TrainSpec, progress: bool, checkpoint: Checkpoint | None) -> tuple[torch.nn.Module, dict]:
     if spec.regime not in shapetexture.REGIMES:
         raise CnnscopeError(f"unknown regime {spec.regime!r}; use one of {', '.join(shapetexture.REGIMES)}")
     torch.manual_seed(spec.seed)
@@ -90,8 +97,19 @@ def _train(spec: TrainSpec, progress: bool) -> tuple[torch.nn.Module, dict]:
     gen = torch.Generator().manual_seed(spec.seed)
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
     model.train()
-    losses = []
-    for _ in tqdm(range(spec.steps), desc=f"train {spec.arch}", disable=not progress):
+    losses: list[float] = []
+    start = 0
+    state = checkpoint.load() if checkpoint else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["schedule"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["rng"])
+        losses, start = state["losses"].tolist(), state["step"]
+        log.info("train: resuming at step %d of %d", start, spec.steps)
+    steps = range(start, spec.steps)
+    for step in tqdm(steps, desc=f"train {spec.arch}", disable=not progress, initial=start, total=spec.steps):
         idx = torch.randint(len(xt), (spec.batch_size,), generator=gen)
         xb = xt[idx]
         flip = torch.rand(len(idx), generator=gen) < 0.5
@@ -102,6 +120,18 @@ def _train(spec: TrainSpec, progress: bool) -> tuple[torch.nn.Module, dict]:
         opt.step()
         sched.step()
         losses.append(loss.item())
+        if checkpoint and checkpoint.due():
+            checkpoint.save(
+                {
+                    "step": step + 1,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "schedule": sched.state_dict(),
+                    "generator": gen.get_state(),
+                    "rng": torch.get_rng_state(),
+                    "losses": torch.tensor(losses, dtype=torch.float64),
+                }
+            )
     metrics = {
         "train_accuracy": accuracy(model, x_train[:1000], y_train[:1000]),
         "val_accuracy": accuracy(model, x_val, y_val),

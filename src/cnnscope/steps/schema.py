@@ -83,6 +83,7 @@ class TrainStep:
     model: ModelConfig = MISSING
     train: TrainParams = field(default_factory=TrainParams)
     out: str = MISSING
+    checkpoint_s: float = 30.0  # seconds between checkpoints (a killed job resumes)
     threads: int = 1
     progress: bool = True
 

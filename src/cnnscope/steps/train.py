@@ -6,8 +6,9 @@ import logging
 
 import torch
 
+from cnnscope.checkpoint import Checkpoint
 from cnnscope.errors import ModelError
-from cnnscope.io import atomic_dir, write_json, write_yaml
+from cnnscope.io import resumable_dir, write_json, write_yaml
 from cnnscope.models.builtin import BUILTIN
 from cnnscope.steps.runner import run_step
 from cnnscope.training import TrainSpec, train
@@ -23,11 +24,16 @@ def body(cfg: dict) -> None:
             f"{model['arch']}; built-in: {', '.join(BUILTIN)}"
         )
     spec = TrainSpec(arch=model["arch"], width=model["width"], **cfg["train"])
-    net, metrics = train(spec, progress=cfg["progress"])
-    with atomic_dir(cfg["out"]) as tmp:
+    keep = {k: v for k, v in cfg.items() if k not in ("out", "progress", "threads", "checkpoint_s")}
+    with resumable_dir(cfg["out"], {"config": keep}) as (tmp, resumed):
+        if resumed:
+            log.info("train: continuing the work a killed run left in %s", tmp)
+        ckpt = Checkpoint(tmp / "train.ckpt", cfg["checkpoint_s"])
+        net, metrics = train(spec, progress=cfg["progress"], checkpoint=ckpt)
         torch.save({"state_dict": net.state_dict(), "arch": spec.arch}, tmp / "model.pt")
         write_json(tmp / "metrics.json", metrics)
         write_yaml(tmp / "config.yaml", cfg)
+        ckpt.path.unlink(missing_ok=True)
     log.info(
         "train: %s val accuracy %.3f (chance %.3f) in %.0fs; checkpoint %s/model.pt",
         spec.arch,
