@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from numpy.lib.format import open_memmap
+from tqdm import tqdm
 
 from cnnscope.data.packed import FORMAT_VERSION, PackedDataset
 from cnnscope.dissection import batch_elements, tally, unit_thresholds
@@ -43,13 +43,17 @@ def build_packed(root: Path, n: int, size: int, seed: int = 0) -> PackedDataset:
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     ms = size // 2
-    images = open_memmap(root / "images.npy", "w+", np.uint8, (n, size, size, 3))
-    masks = open_memmap(root / "masks.npy", "w+", np.uint16, (n, 4, ms, ms))
-    for i in range(n):
-        images[i] = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        # Blobs: a coarse 7x7 label grid per layer, upsampled, about half of it labelled.
-        coarse = rng.integers(1, N_LABELS + 1, (4, 7, 7)) * (rng.random((4, 7, 7)) < 0.5)
-        masks[i] = np.kron(coarse, np.ones((ms // 7 + 1, ms // 7 + 1)))[:, :ms, :ms]
+    cell = -(-ms // 7)
+    with (
+        RowWriter(root / "images.npy", (n, size, size, 3), np.uint8) as images,
+        RowWriter(root / "masks.npy", (n, 4, ms, ms), np.uint16) as masks,
+    ):
+        for a in tqdm(range(0, n, 256), desc="build packed set", disable=n < 5000):
+            b = min(n, a + 256) - a
+            images.write(a, rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8))
+            # Blobs: a coarse 7x7 label grid per layer, upsampled, about half of it labelled.
+            coarse = rng.integers(1, N_LABELS + 1, (b, 4, 7, 7)) * (rng.random((b, 4, 7, 7)) < 0.5)
+            masks.write(a, coarse.repeat(cell, 2).repeat(cell, 3)[:, :, :ms, :ms])
     np.save(root / "scalars.npy", rng.integers(1, N_LABELS + 1, (n, 1)).astype(np.int32))
     labels = [
         {"number": k, "name": f"l{k}", "primary": CATEGORIES[k % 6], "categories": [CATEGORIES[k % 6]]}
@@ -68,8 +72,6 @@ def build_packed(root: Path, n: int, size: int, seed: int = 0) -> PackedDataset:
             "layer_categories": ["color", "object", "part", "material"],
         },
     )
-    images.flush()
-    masks.flush()
     return PackedDataset.open(root)
 
 
