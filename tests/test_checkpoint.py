@@ -55,7 +55,7 @@ def test_thresholds_resume_where_the_killed_run_stopped(tmp_path, budget):
         unit_thresholds(
             _Dies(acts, budget), 0.05, batch_size=4, progress=False, checkpoint=Checkpoint(ckpt, 0)
         )
-    saved = Checkpoint(ckpt).load()["next"]
+    saved = Checkpoint(ckpt).load()["image"]
     assert saved == 4 * budget
     again = _Dies(acts)
     got, _, _ = unit_thresholds(again, 0.05, batch_size=4, progress=False, checkpoint=Checkpoint(ckpt, 0))
@@ -71,7 +71,7 @@ def test_tally_resumes_and_counts_equal_an_uninterrupted_run(tmp_path, budget):
     ckpt = tmp_path / "t.ckpt"
     with pytest.raises(KeyboardInterrupt):
         tally(_Dies(acts, budget), thr, data, batch_size=3, progress=False, checkpoint=Checkpoint(ckpt, 0))
-    assert Checkpoint(ckpt).load()["next"] == 3 * budget
+    assert Checkpoint(ckpt).load()["image"] == 3 * budget
     again = _Dies(acts)
     got = tally(again, thr, data, batch_size=3, progress=False, checkpoint=Checkpoint(ckpt, 0))
     assert again.rows_read == 30 - 3 * budget

@@ -9,6 +9,7 @@ ends with the same bits as one that was never killed.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 import torch
 
 from cnnscope.io import atomic_file
+
+log = logging.getLogger(__name__)
 
 
 class Checkpoint:
@@ -39,3 +42,15 @@ class Checkpoint:
         with atomic_file(self.path) as tmp:
             torch.save(state, tmp)
         self._last = time.monotonic()
+
+
+def resume(
+    checkpoint: Checkpoint | None, what: str, key: str, total: int
+) -> tuple[dict[str, Any] | None, int]:
+    """``(state, where to start)`` for a loop of ``total`` ``key``s: the saved state and its position
+    (logged), or ``(None, 0)`` without a checkpoint or saved state."""
+    state = checkpoint.load() if checkpoint else None
+    if state is None:
+        return None, 0
+    log.info("%s: resuming at %s %d of %d", what, key, state[key], total)
+    return state, state[key]

@@ -28,7 +28,6 @@ present); counts are exact integers held in float64. Activations and masks are r
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -38,13 +37,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cnnscope.checkpoint import Checkpoint
+from cnnscope.checkpoint import Checkpoint, resume
 from cnnscope.data.packed import PackedDataset
 from cnnscope.quantile import HistogramQuantile, TopKQuantile
 from cnnscope.rows import Rows, read_rows
 
 IOU_MODES = ("paper", "lite")
-log = logging.getLogger(__name__)
 
 
 def batch_elements(max_elements: int, device: torch.device | str) -> int:
@@ -89,17 +87,14 @@ def unit_thresholds(
         method = "histogram"
     max_elements = batch_elements(max_elements, device)
     bs = batch_size or max(1, max_elements // per_image)
-    start = 0
-    state = checkpoint.load() if checkpoint else None
+    state, start = resume(checkpoint, "thresholds", "image", n)
     if state is not None:
         q.load_state_dict(state["quantile"])
-        start = state["next"]
-        log.info("thresholds: resuming at image %d of %d", start, n)
     for a in tqdm(range(start, n, bs), desc="thresholds", disable=not progress, initial=start // bs):
         x = read_rows(acts, a, a + bs).to(device).float()
         q.add(x.transpose(0, 1).reshape(c, -1))
         if checkpoint and checkpoint.due():
-            checkpoint.save({"next": a + bs, "quantile": q.state_dict()})
+            checkpoint.save({"image": a + bs, "quantile": q.state_dict()})
     err = 0.0 if method == "exact" else float(q.error_bound.max())
     return q.result().cpu().numpy(), method, err
 
@@ -209,12 +204,9 @@ def tally(
 
     counts = _Counts.zeros(n_labels, c, ncat, device)
     both = counts.both.view(n_labels, c)
-    start = 0
-    state = checkpoint.load() if checkpoint else None
+    state, start = resume(checkpoint, "tally", "image", n)
     if state is not None:
         counts.load(state["counts"])
-        start = state["next"]
-        log.info("tally: resuming at image %d of %d", start, n)
     for a in tqdm(range(start, n, bs), desc="tally", disable=not progress, initial=start // bs):
         # Widened on the device: the host holds only the stored dtypes (float16, uint16).
         x = read_rows(acts, a, a + bs).to(device).float()
@@ -255,7 +247,7 @@ def tally(
         inside = inside.view(b, c, ncat) | scalar_cat[:, None, :]
         counts.units_lite += torch.einsum("bu,buc->uc", area, inside.double())
         if checkpoint and checkpoint.due():
-            checkpoint.save({"next": a + b, "counts": counts.state()})
+            checkpoint.save({"image": a + b, "counts": counts.state()})
 
     return Tally(
         both=both.cpu().numpy(),

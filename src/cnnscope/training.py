@@ -8,7 +8,6 @@ algorithms, a fixed thread count), so a rerun gives the same weights.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 
@@ -17,12 +16,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cnnscope.checkpoint import Checkpoint
+from cnnscope.checkpoint import Checkpoint, resume
 from cnnscope.data import shapetexture
 from cnnscope.errors import CnnscopeError
 from cnnscope.models.builtin import BUILTIN
 
-log = logging.getLogger(__name__)
 WORLD_MEAN = (0.5, 0.5, 0.5)
 WORLD_STD = (0.25, 0.25, 0.25)
 
@@ -98,16 +96,14 @@ def _train(spec: TrainSpec, progress: bool, checkpoint: Checkpoint | None) -> tu
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
     model.train()
     losses: list[float] = []
-    start = 0
-    state = checkpoint.load() if checkpoint else None
+    state, start = resume(checkpoint, "train", "step", spec.steps)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["schedule"])
         gen.set_state(state["generator"])
         torch.set_rng_state(state["rng"])
-        losses, start = state["losses"].tolist(), state["step"]
-        log.info("train: resuming at step %d of %d", start, spec.steps)
+        losses = state["losses"].tolist()
     steps = range(start, spec.steps)
     for step in tqdm(steps, desc=f"train {spec.arch}", disable=not progress, initial=start, total=spec.steps):
         idx = torch.randint(len(xt), (spec.batch_size,), generator=gen)
