@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from cnnscope.data.broden import BrodenDataset
 from cnnscope.errors import DatasetError
 from cnnscope.io import read_json, write_json
-from cnnscope.rows import RowReader
+from cnnscope.rows import RowReader, RowWriter
 
 FORMAT_VERSION = 1
 
@@ -49,37 +48,41 @@ def pack(dataset: BrodenDataset, out: str | Path, workers: int = 2, progress: bo
     offset = {c: layer_cats.index(c) for c in pix}
     n_scalar = max(1, max(sum(len(v) for v in r.scalars.values()) for r in recs))
 
-    images = open_memmap(out / "images.npy", "w+", np.uint8, (len(recs), ih, iw, 3))
-    masks = open_memmap(out / "masks.npy", "w+", np.uint16, (len(recs), len(layer_cats), sh, sw))
+    # Written row by row with pwrite (cnnscope.rows): full Broden is 16 GB, which a memmap would
+    # hold in the process's memory.
+    images = RowWriter(out / "images.npy", (len(recs), ih, iw, 3), np.uint8)
+    masks = RowWriter(out / "masks.npy", (len(recs), len(layer_cats), sh, sw), np.uint16)
     scalars = np.zeros((len(recs), n_scalar), np.int32)
 
-    def load(i: int) -> None:
+    def load(i: int) -> set[int]:
+        """Decode and write image ``i``; returns the label numbers its masks use."""
         img = dataset.image(i)
         if img.shape[:2] != (ih, iw):
             raise DatasetError(
                 f"image {dataset.root / 'images' / recs[i].image} is {img.shape[1]}x{img.shape[0]}"
                 f" but index.csv says {iw}x{ih}"
             )
-        images[i] = img
+        images.write(i, img[None])
+        row = np.zeros((1, len(layer_cats), sh, sw), np.uint16)
         for c in pix:
             for j, file in enumerate(recs[i].masks[c]):
-                masks[i, offset[c] + j] = dataset.mask(i, file)
+                row[0, offset[c] + j] = dataset.mask(i, file)
+        masks.write(i, row)
         vals = [v for c in dataset.categories for v in recs[i].scalars[c]]
         scalars[i, : len(vals)] = vals
+        return set(np.unique(row).tolist())
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(
-            tqdm(
+    with images, masks, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # pool ends first
+        used = set().union(
+            *tqdm(
                 pool.map(load, range(len(recs))),
                 total=len(recs),
                 desc="pack",
                 disable=not progress,
             )
         )
-    images.flush()
-    masks.flush()
     np.save(out / "scalars.npy", scalars)
-    used = set(np.unique(scalars).tolist()) | set(np.unique(masks).tolist())
+    used |= set(np.unique(scalars).tolist())
     unknown = sorted(used - set(dataset.labels) - {0})
     if unknown:
         raise DatasetError(
