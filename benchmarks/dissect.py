@@ -136,6 +136,8 @@ def bench(arch: str, layer: str, data: PackedDataset, a: argparse.Namespace, dev
             )
             what = f"extract {arch} {layer} {tuple(info['shape'][1:])}"
         rows.append((what, time.perf_counter() - t, *peak.read()))
+        if a.extract_only:
+            return rows
 
         acts = RowReader(out / "activations.npy")
         peak.reset()
@@ -173,6 +175,7 @@ def main() -> None:
         action="store_true",
         help="skip the model: time thresholds and tally on random activations of the layer's shape",
     )
+    p.add_argument("--extract-only", action="store_true", help="stop after extraction (its memory, timing)")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "cnnscope-bench")
     a = p.parse_args()
     device = pick_device(a.device)
@@ -191,6 +194,8 @@ def main() -> None:
         rows = bench(arch, a.layer, data, a, device)
         for name, s, host, gpu_gb in rows:
             print(f"{name:<52} {s:8.2f} {a.images / s:9.1f} {host:8.2f} {gpu_gb:7.2f}")
+        if len(rows) < 3:
+            continue
         total = sum(r[1] for r in rows)
         print(
             f"{arch + ' dissection total (after preparation)':<52} {total:8.2f} {a.images / total:9.1f}"
