@@ -25,11 +25,11 @@ WORLD_MEAN = (0.5, 0.5, 0.5)
 WORLD_STD = (0.25, 0.25, 0.25)
 
 
-@dataclass(frozen=True)
-class TrainSpec:
-    arch: str = "convnet"
-    width: int = 24
-    regime: str = "standard"
+@dataclass
+class TrainParams:
+    """How to train: the world's regime and size and the schedule (the train step's ``train`` config)."""
+
+    regime: str = "standard"  # standard (texture agrees 90%) | shape (texture random)
     image_size: int = 64
     n_train: int = 6000
     n_val: int = 1000
@@ -38,6 +38,15 @@ class TrainSpec:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
+
+
+@dataclass
+class TrainSpec(TrainParams):
+    """What to train (a built-in architecture and its width; the step takes them from its model
+    config) and how (:class:`TrainParams`)."""
+
+    arch: str = "convnet"
+    width: int = 24
 
 
 def _normalize(images: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from cnnscope.errors import CnnscopeError
 from cnnscope.features import pick_device
 from cnnscope.io import atomic_file, file_stamp, read_json, resumable_dir, write_json, write_yaml
 from cnnscope.rows import RowReader
-from cnnscope.steps.runner import run_step
+from cnnscope.steps.runner import result_config, run_step
 
 log = logging.getLogger("cnnscope")
 
@@ -32,7 +32,7 @@ def body(cfg: dict) -> None:
     device = pick_device(cfg["device"])
     acts = RowReader(src / "activations.npy")
     fingerprint = {
-        "config": {k: v for k, v in cfg.items() if k not in ("out", "progress", "threads", "checkpoint_s")},
+        "config": result_config(cfg),
         "activations": file_stamp(src / "activations.npy"),
         "packed": file_stamp(Path(cfg["packed"]) / "masks.npy"),
         "device": str(device),

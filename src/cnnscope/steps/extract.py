@@ -9,7 +9,7 @@ from cnnscope.features import extract_layer, pick_device
 from cnnscope.io import file_stamp, resumable_dir, write_json, write_yaml
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import ModelSpec, load_model
-from cnnscope.steps.runner import run_step
+from cnnscope.steps.runner import result_config, run_step
 
 log = logging.getLogger("cnnscope")
 
@@ -18,8 +18,7 @@ def _fingerprint(cfg: dict, n_images: int, device: object) -> dict:
     """What partial work must match to be resumed: the config, data size, device and weights file."""
     ckpt = cfg["model"].get("checkpoint")
     stamp = file_stamp(ckpt) if ckpt else None
-    keep = {k: v for k, v in cfg.items() if k not in ("out", "progress", "threads", "checkpoint_s")}
-    return {"config": keep, "n_images": n_images, "device": str(device), "checkpoint": stamp}
+    return {"config": result_config(cfg), "n_images": n_images, "device": str(device), "checkpoint": stamp}
 
 
 def body(cfg: dict) -> None:

@@ -25,6 +25,12 @@ def config_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[3] / "config"
 
 
+def result_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The part of a step's config that decides its result: all but where it writes, how it reports,
+    its thread count and its checkpoint cadence (what resumed partial work must match)."""
+    return {k: v for k, v in cfg.items() if k not in ("out", "progress", "threads", "checkpoint_s")}
+
+
 def run_step(name: str, body: Callable[[dict[str, Any]], None]) -> None:
     """Run ``body`` on the resolved plain-dict config of step ``name``.
 

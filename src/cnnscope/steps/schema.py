@@ -13,6 +13,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from cnnscope.data.synthworld import WorldSpec
+from cnnscope.training import TrainParams
 
 
 @dataclass
@@ -63,19 +64,6 @@ class PrepareStep:
     out: str = MISSING
     workers: int = 2
     progress: bool = True
-
-
-@dataclass
-class TrainParams:
-    regime: str = "standard"  # standard (texture agrees 90%) | shape (texture random)
-    image_size: int = 64
-    n_train: int = 6000
-    n_val: int = 1000
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
 
 
 @dataclass

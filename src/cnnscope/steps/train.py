@@ -10,7 +10,7 @@ from cnnscope.checkpoint import Checkpoint
 from cnnscope.errors import ModelError
 from cnnscope.io import resumable_dir, write_json, write_yaml
 from cnnscope.models.builtin import BUILTIN
-from cnnscope.steps.runner import run_step
+from cnnscope.steps.runner import result_config, run_step
 from cnnscope.training import TrainSpec, train
 
 log = logging.getLogger("cnnscope")
@@ -24,8 +24,7 @@ def body(cfg: dict) -> None:
             f"{model['arch']}; built-in: {', '.join(BUILTIN)}"
         )
     spec = TrainSpec(arch=model["arch"], width=model["width"], **cfg["train"])
-    keep = {k: v for k, v in cfg.items() if k not in ("out", "progress", "threads", "checkpoint_s")}
-    with resumable_dir(cfg["out"], {"config": keep}) as (tmp, resumed):
+    with resumable_dir(cfg["out"], {"config": result_config(cfg)}) as (tmp, resumed):
         if resumed:
             log.info("train: continuing the work a killed run left in %s", tmp)
         ckpt = Checkpoint(tmp / "train.ckpt", cfg["checkpoint_s"])
