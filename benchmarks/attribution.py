@@ -13,9 +13,10 @@ import time
 import torch
 import torchvision
 
-from cnnscope.attribution.suite import ALL_METHODS, attribute
-from cnnscope.features import pick_device
+from cnnscope.attribution.suite import METHODS, attribute
+from cnnscope.device import pick_device
 from cnnscope.featurevis import invert, maximize
+from cnnscope.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _timed(fn, device: torch.device) -> float:
@@ -41,9 +42,9 @@ def main() -> None:
     x = torch.randn(a.batch, 3, a.size, a.size, device=device)
     with torch.no_grad():
         targets = model(x).argmax(1)
-    attribute(model, a.layer, x[:1], list(ALL_METHODS), targets[:1])  # warm-up
-    _, seconds = attribute(model, a.layer, x, list(ALL_METHODS), targets)
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    attribute(model, a.layer, x[:1], list(METHODS), targets[:1])  # warm-up
+    _, seconds = attribute(model, a.layer, x, list(METHODS), targets)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
     am = _timed(lambda: maximize(model, a.layer, 0, mean, std, size=a.size, steps=a.steps), device)
     inv = _timed(lambda: invert(model, a.layer, x[0].sigmoid(), mean, std, steps=a.steps), device)
     print(

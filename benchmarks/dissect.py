@@ -23,8 +23,9 @@ import torch
 from tqdm import tqdm
 
 from cnnscope.data.packed import FORMAT_VERSION, PackedDataset
+from cnnscope.device import pick_device
 from cnnscope.dissection import batch_elements, tally, unit_thresholds
-from cnnscope.features import LayerCapture, extract_layer, pick_device
+from cnnscope.features import LayerCapture, extract_layer
 from cnnscope.io import write_json
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import ModelSpec, load_model

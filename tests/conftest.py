@@ -1,10 +1,17 @@
-"""Shared fixtures: a small synthetic world on disk and its packed form."""
+"""Shared fixtures: a small synthetic world on disk and its packed form, and a tiny study run to its
+report in a copy of the repository (with helpers to run Snakemake there)."""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cnnscope.data.broden import BrodenDataset
 from cnnscope.data.packed import PackedDataset, pack
@@ -26,3 +33,78 @@ def packed(world, tmp_path_factory) -> PackedDataset:
     out = tmp_path_factory.mktemp("packed")
     pack(BrodenDataset(world), out, progress=False)
     return PackedDataset.open(out)
+
+
+TINY = {
+    "dataset": "synthworld",
+    "data_dir": "data",
+    "gpu": False,
+    "models": [
+        {
+            "name": "tiny",
+            "model": "convnet",
+            "train": True,
+            "regime": "shape",
+            "layers": ["conv2", "conv5"],
+            "overrides": {"width": 8},
+        }
+    ],
+    "cue_conflict": {"stimuli": "world", "classes": "world", "references": []},
+    "attribution": {"featurevis": True},
+    "steps": {
+        "synthworld": {"world.n_images": 40, "world.image_size": 32},
+        "train": {"train.steps": 20, "train.n_train": 120, "train.n_val": 60, "train.image_size": 32},
+        "dissect": {"quantile": 0.005},
+        "stimuli": {"world.size": 32, "world.poses": 1, "world.singles": 1},
+        "attribution": {"images": 2, "metric_images": 4, "deletion_steps": 4},
+        "featurevis": {"units": 1, "steps": 4, "size": 32},
+        "report": {"top_units": 2, "top_images": 2},
+    },
+}
+
+
+def copy_repo(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in ("Snakefile", "workflow", "config", "src"):
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / item)
+    return dest
+
+
+def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CNNSCOPE_CONFIG_DIR": str(cwd / "config"), "PYTHONPATH": str(cwd / "src")}
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/default", "--cores", "2", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def planned_jobs(res: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> count from the dry run's "Job stats" table."""
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = res.stdout + res.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[1]
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+        if m.group(1) != "total"
+    }
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory) -> Path:
+    """The tiny study run to its report, in a copy of the repository whose own code it runs."""
+    repo = copy_repo(tmp_path_factory.mktemp("study"))
+    (repo / "config" / "config.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    res = snakemake(repo)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return repo

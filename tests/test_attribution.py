@@ -127,10 +127,8 @@ def test_a_model_without_relu_is_refused_for_backprop_rules():
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_batched_equals_per_image(name):
     net = _convnet()
-    method = METHODS[name](net) if name in ("guided_backprop", "deconvnet") else METHODS[name](net, "conv5")
-    with method as m:
-        batched = m(X)
-        single = torch.cat([m(X[i : i + 1]) for i in range(len(X))])
+    batched = METHODS[name](net, "conv5", X, None)
+    single = torch.cat([METHODS[name](net, "conv5", X[i : i + 1], None) for i in range(len(X))])
     torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-5)
 
 
@@ -152,7 +150,10 @@ def test_inplace_relu_after_the_layer_gives_the_same_maps(name):
     inplace = _InplaceNet(True).eval()
     plain = _InplaceNet(False).eval()
     plain.load_state_dict(inplace.state_dict())
-    with METHODS[name](inplace, "conv2") as a, METHODS[name](plain, "conv2") as b:
+    cls = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "counterfactual_gradcam": CounterfactualGradCAM}[
+        name
+    ]
+    with cls(inplace, "conv2") as a, cls(plain, "conv2") as b:
         got, want = a.layer_maps(X), b.layer_maps(X)
     assert (want < 0).any() or name != "counterfactual_gradcam"
     torch.testing.assert_close(got, want)
@@ -163,10 +164,9 @@ def test_every_method_runs_on_resnet18_and_leaves_it_unchanged():
     net = torchvision.models.resnet18(num_classes=10).eval()
     before = copy.deepcopy(net.state_dict())
     x = torch.randn(2, 3, 64, 64)
-    for name, cls in METHODS.items():
+    for name, method in METHODS.items():
         layer = "layer4" if name == "cam" else "layer4.1.bn2"  # bn2's output is then += in place
-        with cls(net) if name in ("guided_backprop", "deconvnet") else cls(net, layer) as m:
-            out = m(x)
+        out = method(net, layer, x, None)
         assert out.shape[0] == 2 and out.shape[-2:] == (64, 64) and torch.isfinite(out).all(), name
     with GradCAM(net, "layer4") as gc:
         gg = guided_cam(gc, x)

@@ -81,3 +81,19 @@ def test_torchvision_preprocessing_comes_from_the_weights(monkeypatch):
     loaded = load_model(ModelSpec("torchvision", "resnet18", weights="DEFAULT"))
     assert loaded.mean == pytest.approx((0.485, 0.456, 0.406))
     assert loaded.std == pytest.approx((0.229, 0.224, 0.225))
+
+
+def test_normalisation_comes_from_the_checkpoint_unless_the_spec_sets_it(tmp_path):
+    from cnnscope.training import WORLD_MEAN, WORLD_STD, save_model
+
+    save_model(ConvNet(num_classes=16, width=8), "convnet", tmp_path / "model.pt")
+    spec = ModelSpec("builtin", "convnet", checkpoint=str(tmp_path / "model.pt"), num_classes=16, width=8)
+    loaded = load_model(spec)
+    assert loaded.mean == WORLD_MEAN and loaded.std == WORLD_STD
+    images = torch.full((1, 2, 2, 3), 255, dtype=torch.uint8)
+    assert torch.allclose(loaded.normalize(images), torch.full((1, 3, 2, 2), (1 - 0.5) / 0.25))
+    spec.mean, spec.std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    assert load_model(spec).normalize(images).eq(1).all()
+    torch.save(ConvNet(num_classes=16, width=8).state_dict(), tmp_path / "bare.pt")  # no metadata
+    bare = load_model(ModelSpec("builtin", "convnet", checkpoint=str(tmp_path / "bare.pt"), width=8))
+    assert bare.mean == pytest.approx((0.485, 0.456, 0.406))

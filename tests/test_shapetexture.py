@@ -11,7 +11,9 @@ from test_steps import _step
 
 from cnnscope.data import shapetexture
 from cnnscope.models.registry import LoadedModel
-from cnnscope.report import Page, shape_bias_section, shape_bias_tables
+from cnnscope.report import page as sections
+from cnnscope.report import tables
+from cnnscope.report.inputs import reference_decisions
 from cnnscope.shapebias.evaluate import evaluate, summary
 from cnnscope.shapebias.stimuli import stimulus_sets
 from cnnscope.training import TrainSpec, train
@@ -96,9 +98,10 @@ def test_report_section_pools_humans_and_lists_published_cnns(tmp_path):
         str(raw / "style-transfer-512-nomask-experiment"),
         str(raw / "style-transfer-512-nomask-experiment-trained-CNNs"),
     ]
-    table, per_class = shape_bias_tables(tmp_path, "texture-vs-shape", [], refs)
-    page = Page(tmp_path)
-    shape_bias_section(page, table, per_class, "texture-vs-shape", {})
+    decisions = [reference_decisions(r) for r in refs]
+    table, per_class = tables.shape_bias({}, {}, decisions), tables.per_class(decisions)
+    page = sections.Page(tmp_path)
+    sections.shape_bias(page, table, per_class, "texture-vs-shape", {})
     saved = pd.read_csv(tmp_path / "tables" / "shape_bias.csv").set_index("decision-maker")
     assert saved.loc["humans (style-transfer-512-nomask-experiment)", "shape_bias"] == pytest.approx(
         0.9587, abs=5e-5

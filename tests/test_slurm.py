@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from test_workflow import _copy_repo
+from conftest import copy_repo
 
 
 def _sacct_jobs() -> list[str]:
@@ -30,7 +30,7 @@ def _cluster_up() -> bool:
     return res.returncode == 0 and any(s in res.stdout for s in ("idle", "mix", "alloc"))
 
 
-def _planned_jobs(work) -> int:
+def planned_jobs(work) -> int:
     """How many jobs a dry run of the study plans (``all`` included)."""
     out = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules"],
@@ -50,8 +50,8 @@ def test_default_study_runs_through_the_slurm_executor(tmp_path):
         if os.environ.get("CI"):
             pytest.fail("no SLURM cluster: .ci/run starts one with tests/slurm/cluster.sh start")
         pytest.skip("no SLURM cluster here (as root: bash tests/slurm/cluster.sh start)")
-    work = _copy_repo(tmp_path / "repo")
-    planned = _planned_jobs(work)
+    work = copy_repo(tmp_path / "repo")
+    planned = planned_jobs(work)
     assert planned >= 20  # the default study: world, training, extraction, dissection, ... report
     before = set(_sacct_jobs())
     res = subprocess.run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,25 @@ def test_ci_runs_exactly_the_readme_test_command():
     res = _run("bash", ".ci/run", "--print")
     assert res.returncode == 0 and res.stdout.strip() == block.strip()
     assert block.strip().endswith("pytest") and "pip install -e '.[test]'" in block
+
+
+def _schema_keys(node: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for name, sub in node.get("properties", {}).items():
+        keys.append(f"{prefix}{name}")
+        keys += _schema_keys(sub, f"{prefix}{name}.")
+        keys += _schema_keys(sub.get("items", {}), f"{prefix}{name}[].")
+    return keys
+
+
+def test_config_readme_documents_every_study_key_and_the_steps_are_the_step_modules():
+    import yaml
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    documented = set(re.findall(r"^\| `([^`]+)` \|", (REPO / "config/README.md").read_text(), re.M))
+    assert documented == set(_schema_keys(schema))
+    steps = {p.stem for p in (REPO / "src/cnnscope/steps").glob("*.py")} - {
+        "__init__", "runner", "schema", "compose"
+    }  # fmt: skip
+    assert set(schema["properties"]["steps"]["properties"]) == steps
+    assert {p.stem for p in (REPO / "config").glob("*.yaml")} == steps | {"config", "step"}

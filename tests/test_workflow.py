@@ -7,89 +7,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import browser
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO
-
-TINY = {
-    "dataset": "synthworld",
-    "data_dir": "data",
-    "gpu": False,
-    "models": [
-        {
-            "name": "tiny",
-            "model": "convnet",
-            "train": True,
-            "regime": "shape",
-            "layers": ["conv2", "conv5"],
-            "overrides": {"width": 8},
-        }
-    ],
-    "cue_conflict": {"stimuli": "world", "classes": "world", "references": []},
-    "attribution": {"featurevis": True},
-    "steps": {
-        "synthworld": {"world.n_images": 40, "world.image_size": 32},
-        "train": {"train.steps": 20, "train.n_train": 120, "train.n_val": 60, "train.image_size": 32},
-        "dissect": {"quantile": 0.005},
-        "stimuli": {"world.size": 32, "world.poses": 1, "world.singles": 1},
-        "attribution": {"images": 2, "metric_images": 4, "deletion_steps": 4},
-        "featurevis": {"units": 1, "steps": 4, "size": 32},
-        "report": {"top_units": 2, "top_images": 2},
-    },
-}
-
-
-def _copy_repo(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in ("Snakefile", "workflow", "config", "src"):
-        src = REPO / item
-        if src.is_dir():
-            shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / item)
-    return dest
-
-
-def _snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CNNSCOPE_CONFIG_DIR": str(cwd / "config")}
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/default", "--cores", "2", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-def _planned_jobs(res: subprocess.CompletedProcess) -> dict[str, int]:
-    """Rule -> count from the dry run's "Job stats" table."""
-    assert res.returncode == 0, res.stdout + res.stderr
-    text = res.stdout + res.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:")[1]
-    return {
-        m.group(1): int(m.group(2))
-        for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
-        if m.group(1) != "total"
-    }
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    repo = _copy_repo(tmp_path_factory.mktemp("study"))
-    (repo / "config" / "config.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
-    res = _snakemake(repo)
-    assert res.returncode == 0, res.stdout + res.stderr
-    return repo
+from conftest import TINY, copy_repo, planned_jobs, snakemake
 
 
 def test_study_runs_to_the_report(study):
@@ -143,7 +68,7 @@ def test_study_runs_to_the_report(study):
 
 
 def test_nothing_to_do_after_a_finished_run(study):
-    assert _planned_jobs(_snakemake(study, "-n")) == {}
+    assert planned_jobs(snakemake(study, "-n")) == {}
 
 
 def test_changing_the_quantile_reruns_only_dissect_and_what_reads_it(study, tmp_path):
@@ -151,7 +76,7 @@ def test_changing_the_quantile_reruns_only_dissect_and_what_reads_it(study, tmp_
     cfg["steps"]["dissect"]["quantile"] = 0.01
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    jobs = _planned_jobs(_snakemake(study, "-n", "--configfile", str(changed)))
+    jobs = planned_jobs(snakemake(study, "-n", "--configfile", str(changed)))
     assert jobs == {"dissect": 2, "featurevis": 2, "report": 1, "all": 1}
 
 
@@ -159,8 +84,8 @@ def test_editing_a_step_config_default_reruns_that_step(study):
     path = study / "config" / "dissect.yaml"
     original = path.read_text()
     try:
-        path.write_text(original.replace("detector_iou: 0.04", "detector_iou: 0.05"))
-        jobs = _planned_jobs(_snakemake(study, "-n"))
+        path.write_text(original + "detector_iou: 0.05\n")
+        jobs = planned_jobs(snakemake(study, "-n"))
         assert jobs == {"dissect": 2, "featurevis": 2, "report": 1, "all": 1}
     finally:
         path.write_text(original)
@@ -172,7 +97,7 @@ def test_editing_library_code_reruns_its_step(study):
     original = code.read_text()
     try:
         code.write_text(original + "\n# an edit\n")
-        jobs = _planned_jobs(_snakemake(study, "-n"))
+        jobs = planned_jobs(snakemake(study, "-n"))
         assert jobs == {"dissect": 2, "featurevis": 2, "report": 1, "all": 1}
     finally:
         code.write_text(original)
@@ -195,29 +120,37 @@ def test_editing_library_code_reruns_its_step(study):
             {"models": [{"name": "m", "model": "resnet18", "layers": ["layer4"]}]},
             r"cannot decide among cue_conflict classes 'world'",
         ),
+        (
+            {"steps": {**TINY["steps"], "dissect": {"batch_size": -5}}},
+            r"steps.dissect: batch_size=-5 is out of range: it must lie in \[0, inf\)",
+        ),
+        (
+            {"steps": {**TINY["steps"], "dissect": {"iou_mode": "strict"}}},
+            r"steps.dissect: .*Invalid value 'strict', expected one of \[paper, lite\]",
+        ),
     ],
 )
 def test_bad_study_fails_before_any_job(study, tmp_path, change, message):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**TINY, **change}))
-    work = _copy_repo(tmp_path / "repo")
+    work = copy_repo(tmp_path / "repo")
     (work / "config" / "config.yaml").write_text(bad.read_text())
-    res = _snakemake(work)
+    res = snakemake(work)
     assert res.returncode != 0
     assert re.search(message, res.stdout + res.stderr, re.S), res.stdout + res.stderr
     assert not (work / "results").exists()
 
 
 def test_real_broden_study_dry_runs(tmp_path):
-    work = _copy_repo(tmp_path)
-    jobs = _planned_jobs(_snakemake(work, "-n", "--configfile", "config/studies/broden_imagenet.yaml"))
+    work = copy_repo(tmp_path)
+    jobs = planned_jobs(snakemake(work, "-n", "--configfile", "config/studies/broden_imagenet.yaml"))
     assert jobs == {"download": 1, "prepare": 1, "extract": 2, "dissect": 2, "report": 1, "all": 1}
 
 
 def test_real_imagenet_shape_bias_study_dry_runs(tmp_path):
-    work = _copy_repo(tmp_path)
-    res = _snakemake(work, "-n", "-p", "--configfile", "config/studies/imagenet_shapebias.yaml")
-    jobs = _planned_jobs(res)
+    work = copy_repo(tmp_path)
+    res = snakemake(work, "-n", "-p", "--configfile", "config/studies/imagenet_shapebias.yaml")
+    jobs = planned_jobs(res)
     assert jobs == {
         "download": 1,
         "prepare": 1,
@@ -252,7 +185,7 @@ def test_report_renders_in_a_real_browser(study):
 def test_snakemakes_own_report_collects_the_figures(study, tmp_path):
     import zipfile
 
-    res = _snakemake(study, "--report", str(tmp_path / "report.zip"))
+    res = snakemake(study, "--report", str(tmp_path / "report.zip"))
     assert res.returncode == 0, res.stdout + res.stderr
     names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
     for fig in ("detectors_per_layer.png", "shape_bias.png", "cross_analysis.png", "tiny_attribution.png"):
@@ -263,9 +196,9 @@ def test_a_second_run_is_locked_out_and_a_killed_run_finishes_identically(study,
     import signal
     import time
 
-    work = _copy_repo(tmp_path / "repo")
+    work = copy_repo(tmp_path / "repo")
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
-    env = {**os.environ, "CNNSCOPE_CONFIG_DIR": str(work / "config")}
+    env = {**os.environ, "CNNSCOPE_CONFIG_DIR": str(work / "config"), "PYTHONPATH": str(work / "src")}
     first = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/default", "--cores", "2"],
         cwd=work,
@@ -284,7 +217,7 @@ def test_a_second_run_is_locked_out_and_a_killed_run_finishes_identically(study,
 
     try:
         wait_for(lambda: any((work / ".snakemake" / "locks").glob("*")), "its lock")
-        second = _snakemake(work)
+        second = snakemake(work)
         assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
         extract = work / "results" / "extract" / "synthworld" / "tiny"
         wait_for(lambda: extract.is_dir() and any(extract.iterdir()), "extraction")
@@ -292,8 +225,8 @@ def test_a_second_run_is_locked_out_and_a_killed_run_finishes_identically(study,
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     assert not (work / "results" / "report").exists()
-    assert _snakemake(work, "--unlock").returncode == 0
-    rerun = _snakemake(work)
+    assert snakemake(work, "--unlock").returncode == 0
+    rerun = snakemake(work)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     for table in (
         "dissect/synthworld/tiny/conv5/units.csv",

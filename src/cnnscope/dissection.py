@@ -125,6 +125,14 @@ class Tally:
         return out
 
 
+def unit_masks(maps: torch.Tensor, thresholds: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``M_u(x)``: feature maps ``(N, h, w)`` upsampled bilinearly to ``size`` (pixel centres aligned)
+    and compared strictly with their units' thresholds ``(N,)``; ``bool (N, *size)``. The one
+    definition of a unit's mask, used by the tally and by every figure that shows one."""
+    up = F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    return up > thresholds.view(-1, 1, 1)
+
+
 def _active_pixels(
     x: torch.Tensor, thr: torch.Tensor, size: tuple[int, int], max_elements: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -140,8 +148,7 @@ def _active_pixels(
     chunk = max(1, max_elements // (size[0] * size[1]))
     for s in range(0, len(hb), chunk):
         cb, cu = hb[s : s + chunk], hu[s : s + chunk]
-        up = F.interpolate(x[cb, cu][:, None], size=size, mode="bilinear", align_corners=False)
-        m, p = (up.flatten(1) > thr[cu][:, None]).nonzero(as_tuple=True)
+        m, p = unit_masks(x[cb, cu], thr[cu], size).flatten(1).nonzero(as_tuple=True)
         yield cb[m], cu[m], p
 
 

@@ -110,13 +110,6 @@ def _prefetched(
             yield a, batch
 
 
-def pick_device(requested: str = "auto") -> torch.device:
-    """``auto`` -> the GPU when there is one, else the CPU."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
 def extract_layer(
     loaded: LoadedModel,
     layer: str,

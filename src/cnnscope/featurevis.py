@@ -27,6 +27,7 @@ from torch import nn
 from cnnscope.attribution.backprop import ReLURule, redirected_rule
 from cnnscope.features import LayerCapture
 from cnnscope.models.layers import resolve_layer
+from cnnscope.models.normalize import normalize
 
 # Colour correlation of natural images (square root of the covariance, from ImageNet statistics, as
 # used by Lucid): decorrelated parameters are mapped to RGB through it.
@@ -44,16 +45,6 @@ class Trace:
 
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-class _Normalize(nn.Module):
-    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
-        super().__init__()
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 class FourierImage(nn.Module):
@@ -88,6 +79,9 @@ class PixelImage(nn.Module):
 
     def upscale(self, size: int) -> None:
         self.logits = nn.Parameter(F.interpolate(self.logits.detach(), size=size, mode="bilinear"))
+
+
+PARAMETRISATIONS: dict[str, type[nn.Module]] = {"fourier": FourierImage, "pixel": PixelImage}
 
 
 def robust_transform(
@@ -141,15 +135,11 @@ def maximize(
     """
     device = _device(model)
     gen = torch.Generator().manual_seed(seed)
-    norm = _Normalize(mean, std, device)
-    if param == "fourier":
-        if octaves:
-            raise ValueError("multi-scale octaves need param='pixel'")
-        image: nn.Module = FourierImage(size, gen, device)
-    elif param == "pixel":
-        image = PixelImage(size, gen, device)
-    else:
-        raise ValueError(f"unknown parametrisation {param!r}; use 'fourier' or 'pixel'")
+    if param not in PARAMETRISATIONS:
+        raise ValueError(f"unknown parametrisation {param!r}; use one of {', '.join(PARAMETRISATIONS)}")
+    if octaves and param != "pixel":
+        raise ValueError("multi-scale octaves need param='pixel'")
+    image: nn.Module = PARAMETRISATIONS[param](size, gen, device)
     was_training = model.training
     model.eval()
     values: list[float] = []
@@ -164,7 +154,7 @@ def maximize(
                 if robust:
                     x = robust_transform(x, gen)
                 with ReLURule(redirected_rule) if step < redirect_steps else contextlib.nullcontext():
-                    act = channel_activation(model, layer, norm(x), unit).mean()
+                    act = channel_activation(model, layer, normalize(x, mean, std), unit).mean()
                 step += 1
                 opt.zero_grad()
                 (-act).backward()
@@ -199,20 +189,19 @@ def invert(
     Returns the reconstruction and the normalised feature loss at every step.
     """
     device = _device(model)
-    norm = _Normalize(mean, std, device)
     layer_module = resolve_layer(model, layer)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), LayerCapture(layer_module) as cap:
-            phi0 = cap(model, norm(target[None].to(device)))
+            phi0 = cap(model, normalize(target[None].to(device), mean, std))
         gen = torch.Generator().manual_seed(seed)
         x = (torch.rand(target[None].shape, generator=gen) * 0.2 + 0.4).to(device).requires_grad_(True)
         opt = torch.optim.Adam([x], lr=lr)
         losses: list[float] = []
         for _ in range(steps):
             with LayerCapture(layer_module, keep_graph=True) as cap:
-                phi = cap(model, norm(x))
+                phi = cap(model, normalize(x, mean, std))
             feature = (phi - phi0).pow(2).sum() / phi0.pow(2).sum()
             centred = x - 0.5
             loss = feature + lambda_alpha * centred.abs().pow(alpha).sum() + lambda_tv * total_variation(x)

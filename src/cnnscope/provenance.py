@@ -1,7 +1,8 @@
 """What ran, when, for how long, with what: the facts at the top of the report.
 
-Stage timings come from the per-job benchmark files Snakemake writes (``results/benchmarks/<stage>/...``,
-one TSV per job with wall seconds ``s`` and peak memory ``max_rss`` in MB).
+Stage timings come from the per-job benchmark files Snakemake writes (one TSV per job with wall seconds
+``s`` and peak memory ``max_rss`` in MB); the workflow names the files of the study's own jobs, so
+other studies sharing a results folder are not counted.
 """
 
 from __future__ import annotations
@@ -16,19 +17,12 @@ import pandas as pd
 PACKAGES = ("cnnscope", "torch", "torchvision", "snakemake", "hydra-core", "numpy", "pandas", "matplotlib")
 
 
-def stage_times(benchmarks: Path) -> pd.DataFrame:
-    """Per stage: jobs, total and longest wall seconds, and peak memory, from benchmark TSVs."""
+def stage_times(benchmarks: list[tuple[str, str]]) -> pd.DataFrame:
+    """Per stage (in name order): jobs, total and longest wall seconds, and peak memory, from the
+    benchmark TSVs of the jobs given as ``(stage, file)``; a job that has not written one is left out."""
     rows = []
-    for f in sorted(benchmarks.rglob("*.tsv")):
-        stage = f.relative_to(benchmarks).parts[0].removesuffix(".tsv")
-        try:
-            t = pd.read_csv(f, sep="\t")
-        except (pd.errors.ParserError, pd.errors.EmptyDataError):
-            continue  # a job killed while writing its benchmark
-        if len(t):
-            rows.append(
-                {"stage": stage, "s": float(t["s"].iloc[-1]), "max_rss": float(t["max_rss"].iloc[-1])}
-            )
+    for stage, f in sorted(benchmarks):
+        rows += _benchmark(stage, Path(f))
     if not rows:
         return pd.DataFrame(columns=["stage", "jobs", "total_s", "longest_s", "peak_rss_mb"])
     df = pd.DataFrame(rows)
@@ -37,6 +31,19 @@ def stage_times(benchmarks: Path) -> pd.DataFrame:
         .agg(jobs=("s", "size"), total_s=("s", "sum"), longest_s=("s", "max"), peak_rss_mb=("max_rss", "max"))
         .reset_index()
     )
+
+
+def _benchmark(stage: str, f: Path) -> list[dict]:
+    """The job's last benchmark row, if its file exists and is whole."""
+    if not f.is_file():
+        return []
+    try:
+        t = pd.read_csv(f, sep="\t")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        return []  # a job killed while writing its benchmark
+    if not len(t):
+        return []
+    return [{"stage": stage, "s": float(t["s"].iloc[-1]), "max_rss": float(t["max_rss"].iloc[-1])}]
 
 
 def versions() -> dict[str, str]:

@@ -10,34 +10,40 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from cnnscope.bounds import bounded, choice, positive
 from cnnscope.checkpoint import Checkpoint, resume
 from cnnscope.data import shapetexture
 from cnnscope.errors import CnnscopeError
 from cnnscope.models.builtin import BUILTIN
+from cnnscope.models.normalize import normalize, to_unit
 
+# The input normalisation of every model trained here; saved in its checkpoint, read by the registry.
 WORLD_MEAN = (0.5, 0.5, 0.5)
 WORLD_STD = (0.25, 0.25, 0.25)
+Regime = choice("Regime", shapetexture.REGIMES)
+MODEL_FILE = "model.pt"  # the trained model inside the train step's artifact
 
 
 @dataclass
 class TrainParams:
     """How to train: the world's regime and size and the schedule (the train step's ``train`` config)."""
 
-    regime: str = "standard"  # standard (texture agrees 90%) | shape (texture random)
-    image_size: int = 64
-    n_train: int = 6000
-    n_val: int = 1000
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
+    regime: Regime = Regime.standard  # standard (texture agrees 90%) | shape (texture random)
+    image_size: int = bounded(64, 8)
+    n_train: int = positive(6000)
+    n_val: int = positive(1000)
+    steps: int = positive(1000)
+    batch_size: int = positive(64)
+    lr: float = bounded(3e-3, 0, open_lo=True)
+    weight_decay: float = bounded(1e-4, 0)
+    seed: int = bounded(0, 0)
 
 
 @dataclass
@@ -50,10 +56,13 @@ class TrainSpec(TrainParams):
 
 
 def _normalize(images: torch.Tensor) -> torch.Tensor:
-    x = images.permute(0, 3, 1, 2).float() / 255
-    mean = torch.tensor(WORLD_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(WORLD_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalize(to_unit(images), WORLD_MEAN, WORLD_STD)
+
+
+def save_model(model: torch.nn.Module, arch: str, path: Path) -> None:
+    """Write a trained model's state dict with its architecture and input normalisation."""
+    meta = {"arch": arch, "mean": list(WORLD_MEAN), "std": list(WORLD_STD)}
+    torch.save({"state_dict": model.state_dict(), **meta}, path)
 
 
 @torch.no_grad()

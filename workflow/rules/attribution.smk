@@ -4,47 +4,43 @@
 
 rule attribution:
     input:
-        packed="results/prepare/{dataset}",
+        packed=artifact("prepare"),
         checkpoint=checkpoint_input,
         code=code("attribution"),
     output:
-        directory("results/attribution/{dataset}/{model}"),
+        directory(artifact("attribution")),
     log:
-        "results/logs/attribution/{dataset}/{model}.log",
+        log_file("attribution"),
     benchmark:
-        "results/benchmarks/attribution/{dataset}/{model}.tsv"
+        benchmark_file("attribution")
     conda:
         ENV
     threads: 1
     resources:
-        gpu=GPU,
+        **step_resources("attribution"),
     params:
-        cfg=lambda wc: compose_step("attribution", attribution_items(wc)),
-        args=lambda wc: shell_args(attribution_items(wc)),
+        **step_params("attribution"),
     shell:
-        "python -m cnnscope.steps.attribution {params.args} packed={input.packed}"
-        " out={output} threads={threads} > {log} 2>&1"
+        STEP_SHELL
 
 
 rule featurevis:
     input:
-        dissection="results/dissect/{dataset}/{model}/{layer}",
+        dissection=artifact("dissect"),
         checkpoint=checkpoint_input,
         code=code("featurevis"),
     output:
-        directory("results/featurevis/{dataset}/{model}/{layer}"),
+        directory(artifact("featurevis")),
     log:
-        "results/logs/featurevis/{dataset}/{model}/{layer}.log",
+        log_file("featurevis"),
     benchmark:
-        "results/benchmarks/featurevis/{dataset}/{model}/{layer}.tsv"
+        benchmark_file("featurevis")
     conda:
         ENV
     threads: 1
     resources:
-        gpu=GPU,
+        **step_resources("featurevis"),
     params:
-        cfg=lambda wc: compose_step("featurevis", featurevis_items(wc)),
-        args=lambda wc: shell_args(featurevis_items(wc)),
+        **step_params("featurevis"),
     shell:
-        "python -m cnnscope.steps.featurevis {params.args} dissection={input.dissection}"
-        " out={output} threads={threads} > {log} 2>&1"
+        STEP_SHELL

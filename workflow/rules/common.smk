@@ -1,13 +1,21 @@
-# Helpers shared by the rules: config validation, per-job Hydra configs, paths.
+# Helpers shared by the rules: the study's validation, its jobs and their paths, each rule's params.
+import json
 import os
 import sys
+from functools import cache
 from pathlib import Path
+from types import SimpleNamespace
 
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 from snakemake.utils import validate
 
 from cnnscope.errors import CnnscopeError
 from cnnscope.models.registry import ModelSpec, check_layers
+from cnnscope.sources import closure
 from cnnscope.steps.compose import compose_step, hydra_value, overrides, shell_args
+from cnnscope.steps.schema import fields, uses_device
+from cnnscope.training import MODEL_FILE
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -17,12 +25,12 @@ os.environ["PATH"] = os.pathsep.join(
     [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
 )
 ENV = "../envs/cnnscope.yaml"
-ROOT = Path(workflow.basedir)
+# How each step is run (every job alike): its module, given the job's settings and paths.
+STEP_SHELL = "python -m {params.module} {params.args} > {log:q} 2>&1"
 DATASET = config["dataset"]
 DATA_DIR = config.get("data_dir", "data")
-GPU = 1 if config.get("gpu", False) else 0
+DOWNLOADS = os.path.join(DATA_DIR, "downloads")  # the archive cache of every download
 MODELS = {m["name"]: m for m in config["models"]}
-PACKED = f"results/prepare/{DATASET}"
 CC = config.get("cue_conflict")
 STIMSET = (
     (CC["stimuli"] if CC["stimuli"] == "world" else "texture-vs-shape") if CC else None
@@ -34,47 +42,50 @@ ATTR_MODELS = [
 ]
 FEATUREVIS = bool(ATTR is not None and ATTR.get("featurevis", True))
 
-# Source files each step runs: inputs, so editing them reruns the step (`python -m` is not
-# seen by Snakemake's code trigger on its own).
-_LIB = "src/cnnscope"
-CODE = {
-    "synthworld": ["data/synthworld.py", "data/render.py"],
-    "download": ["data/download.py", "data/broden.py"],
-    "prepare": ["data/packed.py", "data/broden.py"],
-    "train": [
-        "training.py",
-        "models/builtin.py",
-        "data/synthworld.py",
-        "data/render.py",
-    ],
-    "extract": ["features.py", "models/registry.py", "models/builtin.py"],
-    "dissect": ["dissection.py", "quantile.py", "data/packed.py"],
-    "stimuli": ["data/shapetexture.py", "shapebias/stimuli.py", "data/download.py"],
-    "cueconflict": [
-        "shapebias/evaluate.py",
-        "shapebias/decisions.py",
-        "shapebias/classes.py",
-        "shapebias/analysis.py",
-        "shapebias/stimuli.py",
-        "models/registry.py",
-    ],
-    "attribution": [
-        "attribution/suite.py",
-        "attribution/base.py",
-        "attribution/cam.py",
-        "attribution/backprop.py",
-        "attribution/metrics.py",
-        "models/registry.py",
-    ],
-    "featurevis": ["featurevis.py", "features.py", "models/registry.py"],
-    "report": ["report.py", "plots.py", "shapebias/analysis.py"],
+# The wildcards of each step's artifact, log and benchmark paths: the one place paths are written.
+WILDCARDS = {
+    "synthworld": "{dataset}",
+    "download": "{dataset}",
+    "prepare": "{dataset}",
+    "train": "{model}",
+    "extract": "{dataset}/{model}/{layer}",
+    "dissect": "{dataset}/{model}/{layer}",
+    "featurevis": "{dataset}/{model}/{layer}",
+    "stimuli": "{stimset}",
+    "cueconflict": "{stimset}/{model}",
+    "attribution": "{dataset}/{model}",
+    "report": "",
 }
 
 
+def _path(root, step, suffix="", **wildcards):
+    pattern = f"{root}/{step}/{WILDCARDS[step]}".rstrip("/") + suffix
+    return pattern.format(**wildcards) if wildcards else pattern
+
+
+def artifact(step, **wildcards):
+    """The step's artifact: its path pattern, or one job's path given all its wildcards."""
+    if step == "download":  # real datasets live outside results/, in data_dir
+        pattern = f"{DATA_DIR}/{WILDCARDS[step]}"
+        return pattern.format(**wildcards) if wildcards else pattern
+    return _path("results", step, **wildcards)
+
+
+def log_file(step, **wildcards):
+    return _path("results/logs", step, ".log", **wildcards)
+
+
+def benchmark_file(step, **wildcards):
+    return _path("results/benchmarks", step, ".tsv", **wildcards)
+
+
 def code(step):
-    # steps/schema.py is left out: params carry each step's composed config, defaults included.
-    shared = ["steps/runner.py", "io.py"]
-    return [f"{_LIB}/{p}" for p in [f"steps/{step}.py", *CODE[step], *shared]]
+    """The step module's import closure within cnnscope: editing any of it reruns the step."""
+    here = Path.cwd()
+    return [
+        os.path.relpath(p, here) if p.is_relative_to(here) else str(p)
+        for p in closure(f"cnnscope.steps.{step}")
+    ]
 
 
 def study_overrides(step):
@@ -90,117 +101,206 @@ def model_overrides(name):
         *overrides({f"model.{k}": v for k, v in m.get("overrides", {}).items()}),
     ]
     if m.get("train"):
-        items.append(f"model.checkpoint='results/train/{name}/model.pt'")
+        items.append(f"model.checkpoint={hydra_value(trained_model(name))}")
     elif m.get("checkpoint"):
-        items.append(f"model.checkpoint={m['checkpoint']!r}")
+        items.append(f"model.checkpoint={hydra_value(m['checkpoint'])}")
     return items
 
 
-def train_items(wc):
-    regime = MODELS[wc.model].get("regime", "standard")
-    return [
-        *model_overrides(wc.model),
-        f"train.regime={regime}",
-        *study_overrides("train"),
-    ]
-
-
-def stimuli_items():
-    items = [f"source={CC['stimuli']}", f"cache_dir={DATA_DIR}/downloads"]
-    if CC.get("path"):
-        items.append(f"path={hydra_value(CC['path'])}")
-    return [*items, *study_overrides("stimuli")]
-
-
-def cueconflict_items(wc):
-    return [
-        *model_overrides(wc.model),
-        f"name={wc.model}",
-        f"classes={CC['classes']}",
-        *study_overrides("cueconflict"),
-    ]
+def trained_model(name):
+    return f"{artifact('train', model=name)}/{MODEL_FILE}"
 
 
 def cam_layer(name):
     return MODELS[name].get("cam_layer", MODELS[name]["layers"][-1])
 
 
-def attribution_items(wc):
-    return [
-        *model_overrides(wc.model),
-        f"name={wc.model}",
-        f"layer={cam_layer(wc.model)}",
-        *study_overrides("attribution"),
-    ]
-
-
-def featurevis_items(wc):
-    return [
-        *model_overrides(wc.model),
-        f"layer={wc.layer}",
-        *study_overrides("featurevis"),
-    ]
+def layer_targets():
+    return [(name, layer) for name, m in MODELS.items() for layer in m["layers"]]
 
 
 def reference_dirs():
     """Reference raw-data folders, inside the stimuli set unless given as absolute paths."""
     refs = CC.get("references", []) if CC else []
-    return [r if os.path.isabs(r) else f"results/stimuli/{STIMSET}/{r}" for r in refs]
+    stimuli = artifact("stimuli", stimset=STIMSET) if CC else ""
+    return [r if os.path.isabs(r) else f"{stimuli}/{r}" for r in refs]
 
 
-def step_params(step, items):
-    """Rule params: `cfg` (plain dict, tracked by Snakemake) and `args` (for the shell)."""
-    return {"cfg": compose_step(step, items), "args": shell_args(items)}
+def study_jobs():
+    """Every job of the study but the report, as (step, wildcards)."""
+    data = "synthworld" if DATASET == "synthworld" else "download"
+    jobs = [(data, {"dataset": DATASET}), ("prepare", {"dataset": DATASET})]
+    jobs += [("train", {"model": m}) for m, spec in MODELS.items() if spec.get("train")]
+    per_layer = ["extract", "dissect"] + (["featurevis"] if FEATUREVIS else [])
+    for m, layer in layer_targets():
+        jobs += [
+            (s, {"dataset": DATASET, "model": m, "layer": layer}) for s in per_layer
+        ]
+    if CC:
+        jobs.append(("stimuli", {"stimset": STIMSET}))
+        jobs += [("cueconflict", {"stimset": STIMSET, "model": m}) for m in CC_MODELS]
+    jobs += [("attribution", {"dataset": DATASET, "model": m}) for m in ATTR_MODELS]
+    return jobs
 
 
-def dataset_dir(wildcards):
-    if wildcards.dataset == "synthworld":
-        return f"results/synthworld/{wildcards.dataset}"
-    return f"{DATA_DIR}/{wildcards.dataset}"
-
-
-def extract_items(wc):
-    return [
-        *model_overrides(wc.model),
-        f"layer={wc.layer}",
-        *study_overrides("extract"),
+def report_inputs():
+    """What the report reads (cnnscope.report.inputs.ReportInputs), every path from `artifact`."""
+    d = {"dataset": DATASET}
+    layers = [
+        {
+            "model": m,
+            "layer": layer,
+            "dissect": artifact("dissect", **d, model=m, layer=layer),
+            "extract": artifact("extract", **d, model=m, layer=layer),
+            "featurevis": (
+                artifact("featurevis", **d, model=m, layer=layer)
+                if FEATUREVIS
+                else None
+            ),
+        }
+        for m, layer in layer_targets()
     ]
+    models = [
+        {
+            "name": m,
+            "train": artifact("train", model=m) if spec.get("train") else None,
+            "cueconflict": (
+                artifact("cueconflict", stimset=STIMSET, model=m)
+                if m in CC_MODELS
+                else None
+            ),
+            "attribution": (
+                artifact("attribution", **d, model=m) if m in ATTR_MODELS else None
+            ),
+        }
+        for m, spec in MODELS.items()
+    ]
+    benchmarks = [
+        {"step": step, "file": benchmark_file(step, **wc)} for step, wc in study_jobs()
+    ]
+    return {
+        "probe": DATASET,
+        "packed": artifact("prepare", **d),
+        "layers": layers,
+        "models": models,
+        "stimuli": STIMSET,
+        "references": reference_dirs(),
+        "benchmarks": benchmarks,
+    }
+
+
+# Each step's settings for one job (Hydra overrides), from the study and the job's wildcards.
+ITEMS = {
+    "synthworld": lambda wc: [],
+    "download": lambda wc: [
+        f"dataset={wc.dataset}",
+        f"cache_dir={hydra_value(DOWNLOADS)}",
+    ],
+    "prepare": lambda wc: [],
+    "train": lambda wc: [
+        *model_overrides(wc.model),
+        f"train.regime={MODELS[wc.model].get('regime', 'standard')}",
+    ],
+    "extract": lambda wc: [
+        *model_overrides(wc.model),
+        f"layer={hydra_value(wc.layer)}",
+    ],
+    "dissect": lambda wc: [],
+    "featurevis": lambda wc: [
+        *model_overrides(wc.model),
+        f"layer={hydra_value(wc.layer)}",
+    ],
+    "stimuli": lambda wc: [
+        f"source={CC['stimuli']}",
+        f"cache_dir={hydra_value(DOWNLOADS)}",
+        *([f"path={hydra_value(CC['path'])}"] if CC.get("path") else []),
+    ],
+    "cueconflict": lambda wc: [
+        *model_overrides(wc.model),
+        f"name={hydra_value(wc.model)}",
+        f"classes={CC['classes']}",
+    ],
+    "attribution": lambda wc: [
+        *model_overrides(wc.model),
+        f"name={hydra_value(wc.model)}",
+        f"layer={hydra_value(cam_layer(wc.model))}",
+    ],
+    "report": lambda wc: [
+        f"inputs={hydra_value(report_inputs())}",
+        f"study={hydra_value(json.dumps(config))}",
+    ],
+}
+
+
+def job_items(step, wildcards):
+    return [*ITEMS[step](wildcards), *study_overrides(step)]
+
+
+@cache
+def _composed(step, items):
+    return compose_step(step, list(items))
+
+
+def step_params(step):
+    """Rule params: the step's `module`; `cfg`, the job's composed config as plain values (tracked:
+    a changed setting reruns the job); and `args`, its command line: the job's settings, the named
+    inputs that are step settings, its output and threads, each quoted for Hydra and the shell.
+    """
+    keys = fields(step)
+
+    def cfg(wildcards):
+        return _composed(step, tuple(job_items(step, wildcards)))
+
+    def args(wildcards, input, output, threads):
+        io = {k: v for k, v in input.items() if k in keys}
+        io["out"] = output[0]
+        if "threads" in keys:
+            io["threads"] = threads
+        return shell_args([*job_items(step, wildcards), *overrides(io)])
+
+    return {"module": f"cnnscope.steps.{step}", "cfg": cfg, "args": args}
+
+
+def step_resources(step):
+    """A GPU for the steps that run on a device, when the study asks for one (`gpu: true`)."""
+    return {"gpu": int(bool(config.get("gpu", False)))} if uses_device(step) else {}
 
 
 def checkpoint_input(wildcards):
     return (
-        [f"results/train/{wildcards.model}"]
+        [artifact("train", model=wildcards.model)]
         if MODELS[wildcards.model].get("train")
         else []
     )
 
 
-def layer_targets():
-    return [(name, layer) for name, m in MODELS.items() for layer in m["layers"]]
+def dataset_dir(wildcards):
+    step = "synthworld" if wildcards.dataset == "synthworld" else "download"
+    return artifact(step, dataset=wildcards.dataset)
 
 
 def _check_study():
-    """Fail before any job on an unknown model, layer or untrainable model."""
+    """Fail before any job on an unknown model or layer, an untrainable model, or any job setting
+    that its step's schema refuses."""
     for name, m in MODELS.items():
-        try:
-            spec = ModelSpec(**compose_step("extract", model_overrides(name))["model"])
-        except CnnscopeError:
-            raise
-        except Exception as e:
-            raise ValueError(
-                f"study config: model {name!r} -> config/model/{m['model']}.yaml: {e}"
-            ) from e
+        spec = ModelSpec(**_composed("extract", tuple(model_overrides(name)))["model"])
         if m.get("train") and spec.source != "builtin":
-            raise ValueError(
-                f"study config: model {name!r} has train: true but is not built-in"
-            )
+            raise CnnscopeError(f"model {name!r} has train: true but is not built-in")
         check_layers(spec, [*m["layers"], cam_layer(name)], name)
         if name in CC_MODELS and (CC["classes"] == "world") != bool(m.get("train")):
-            raise ValueError(
-                f"study config: model {name!r} cannot decide among cue_conflict classes "
+            raise CnnscopeError(
+                f"model {name!r} cannot decide among cue_conflict classes "
                 f"{CC['classes']!r}: world classes need a model trained in the pipeline, imagenet "
                 f"classes an ImageNet model; set cue_conflict: false on the model or change classes"
             )
+    for step, wc in [*study_jobs(), ("report", {})]:
+        try:
+            _composed(step, tuple(job_items(step, SimpleNamespace(**wc))))
+        except (HydraException, OmegaConfBaseException) as e:
+            why = f"{e}: {e.__cause__}" if e.__cause__ else str(e)
+            raise CnnscopeError(f"steps.{step}: {' '.join(why.split())}") from None
+        except CnnscopeError as e:
+            raise CnnscopeError(f"steps.{step}: {e}") from None
 
 
 try:

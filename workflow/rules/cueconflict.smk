@@ -5,38 +5,39 @@ rule stimuli:
     input:
         code=code("stimuli"),
     output:
-        directory("results/stimuli/{stimset}"),
+        directory(artifact("stimuli")),
     log:
-        "results/logs/stimuli/{stimset}.log",
+        log_file("stimuli"),
     benchmark:
-        "results/benchmarks/stimuli/{stimset}.tsv"
-    conda:
-        ENV
-    params:
-        **(step_params("stimuli", stimuli_items()) if CC else {}),
-    shell:
-        "python -m cnnscope.steps.stimuli {params.args} out={output} > {log} 2>&1"
-
-
-rule cueconflict:
-    input:
-        stimuli="results/stimuli/{stimset}",
-        checkpoint=checkpoint_input,
-        code=code("cueconflict"),
-    output:
-        directory("results/cueconflict/{stimset}/{model}"),
-    log:
-        "results/logs/cueconflict/{stimset}/{model}.log",
-    benchmark:
-        "results/benchmarks/cueconflict/{stimset}/{model}.tsv"
+        benchmark_file("stimuli")
     conda:
         ENV
     threads: 1
     resources:
-        gpu=GPU,
+        **step_resources("stimuli"),
     params:
-        cfg=lambda wc: compose_step("cueconflict", cueconflict_items(wc)),
-        args=lambda wc: shell_args(cueconflict_items(wc)),
+        **step_params("stimuli"),
     shell:
-        "python -m cnnscope.steps.cueconflict {params.args} stimuli={input.stimuli}"
-        " out={output} threads={threads} > {log} 2>&1"
+        STEP_SHELL
+
+
+rule cueconflict:
+    input:
+        stimuli=artifact("stimuli"),
+        checkpoint=checkpoint_input,
+        code=code("cueconflict"),
+    output:
+        directory(artifact("cueconflict")),
+    log:
+        log_file("cueconflict"),
+    benchmark:
+        benchmark_file("cueconflict")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **step_resources("cueconflict"),
+    params:
+        **step_params("cueconflict"),
+    shell:
+        STEP_SHELL

@@ -5,57 +5,62 @@ rule synthworld:
     input:
         code=code("synthworld"),
     output:
-        directory("results/synthworld/{dataset}"),
+        directory(artifact("synthworld")),
     log:
-        "results/logs/synthworld/{dataset}.log",
+        log_file("synthworld"),
     benchmark:
-        "results/benchmarks/synthworld/{dataset}.tsv"
+        benchmark_file("synthworld")
     wildcard_constraints:
         dataset="synthworld",
     conda:
         ENV
+    threads: 1
+    resources:
+        **step_resources("synthworld"),
     params:
-        **step_params("synthworld", study_overrides("synthworld")),
+        **step_params("synthworld"),
     shell:
-        "python -m cnnscope.steps.synthworld {params.args} out={output} > {log} 2>&1"
+        STEP_SHELL
 
 
 rule download:
     input:
         code=code("download"),
     output:
-        directory(f"{DATA_DIR}/{{dataset}}"),
+        directory(artifact("download")),
     log:
-        "results/logs/download/{dataset}.log",
+        log_file("download"),
     benchmark:
-        "results/benchmarks/download/{dataset}.tsv"
+        benchmark_file("download")
     wildcard_constraints:
         dataset="broden1_(224|227|384)",
     conda:
         ENV
+    threads: 1
+    resources:
+        **step_resources("download"),
     params:
-        **step_params("download", [f"dataset={DATASET}", *study_overrides("download")]),
-        cache=f"{DATA_DIR}/downloads",
+        **step_params("download"),
     shell:
-        "python -m cnnscope.steps.download {params.args} dataset={wildcards.dataset}"
-        " cache_dir={params.cache} out={output} > {log} 2>&1"
+        STEP_SHELL
 
 
 rule prepare:
     input:
-        data=dataset_dir,
+        dataset_dir=dataset_dir,
         code=code("prepare"),
     output:
-        directory("results/prepare/{dataset}"),
+        directory(artifact("prepare")),
     log:
-        "results/logs/prepare/{dataset}.log",
+        log_file("prepare"),
     benchmark:
-        "results/benchmarks/prepare/{dataset}.tsv"
+        benchmark_file("prepare")
     conda:
         ENV
     threads: 2
+    resources:
+        **step_resources("prepare"),
     params:
-        **step_params("prepare", study_overrides("prepare")),
+        **step_params("prepare"),
     shell:
-        "python -m cnnscope.steps.prepare {params.args} dataset_dir={input.data}"
-        " out={output} workers={threads} > {log} 2>&1"
+        STEP_SHELL

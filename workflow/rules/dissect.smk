@@ -3,22 +3,21 @@
 
 rule dissect:
     input:
-        activations="results/extract/{dataset}/{model}/{layer}",
-        packed="results/prepare/{dataset}",
+        activations=artifact("extract"),
+        packed=artifact("prepare"),
         code=code("dissect"),
     output:
-        directory("results/dissect/{dataset}/{model}/{layer}"),
+        directory(artifact("dissect")),
     log:
-        "results/logs/dissect/{dataset}/{model}/{layer}.log",
+        log_file("dissect"),
     benchmark:
-        "results/benchmarks/dissect/{dataset}/{model}/{layer}.tsv"
+        benchmark_file("dissect")
     conda:
         ENV
     threads: 1
     resources:
-        gpu=GPU,
+        **step_resources("dissect"),
     params:
-        **step_params("dissect", study_overrides("dissect")),
+        **step_params("dissect"),
     shell:
-        "python -m cnnscope.steps.dissect {params.args} activations={input.activations}"
-        " packed={input.packed} out={output} threads={threads} > {log} 2>&1"
+        STEP_SHELL

@@ -3,23 +3,21 @@
 
 rule extract:
     input:
-        packed="results/prepare/{dataset}",
+        packed=artifact("prepare"),
         checkpoint=checkpoint_input,
         code=code("extract"),
     output:
-        directory("results/extract/{dataset}/{model}/{layer}"),
+        directory(artifact("extract")),
     log:
-        "results/logs/extract/{dataset}/{model}/{layer}.log",
+        log_file("extract"),
     benchmark:
-        "results/benchmarks/extract/{dataset}/{model}/{layer}.tsv"
+        benchmark_file("extract")
     conda:
         ENV
     threads: 1
     resources:
-        gpu=GPU,
+        **step_resources("extract"),
     params:
-        cfg=lambda wc: compose_step("extract", extract_items(wc)),
-        args=lambda wc: shell_args(extract_items(wc)),
+        **step_params("extract"),
     shell:
-        "python -m cnnscope.steps.extract {params.args} packed={input.packed}"
-        " out={output} threads={threads} > {log} 2>&1"
+        STEP_SHELL

@@ -5,16 +5,17 @@ rule train:
     input:
         code=code("train"),
     output:
-        directory("results/train/{model}"),
+        directory(artifact("train")),
     log:
-        "results/logs/train/{model}.log",
+        log_file("train"),
     benchmark:
-        "results/benchmarks/train/{model}.tsv"
+        benchmark_file("train")
     conda:
         ENV
     threads: 1
+    resources:
+        **step_resources("train"),
     params:
-        cfg=lambda wc: compose_step("train", train_items(wc)),
-        args=lambda wc: shell_args(train_items(wc)),
+        **step_params("train"),
     shell:
-        "python -m cnnscope.steps.train {params.args} out={output} threads={threads} > {log} 2>&1"
+        STEP_SHELL

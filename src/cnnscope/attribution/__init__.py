@@ -10,9 +10,7 @@ outlives it and the model is left as it was::
 
 from cnnscope.attribution.backprop import DeconvNet, GuidedBackprop, guided, guided_cam
 from cnnscope.attribution.cam import CAM, CounterfactualGradCAM, GradCAM, GradCAMPlusPlus
-from cnnscope.attribution.suite import LAYER_METHODS, PIXEL_METHODS
-
-METHODS = {**LAYER_METHODS, **PIXEL_METHODS}  # every map-producing class, by name
+from cnnscope.attribution.suite import METHODS, attribute
 
 __all__ = [
     "CAM",
@@ -22,6 +20,7 @@ __all__ = [
     "GradCAM",
     "GradCAMPlusPlus",
     "GuidedBackprop",
+    "attribute",
     "guided",
     "guided_cam",
 ]

@@ -8,32 +8,21 @@ over colour channels, scaled per image.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pandas as pd
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from cnnscope.attribution.backprop import DeconvNet, GuidedBackprop, guided_cam
 from cnnscope.attribution.base import normalize_maps
 from cnnscope.attribution.cam import CAM, CounterfactualGradCAM, GradCAM, GradCAMPlusPlus
 from cnnscope.attribution.metrics import deletion_insertion, drop_and_increase
+from cnnscope.bounds import choice
 from cnnscope.errors import CnnscopeError
 
-LAYER_METHODS = {
-    "cam": CAM,
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "counterfactual_gradcam": CounterfactualGradCAM,
-}
-PIXEL_METHODS = {"guided_backprop": GuidedBackprop, "deconvnet": DeconvNet}
-GUIDED_METHODS = {"guided_gradcam": GradCAM, "guided_gradcam++": GradCAMPlusPlus}
-ALL_METHODS = (*LAYER_METHODS, *PIXEL_METHODS, *GUIDED_METHODS)
-
-
-def check_methods(methods: list[str]) -> None:
-    unknown = [m for m in methods if m not in ALL_METHODS]
-    if unknown:
-        raise CnnscopeError(f"unknown attribution method(s) {unknown}; valid: {', '.join(ALL_METHODS)}")
+Method = Callable[[nn.Module, str, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def saliency(grad: torch.Tensor) -> torch.Tensor:
@@ -41,23 +30,60 @@ def saliency(grad: torch.Tensor) -> torch.Tensor:
     return normalize_maps(grad.abs().amax(1))
 
 
+def _class_activation(cls: type) -> Method:
+    def run(model: nn.Module, layer: str, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        with cls(model, layer) as m:
+            return m(x, targets)
+
+    return run
+
+
+def _backprop(cls: type) -> Method:
+    def run(model: nn.Module, layer: str, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        with cls(model) as m:
+            return saliency(m(x, targets))
+
+    return run
+
+
+def _guided(cls: type) -> Method:
+    def run(model: nn.Module, layer: str, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        with cls(model, layer) as cam:
+            return saliency(guided_cam(cam, x, targets))
+
+    return run
+
+
+# Every method the suite runs, by the name configs and tables use: the one list of methods.
+METHODS: dict[str, Method] = {
+    "cam": _class_activation(CAM),
+    "gradcam": _class_activation(GradCAM),
+    "gradcam++": _class_activation(GradCAMPlusPlus),
+    "counterfactual_gradcam": _class_activation(CounterfactualGradCAM),
+    "guided_backprop": _backprop(GuidedBackprop),
+    "deconvnet": _backprop(DeconvNet),
+    "guided_gradcam": _guided(GradCAM),
+    "guided_gradcam++": _guided(GradCAMPlusPlus),
+}
+MethodName = choice("MethodName", METHODS)
+
+
 def attribute(
-    model: nn.Module, layer: str, x: torch.Tensor, methods: list[str], targets: torch.Tensor
+    model: nn.Module,
+    layer: str,
+    x: torch.Tensor,
+    methods: list[str],
+    targets: torch.Tensor,
+    progress: bool = False,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Each method's maps for ``targets``, and its time per image in seconds."""
-    check_methods(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise CnnscopeError(f"unknown attribution method(s) {unknown}; valid: {', '.join(METHODS)}")
     maps, seconds = {}, {}
-    for name in methods:
+    for name in tqdm(methods, desc="attribution", disable=not progress):
         t0 = time.perf_counter()
-        if name in LAYER_METHODS:
-            with LAYER_METHODS[name](model, layer) as m:
-                maps[name] = m(x, targets)
-        elif name in PIXEL_METHODS:
-            with PIXEL_METHODS[name](model) as m:
-                maps[name] = saliency(m(x, targets))
-        else:
-            with GUIDED_METHODS[name](model, layer) as cam:
-                maps[name] = saliency(guided_cam(cam, x, targets))
+        maps[name] = METHODS[name](model, layer, x, targets)
         if x.is_cuda:
             torch.cuda.synchronize()
         seconds[name] = (time.perf_counter() - t0) / len(x)

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from cnnscope.bounds import bounded, positive
 from cnnscope.data import render
 
 PIXEL_CATEGORIES = ("color", "object", "part", "material")
@@ -34,12 +35,12 @@ class WorldSpec:
     Also the schema of the synthworld step's ``world`` config (so the two cannot drift apart).
     """
 
-    n_images: int = 480
-    image_size: int = 64
-    seed: int = 0
-    texture_fraction: float = 0.2
-    two_object_fraction: float = 0.3
-    val_fraction: float = 0.2
+    n_images: int = positive(480)
+    image_size: int = bounded(64, 8)
+    seed: int = bounded(0, 0)
+    texture_fraction: float = bounded(0.2, 0, 1)
+    two_object_fraction: float = bounded(0.3, 0, 1)
+    val_fraction: float = bounded(0.2, 0, 1, open_hi=True)
 
 
 class LabelSpace:

@@ -8,6 +8,9 @@ Three sources, chosen by ``ModelSpec.source``:
   prefix from ``DataParallel`` is stripped; ``{"state_dict": ...}`` wrappers are unwrapped);
 * ``builtin``     -- the small CNNs of :mod:`cnnscope.models.builtin`, usually with the checkpoint the
   pipeline's train step wrote.
+
+The input normalisation is, first to last: the spec's ``mean``/``std``; those a checkpoint records
+(the train step writes the world's); those of the torchvision weights; ImageNet's.
 """
 
 from __future__ import annotations
@@ -16,33 +19,37 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
 from torch import nn
 
+from cnnscope.bounds import bounded, choice, positive
 from cnnscope.errors import ModelError
 from cnnscope.models.builtin import BUILTIN
 from cnnscope.models.layers import resolve_layer
+from cnnscope.models.normalize import normalize, to_unit
 
-SOURCES = ("torchvision", "builtin", "checkpoint")
+Source = choice("Source", ("torchvision", "builtin", "checkpoint"))
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
 class ModelSpec:
-    """Which network to load. ``weights`` applies to torchvision (an enum member name or ``DEFAULT``;
-    ``None`` for random init); ``checkpoint`` to the other sources."""
+    """Which network to load (also the schema of every step's ``model`` config). ``weights`` applies to
+    torchvision (an enum member name or ``DEFAULT``; ``None`` for random init); ``checkpoint`` to the
+    other sources. ``mean``/``std`` override the normalisation (see the module docstring)."""
 
-    source: str
+    source: Source
     arch: str
     weights: str | None = None
     checkpoint: str | None = None
-    num_classes: int | None = None
-    width: int = 24
-    mean: Sequence[float] | None = None
-    std: Sequence[float] | None = None
+    num_classes: int | None = bounded(None, 1)
+    width: int = positive(24)
+    mean: list[float] | None = None
+    std: list[float] | None = bounded(None, 0, open_lo=True)
 
 
 @dataclass
@@ -54,10 +61,7 @@ class LoadedModel:
 
     def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """``uint8 (B, H, W, 3)`` -> normalised ``float (B, 3, H, W)`` on the tensor's device."""
-        x = images_uint8.permute(0, 3, 1, 2).float().div_(255)
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return normalize(to_unit(images_uint8), self.mean, self.std)
 
 
 def torchvision_archs() -> list[str]:
@@ -65,8 +69,8 @@ def torchvision_archs() -> list[str]:
 
 
 def _check_arch(spec: ModelSpec) -> None:
-    if spec.source not in SOURCES:
-        raise ModelError(f"unknown model source {spec.source!r}; use one of {', '.join(SOURCES)}")
+    if spec.source not in Source.__members__:
+        raise ModelError(f"unknown model source {spec.source!r}; use one of {', '.join(Source.__members__)}")
     known = list(BUILTIN) if spec.source == "builtin" else torchvision_archs()
     if spec.source == "checkpoint":
         known = list(BUILTIN) + known
@@ -111,8 +115,9 @@ def build_architecture(spec: ModelSpec) -> nn.Module:
     return torchvision.models.get_model(spec.arch, weights=None, **kwargs)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from ``path``, unwrapped from ``{"state_dict": ...}`` and stripped of ``module.``."""
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A state dict from ``path``, unwrapped from ``{"state_dict": ...}`` and stripped of ``module.``,
+    and the wrapper's other entries (e.g. ``mean``/``std``; empty for a bare state dict)."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"checkpoint {path} does not exist; train the model or fix the path")
@@ -120,12 +125,14 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several unrelated types for corrupt files
         raise ModelError(f"checkpoint {path} cannot be read ({e}); is it a torch state dict?") from e
+    meta: dict[str, Any] = {}
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            meta = meta or {k: v for k, v in obj.items() if k != key}
             obj = obj[key]
     if not isinstance(obj, dict):
         raise ModelError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return {k.removeprefix("module."): v for k, v in obj.items()}, meta
 
 
 def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedModel:
@@ -141,7 +148,8 @@ def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedMod
     else:
         if spec.checkpoint is None:
             raise ModelError(f"model {spec.arch} from source {spec.source!r} needs a checkpoint path")
-        state = read_checkpoint(spec.checkpoint)
+        state, meta = read_checkpoint(spec.checkpoint)
+        mean, std = meta.get("mean", mean), meta.get("std", std)
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
@@ -149,10 +157,8 @@ def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedMod
                 f"checkpoint {spec.checkpoint} does not fit {spec.arch} "
                 f"(num_classes={spec.num_classes}, width={spec.width}): {e}"
             ) from e
-    if spec.mean is not None:
-        mean = tuple(spec.mean)
-    if spec.std is not None:
-        std = tuple(spec.std)
+    mean = tuple(spec.mean if spec.mean is not None else mean)
+    std = tuple(spec.std if spec.std is not None else std)
     model.to(device).eval()
     return LoadedModel(model, mean, std, {"arch": spec.arch, "source": spec.source})
 

@@ -8,11 +8,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from cnnscope.data import shapetexture
 from cnnscope.models.registry import LoadedModel
 from cnnscope.shapebias import analysis
 from cnnscope.shapebias.classes import CLASSES
 from cnnscope.shapebias.decisions import model_decisions
 from cnnscope.shapebias.stimuli import load_rgb, stimulus_sets
+
+# The decision spaces a model can be evaluated in: the world's 16 shapes, or 16 ImageNet categories.
+CLASS_SETS: dict[str, Sequence[str]] = {"world": shapetexture.CLASSES, "imagenet": CLASSES}
 
 
 def evaluate(

@@ -11,17 +11,18 @@ import shlex
 from typing import Any
 
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-import cnnscope.steps.schema  # noqa: F401  (registers the schemas)
-from cnnscope.steps.runner import config_dir
+from cnnscope.steps.runner import config_dir, plain
+from cnnscope.steps.schema import schema, validate
 
 
 def compose_step(step: str, overrides: list[str]) -> dict[str, Any]:
-    """The step's composed config as plain dicts (mandatory paths stay ``'???'``)."""
+    """The step's composed and validated config as plain dicts (mandatory paths stay ``'???'``)."""
+    schema(step)  # importing the step's module registers its schema
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name=step, overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+        cfg = plain(compose(config_name=step, overrides=overrides))
+    validate(step, cfg)
+    return cfg
 
 
 def hydra_value(value: Any) -> str:

@@ -3,23 +3,35 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-from cnnscope.data import shapetexture
-from cnnscope.errors import CnnscopeError
-from cnnscope.features import pick_device
+from omegaconf import MISSING
+
+from cnnscope.bounds import choice, positive
+from cnnscope.device import pick_device
 from cnnscope.io import atomic_dir, write_json, write_yaml
 from cnnscope.models.registry import ModelSpec, load_model
-from cnnscope.shapebias import classes as imagenet16
-from cnnscope.shapebias.evaluate import evaluate, summary
+from cnnscope.shapebias.evaluate import CLASS_SETS, evaluate, summary
 from cnnscope.steps.runner import run_step
+from cnnscope.steps.schema import OnDevice, register
 
 log = logging.getLogger("cnnscope")
-CLASS_SETS = {"world": shapetexture.CLASSES, "imagenet": imagenet16.CLASSES}
+ClassSet = choice("ClassSet", CLASS_SETS)
+
+
+@dataclass
+class Config(OnDevice):
+    model: ModelSpec = MISSING
+    name: str = MISSING  # the decision-maker's name in the raw-data tables
+    stimuli: str = MISSING  # a stimuli step's output (texture-vs-shape layout)
+    classes: ClassSet = ClassSet.world  # world (the 16 world shapes) | imagenet (16 ImageNet categories)
+    batch_size: int = positive(64)
+
+
+register("cueconflict", Config)
 
 
 def body(cfg: dict) -> None:
-    if cfg["classes"] not in CLASS_SETS:
-        raise CnnscopeError(f"classes={cfg['classes']!r}; use one of {', '.join(CLASS_SETS)}")
     device = pick_device(cfg["device"])
     loaded = load_model(ModelSpec(**cfg["model"]), device)
     decisions = evaluate(

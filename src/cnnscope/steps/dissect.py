@@ -3,28 +3,44 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import MISSING
 
+from cnnscope.bounds import bounded, choice, positive
 from cnnscope.checkpoint import Checkpoint
 from cnnscope.data.packed import PackedDataset
+from cnnscope.device import pick_device
 from cnnscope.dissection import IOU_MODES, Tally, summarize, tally, unique_detectors, unit_thresholds
 from cnnscope.errors import CnnscopeError
-from cnnscope.features import pick_device
 from cnnscope.io import atomic_file, file_stamp, read_json, resumable_dir, write_json, write_yaml
 from cnnscope.rows import RowReader
 from cnnscope.steps.runner import result_config, run_step
+from cnnscope.steps.schema import OnDevice, Resumable, register
 
 log = logging.getLogger("cnnscope")
+IouMode = choice("IouMode", IOU_MODES)
+
+
+@dataclass
+class Config(OnDevice, Resumable):
+    activations: str = MISSING  # an extract step's output directory
+    packed: str = MISSING
+    quantile: float = bounded(0.005, 0, 1, open_lo=True, open_hi=True)  # top fraction that is "on"
+    iou_mode: IouMode = IouMode.paper  # paper (original NetDissect) | lite (NetDissect-Lite)
+    detector_iou: float = bounded(0.04, 0, 1, open_hi=True)  # a unit whose best IoU exceeds it
+    batch_size: int = bounded(0, 0)  # tally batch; 0: sized from max_elements
+    max_elements: int = bounded(0, 0)  # activations / mask pixels per batch; 0: 4M on a CPU, 64M on a GPU
+    memory_budget_mb: int = positive(2048)  # exact quantile buffer limit, else histogram
+
+
+register("dissect", Config)
 
 
 def body(cfg: dict) -> None:
-    if cfg["iou_mode"] not in IOU_MODES:
-        raise CnnscopeError(f"iou_mode={cfg['iou_mode']!r}; use one of {', '.join(IOU_MODES)}")
-    if not 0 < cfg["quantile"] < 1:
-        raise CnnscopeError(f"quantile={cfg['quantile']} must lie in (0, 1), e.g. 0.005")
     src = Path(cfg["activations"])
     if not (src / "activations.npy").is_file():
         raise CnnscopeError(f"{src} has no activations.npy; run the extract step first")

@@ -3,15 +3,43 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import MISSING
+
+from cnnscope.bounds import bounded, choice
 from cnnscope.data.broden import BrodenDataset
 from cnnscope.data.download import fetch, unpack
 from cnnscope.errors import DownloadError
 from cnnscope.io import write_yaml
 from cnnscope.steps.runner import run_step
+from cnnscope.steps.schema import Step, register
 
 log = logging.getLogger("cnnscope")
+DatasetSource = choice("DatasetSource", ("broden", "synthworld"))
+
+
+@dataclass
+class DatasetConfig:
+    """A probe dataset (``config/dataset/``): the synthetic world, or a real Broden release to download."""
+
+    name: str = MISSING
+    source: DatasetSource = DatasetSource.broden
+    url: str | None = None
+    sha256: str | None = None  # expected archive digest, when known
+    size_bytes: int | None = bounded(None, 1)  # expected archive size, when known
+
+
+@dataclass
+class Config(Step):
+    dataset: DatasetConfig = MISSING
+    cache_dir: str = "data/downloads"  # where the (resumable) archive is kept
+    timeout_s: float = bounded(60.0, 0, open_lo=True)
+    retries: int = bounded(3, 0)
+
+
+register("download", Config)
 
 
 def body(cfg: dict) -> None:

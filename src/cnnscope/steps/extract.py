@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+from omegaconf import MISSING
+
+from cnnscope.bounds import choice, positive
 from cnnscope.data.packed import PackedDataset
-from cnnscope.features import extract_layer, pick_device
+from cnnscope.device import pick_device
+from cnnscope.features import extract_layer
 from cnnscope.io import file_stamp, resumable_dir, write_json, write_yaml
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import ModelSpec, load_model
 from cnnscope.steps.runner import result_config, run_step
+from cnnscope.steps.schema import OnDevice, Resumable, register
 
 log = logging.getLogger("cnnscope")
+StoreDtype = choice("StoreDtype", ("float16", "float32"))  # what .npy holds (it has no bfloat16)
+
+
+@dataclass
+class Config(OnDevice, Resumable):
+    model: ModelSpec = MISSING
+    layer: str = MISSING
+    packed: str = MISSING
+    batch_size: int = positive(64)
+    amp: bool = True  # autocast on the GPU
+    store_dtype: StoreDtype = StoreDtype.float16
+
+
+register("extract", Config)
 
 
 def _fingerprint(cfg: dict, n_images: int, device: object) -> dict:

@@ -3,20 +3,42 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from omegaconf import MISSING
 from PIL import Image
+from tqdm import tqdm
 
+from cnnscope.bounds import bounded, choice, positive
+from cnnscope.device import pick_device
 from cnnscope.errors import CnnscopeError
-from cnnscope.features import pick_device
-from cnnscope.featurevis import maximize
+from cnnscope.featurevis import PARAMETRISATIONS, maximize
 from cnnscope.io import atomic_dir, write_json, write_yaml
 from cnnscope.models.registry import ModelSpec, load_model
 from cnnscope.steps.runner import run_step
+from cnnscope.steps.schema import OnDevice, register
 
 log = logging.getLogger("cnnscope")
+Parametrisation = choice("Parametrisation", PARAMETRISATIONS)
+
+
+@dataclass
+class Config(OnDevice):
+    model: ModelSpec = MISSING
+    dissection: str = MISSING  # a dissect step's output: its top units are visualised
+    layer: str = MISSING
+    units: int = positive(4)
+    size: int = bounded(64, 8)
+    steps: int = positive(128)
+    lr: float = bounded(0.05, 0, open_lo=True)
+    param: Parametrisation = Parametrisation.fourier
+    seed: int = bounded(0, 0)
+
+
+register("featurevis", Config)
 
 
 def body(cfg: dict) -> None:
@@ -28,7 +50,7 @@ def body(cfg: dict) -> None:
     loaded = load_model(ModelSpec(**cfg["model"]), device)
     traces = {}
     with atomic_dir(cfg["out"]) as tmp:
-        for _, row in top.iterrows():
+        for _, row in tqdm(list(top.iterrows()), desc="featurevis", disable=not cfg["progress"]):
             unit = int(row["unit"])
             trace = maximize(
                 loaded.module,

@@ -13,8 +13,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-import cnnscope.steps.schema  # noqa: F401  (registers the schemas)
 from cnnscope.errors import CnnscopeError
+from cnnscope.steps.schema import RUN_ONLY, validate
 
 log = logging.getLogger("cnnscope")
 
@@ -26,24 +26,32 @@ def config_dir() -> Path:
 
 
 def result_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The part of a step's config that decides its result: all but where it writes, how it reports,
-    its thread count and its checkpoint cadence (what resumed partial work must match)."""
-    return {k: v for k, v in cfg.items() if k not in ("out", "progress", "threads", "checkpoint_s")}
+    """The part of a step's config that decides its result (what resumed partial work must match): all
+    but the settings of :data:`~cnnscope.steps.schema.RUN_ONLY`."""
+    return {k: v for k, v in cfg.items() if k not in RUN_ONLY}
+
+
+def plain(cfg: DictConfig) -> dict[str, Any]:
+    """A composed config as plain values (Enum settings as their names)."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
 def run_step(name: str, body: Callable[[dict[str, Any]], None]) -> None:
     """Run ``body`` on the resolved plain-dict config of step ``name``.
 
-    A :class:`CnnscopeError` (bad input) is printed as one line and exits with status 2.
+    A value out of its range, or a :class:`CnnscopeError` (bad input), is printed as one line and
+    exits with status 2.
     """
 
     @hydra.main(config_path=str(config_dir()), config_name=name, version_base="1.3")
     def _main(cfg: DictConfig) -> None:
-        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-        if "threads" in plain:
-            torch.set_num_threads(max(1, int(plain["threads"])))
+        OmegaConf.to_container(cfg, throw_on_missing=True)  # a missing required key fails here
+        values = plain(cfg)
         try:
-            body(plain)
+            validate(name, values)
+            if "threads" in values:
+                torch.set_num_threads(values["threads"])
+            body(values)
         except CnnscopeError as e:
             log.error("%s failed: %s", name, e)
             sys.exit(2)

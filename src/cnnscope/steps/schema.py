@@ -1,230 +1,96 @@
-"""Typed schemas of every step's config, registered in Hydra's ConfigStore.
+"""What every step's config schema is built from, and the registry of those schemas.
 
-Each ``config/<step>.yaml`` starts its defaults list with ``<step>_schema``, so a misspelt key or a
-wrongly typed value (on the command line, in the YAML, or in the study config) fails before any work.
-The Snakefile composes the same configs to pass each rule its own part as plain-dict params.
+Each step module defines its config as one typed dataclass beside its code (``Config`` in
+``cnnscope.steps.<step>``), built from the bases here, and registers it as ``<step>_schema``;
+``config/<step>.yaml`` holds only its defaults list. Enumerated settings are Enums and numbers have
+ranges (:mod:`cnnscope.bounds`), so a misspelt key, a wrongly typed value or a value outside its
+Enum fails in OmegaConf, and a number outside its range in :func:`validate`, before any work: on the
+command line, in the YAML, or in the study config, whose values the workflow validates while it
+builds the DAG. Library dataclasses are the schemas of the library settings they configure
+(:class:`~cnnscope.models.registry.ModelSpec`, :class:`~cnnscope.training.TrainParams`,
+:class:`~cnnscope.data.synthworld.WorldSpec`, :class:`~cnnscope.report.inputs.ReportInputs`).
+
+Keeping each schema in its step module keeps each step's import closure (its rule's code inputs) to
+the code that step runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import importlib
+import typing
+from dataclasses import dataclass
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from cnnscope.data.synthworld import WorldSpec
-from cnnscope.training import TrainParams
+from cnnscope import bounds
+from cnnscope.bounds import bounded, positive
+
+DEVICE = r"auto|cpu|cuda(:\d+)?"
+_SCHEMAS: dict[str, type] = {}
 
 
 @dataclass
-class ModelConfig:
-    """Which network (see :class:`cnnscope.models.registry.ModelSpec`)."""
+class Step:
+    """What every step has: the artifact it writes and whether it draws progress bars."""
 
-    source: str = "builtin"  # torchvision | builtin | checkpoint
-    arch: str = MISSING
-    weights: str | None = None  # torchvision weights enum member, or DEFAULT
-    checkpoint: str | None = None
-    num_classes: int | None = None
-    width: int = 24
-    mean: list[float] | None = None
-    std: list[float] | None = None
-
-
-@dataclass
-class DatasetConfig:
-    """A probe dataset: the synthetic world, or a real Broden release to download."""
-
-    name: str = MISSING
-    source: str = "broden"  # broden | synthworld
-    url: str | None = None
-    sha256: str | None = None  # expected archive digest, when known
-    size_bytes: int | None = None  # expected archive size, when known
-
-
-@dataclass
-class SynthworldStep:
-    world: WorldSpec = field(default_factory=WorldSpec)
     out: str = MISSING
     progress: bool = True
 
 
 @dataclass
-class DownloadStep:
-    dataset: DatasetConfig = MISSING
-    out: str = MISSING  # the unpacked dataset directory
-    cache_dir: str = "data/downloads"  # where the (resumable) archive is kept
-    timeout_s: float = 60.0
-    retries: int = 3
-    progress: bool = True
+class Threaded(Step):
+    threads: int = positive(1)  # CPU threads (the rule's threads)
 
 
 @dataclass
-class PrepareStep:
-    dataset_dir: str = MISSING
-    out: str = MISSING
-    workers: int = 2
-    progress: bool = True
+class OnDevice(Threaded):
+    device: str = bounded("auto", pattern=DEVICE)  # auto | cpu | cuda | cuda:N
 
 
 @dataclass
-class TrainStep:
-    model: ModelConfig = MISSING
-    train: TrainParams = field(default_factory=TrainParams)
-    out: str = MISSING
-    checkpoint_s: float = 30.0  # seconds between checkpoints (a killed job resumes)
-    threads: int = 1
-    progress: bool = True
+class Resumable:
+    checkpoint_s: float = bounded(
+        30.0, 0
+    )  # seconds between checkpoints a killed job resumes from (0: each batch)
 
 
-@dataclass
-class ExtractStep:
-    model: ModelConfig = MISSING
-    layer: str = MISSING
-    packed: str = MISSING
-    out: str = MISSING
-    batch_size: int = 64
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # autocast on the GPU
-    store_dtype: str = "float16"  # float16 | float32
-    checkpoint_s: float = 30.0  # how often progress is saved, so a killed job resumes
-    threads: int = 1
-    progress: bool = True
+# Settings that change how a step runs, never what it computes: left out of what resumed work must match.
+RUN_ONLY = frozenset(f.name for cls in (Step, Threaded, Resumable) for f in dataclasses.fields(cls))
+# Config groups (config/<group>/*.yaml) a step field may select, by the field's name.
+GROUPS = ("model", "dataset")
 
 
-@dataclass
-class DissectStep:
-    activations: str = MISSING  # an extract step's output directory
-    packed: str = MISSING
-    out: str = MISSING
-    quantile: float = 0.005  # top fraction of activations that is "on"
-    iou_mode: str = "paper"  # paper (original NetDissect) | lite (NetDissect-Lite)
-    detector_iou: float = 0.04
-    device: str = "auto"
-    batch_size: int = 0  # tally batch; 0: sized from max_elements
-    max_elements: int = 0  # activations / mask pixels per batch; 0: 4M on the CPU, 64M on a GPU
-    memory_budget_mb: int = 2048  # exact quantile buffer limit, else histogram
-    checkpoint_s: float = 30.0  # seconds between checkpoints (a killed job resumes)
-    threads: int = 1
-    progress: bool = True
-
-
-@dataclass
-class WorldStimuli:
-    """The built-in shape/texture world's stimulus sets (cnnscope.data.shapetexture)."""
-
-    size: int = 64
-    seed: int = 0
-    poses: int = 5  # cue-conflict images per (shape, texture) pair
-    singles: int = 10  # edge and silhouette images per class
-
-
-@dataclass
-class StimuliStep:
-    source: str = "world"  # world | download | local
-    world: WorldStimuli = field(default_factory=WorldStimuli)
-    url: str = "https://github.com/rgeirhos/texture-vs-shape/archive/refs/heads/master.zip"
-    sha256: str | None = None
-    path: str | None = None  # a local texture-vs-shape checkout (source=local)
-    cache_dir: str = "data/downloads"
-    timeout_s: float = 60.0
-    retries: int = 3
-    out: str = MISSING
-    progress: bool = True
-
-
-@dataclass
-class CueConflictStep:
-    model: ModelConfig = MISSING
-    name: str = MISSING  # the decision-maker's name in the raw-data tables
-    stimuli: str = MISSING  # a stimuli step's output (texture-vs-shape layout)
-    classes: str = "world"  # world (the 16 world shapes) | imagenet (the 16 ImageNet categories)
-    out: str = MISSING
-    batch_size: int = 64
-    device: str = "auto"
-    threads: int = 1
-    progress: bool = True
-
-
-@dataclass
-class AttributionStep:
-    model: ModelConfig = MISSING
-    name: str = MISSING
-    packed: str = MISSING  # probe images come from the packed dataset
-    layer: str = MISSING  # the class-activation layer (the last conv block)
-    methods: list[str] = field(
-        default_factory=lambda: [
-            "cam",
-            "gradcam",
-            "gradcam++",
-            "counterfactual_gradcam",
-            "guided_backprop",
-            "deconvnet",
-            "guided_gradcam",
-            "guided_gradcam++",
-        ]
-    )
-    images: int = 6  # gallery images (maps are kept for these)
-    metric_images: int = 64  # images the metrics are averaged over (gallery included)
-    deletion_steps: int = 16
-    out: str = MISSING
-    device: str = "auto"
-    threads: int = 1
-
-
-@dataclass
-class FeaturevisStep:
-    model: ModelConfig = MISSING
-    dissection: str = MISSING  # a dissect step's output: its top units are visualised
-    layer: str = MISSING
-    units: int = 4
-    size: int = 64
-    steps: int = 128
-    lr: float = 0.05
-    param: str = "fourier"  # fourier | pixel
-    seed: int = 0
-    out: str = MISSING
-    device: str = "auto"
-    threads: int = 1
-
-
-@dataclass
-class ReportStep:
-    layers: list[str] = MISSING  # "<model>/<layer>" entries
-    probe: str = MISSING  # the probe dataset's name (results/dissect/<probe>/...)
-    cue_conflict: list[str] = field(default_factory=list)  # models with cue-conflict results
-    stimuli: str | None = None  # the stimulus set's name (results/cueconflict/<stimuli>/...)
-    references: list[str] = field(default_factory=list)  # folders of raw-data CSVs
-    attribution: list[str] = field(default_factory=list)  # models with attribution results
-    study: str = ""  # the study config as JSON, shown on the page
-    results: str = "results"
-    packed: str = MISSING
-    out: str = MISSING
-    top_units: int = 8
-    top_images: int = 5
-
-
-STEP_SCHEMAS = {
-    "synthworld": SynthworldStep,
-    "download": DownloadStep,
-    "prepare": PrepareStep,
-    "train": TrainStep,
-    "extract": ExtractStep,
-    "dissect": DissectStep,
-    "stimuli": StimuliStep,
-    "cueconflict": CueConflictStep,
-    "attribution": AttributionStep,
-    "featurevis": FeaturevisStep,
-    "report": ReportStep,
-}
-
-
-def register() -> None:
-    """Register every step schema (as ``<step>_schema``) and the group schemas."""
+def register(step: str, schema: type) -> None:
+    """Register ``schema`` as ``<step>_schema`` and, for its group fields, their ``<group>_schema``."""
     cs = ConfigStore.instance()
-    for name, node in STEP_SCHEMAS.items():
-        cs.store(name=f"{name}_schema", node=node)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
+    cs.store(name=f"{step}_schema", node=schema)
+    hints = typing.get_type_hints(schema)
+    for group in GROUPS:
+        if group in hints:
+            cs.store(group=group, name=f"{group}_schema", node=hints[group])
+    _SCHEMAS[step] = schema
 
 
-register()
+def schema(step: str) -> type:
+    """``step``'s config schema (importing its module registers it)."""
+    if step not in _SCHEMAS:
+        importlib.import_module(f"cnnscope.steps.{step}")
+    return _SCHEMAS[step]
+
+
+def validate(step: str, cfg: dict[str, Any]) -> None:
+    """Refuse any value of the composed ``cfg`` outside its range (OmegaConf has checked the types)."""
+    bounds.check(schema(step), cfg)
+
+
+def fields(step: str) -> set[str]:
+    """The top-level keys of ``step``'s config."""
+    return {f.name for f in dataclasses.fields(schema(step))}
+
+
+def uses_device(step: str) -> bool:
+    """Whether ``step`` runs on a device (a GPU job when the study has ``gpu: true``)."""
+    return issubclass(schema(step), OnDevice)

@@ -4,16 +4,45 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from cnnscope.bounds import bounded, choice, positive
 from cnnscope.data import shapetexture
 from cnnscope.data.download import fetch, unpack
 from cnnscope.errors import CnnscopeError
 from cnnscope.io import atomic_dir, write_yaml
 from cnnscope.shapebias.stimuli import STIMULUS_DIRS, stimulus_sets
 from cnnscope.steps.runner import run_step
+from cnnscope.steps.schema import Step, register
 
 log = logging.getLogger("cnnscope")
+StimuliSource = choice("StimuliSource", ("world", "download", "local"))
+
+
+@dataclass
+class WorldStimuli:
+    """The built-in shape/texture world's stimulus sets (cnnscope.data.shapetexture)."""
+
+    size: int = bounded(64, 8)
+    seed: int = bounded(0, 0)
+    poses: int = positive(5)  # cue-conflict images per (shape, texture) pair
+    singles: int = positive(10)  # edge and silhouette images per class
+
+
+@dataclass
+class Config(Step):
+    source: StimuliSource = StimuliSource.world
+    world: WorldStimuli = field(default_factory=WorldStimuli)
+    url: str = "https://github.com/rgeirhos/texture-vs-shape/archive/refs/heads/master.zip"
+    sha256: str | None = None
+    path: str | None = None  # a local texture-vs-shape checkout (source=local)
+    cache_dir: str = "data/downloads"
+    timeout_s: float = bounded(60.0, 0, open_lo=True)
+    retries: int = bounded(3, 0)
+
+
+register("stimuli", Config)
 
 
 def _copy_checkout(src: Path, dest: Path) -> None:
@@ -33,7 +62,7 @@ def body(cfg: dict) -> None:
         unpack(archive, out, progress=cfg["progress"], marker="stimuli")
         stimulus_sets(out)  # all 16 classes, every file named as published
         write_yaml(out / "config.yaml", cfg)
-    elif source in ("world", "local"):
+    else:
         with atomic_dir(out) as tmp:
             if source == "world":
                 w = cfg["world"]
@@ -46,8 +75,6 @@ def body(cfg: dict) -> None:
                 _copy_checkout(Path(cfg["path"]), tmp)
                 stimulus_sets(tmp)
             write_yaml(tmp / "config.yaml", cfg)
-    else:
-        raise CnnscopeError(f"stimuli source={source!r}; use world, download or local")
     log.info("stimuli: %s stimuli in %s", source, out)
 
 

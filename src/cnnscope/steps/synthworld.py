@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from cnnscope.data.synthworld import WorldSpec, generate
 from cnnscope.io import atomic_dir, write_yaml
 from cnnscope.steps.runner import run_step
+from cnnscope.steps.schema import Step, register
 
 log = logging.getLogger("cnnscope")
+
+
+@dataclass
+class Config(Step):
+    world: WorldSpec = field(default_factory=WorldSpec)
+
+
+register("synthworld", Config)
 
 
 def body(cfg: dict) -> None:

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
-import torch
+from omegaconf import MISSING
 
 from cnnscope.checkpoint import Checkpoint
 from cnnscope.errors import ModelError
 from cnnscope.io import resumable_dir, write_json, write_yaml
 from cnnscope.models.builtin import BUILTIN
+from cnnscope.models.registry import ModelSpec
 from cnnscope.steps.runner import result_config, run_step
-from cnnscope.training import TrainSpec, train
+from cnnscope.steps.schema import Resumable, Threaded, register
+from cnnscope.training import MODEL_FILE, TrainParams, TrainSpec, save_model, train
 
 log = logging.getLogger("cnnscope")
+
+
+@dataclass
+class Config(Threaded, Resumable):
+    model: ModelSpec = MISSING
+    train: TrainParams = field(default_factory=TrainParams)
+
+
+register("train", Config)
 
 
 def body(cfg: dict) -> None:
@@ -29,17 +41,18 @@ def body(cfg: dict) -> None:
             log.info("train: continuing the work a killed run left in %s", tmp)
         ckpt = Checkpoint(tmp / "train.ckpt", cfg["checkpoint_s"])
         net, metrics = train(spec, progress=cfg["progress"], checkpoint=ckpt)
-        torch.save({"state_dict": net.state_dict(), "arch": spec.arch}, tmp / "model.pt")
+        save_model(net, spec.arch, tmp / MODEL_FILE)
         write_json(tmp / "metrics.json", metrics)
         write_yaml(tmp / "config.yaml", cfg)
         ckpt.path.unlink(missing_ok=True)
     log.info(
-        "train: %s val accuracy %.3f (chance %.3f) in %.0fs; checkpoint %s/model.pt",
+        "train: %s val accuracy %.3f (chance %.3f) in %.0fs; checkpoint %s/%s",
         spec.arch,
         metrics["val_accuracy"],
         metrics["chance"],
         metrics["seconds_total"],
         cfg["out"],
+        MODEL_FILE,
     )
 
 

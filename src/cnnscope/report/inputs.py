@@ -1,0 +1,142 @@
+"""What the report reads, and reading it: every artifact path comes from the workflow (the report
+rule passes each one), so the report never builds a results path itself.
+
+The dataclasses are also the schema of the report step's ``inputs`` config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from cnnscope.errors import CnnscopeError
+from cnnscope.shapebias import analysis
+
+
+@dataclass
+class LayerInputs:
+    """One dissected layer's artifacts (``featurevis``: its activation-maximization images, if made)."""
+
+    model: str
+    layer: str
+    dissect: str
+    extract: str
+    featurevis: str | None = None
+
+
+@dataclass
+class ModelInputs:
+    """One model's artifacts beside its layers: training metrics, cue conflict and attribution (each
+    ``None`` when the study does not make it)."""
+
+    name: str
+    train: str | None = None
+    cueconflict: str | None = None
+    attribution: str | None = None
+
+
+@dataclass
+class BenchmarkFile:
+    """Snakemake's benchmark file of one job of ``step`` (its wall time and peak memory)."""
+
+    step: str
+    file: str
+
+
+@dataclass
+class ReportInputs:
+    """Everything the page shows: the packed probe set, layers and models in study order, the stimulus
+    set's name, reference raw-data folders, and the benchmark files of the study's jobs by step."""
+
+    probe: str
+    packed: str
+    layers: list[LayerInputs]
+    models: list[ModelInputs]
+    stimuli: str | None = None
+    references: list[str] = field(default_factory=list)
+    benchmarks: list[BenchmarkFile] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ReportInputs:
+        return cls(
+            **{
+                **d,
+                "layers": [LayerInputs(**x) for x in d["layers"]],
+                "models": [ModelInputs(**x) for x in d["models"]],
+                "benchmarks": [BenchmarkFile(**x) for x in d["benchmarks"]],
+            }
+        )
+
+
+@dataclass
+class LayerResult:
+    """A dissected layer as read from its artifacts."""
+
+    model: str
+    layer: str
+    units: pd.DataFrame
+    detectors: pd.DataFrame
+    summary: dict
+    detector_iou: float
+    thresholds: np.ndarray
+    extract_dir: Path
+    featurevis_dir: Path | None
+
+
+def _require(path: Path, step: str, what: str) -> Path:
+    if not path.is_file():
+        raise CnnscopeError(f"{path} is missing; run the {step} step for {what}")
+    return path
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def load_layer(entry: LayerInputs) -> LayerResult:
+    """Read one dissected layer."""
+    d = Path(entry.dissect)
+    what = f"{entry.model}/{entry.layer}"
+    return LayerResult(
+        entry.model,
+        entry.layer,
+        pd.read_csv(_require(d / "units.csv", "dissect", what)),
+        pd.read_csv(d / "detectors.csv"),
+        read_json(d / "summary.json"),
+        float(yaml.safe_load((d / "config.yaml").read_text())["detector_iou"]),
+        np.load(d / "thresholds.npy"),
+        Path(entry.extract),
+        Path(entry.featurevis) if entry.featurevis else None,
+    )
+
+
+def train_metrics(model: ModelInputs) -> dict:
+    """The model's training metrics, or nothing for a model not trained in the pipeline."""
+    return read_json(Path(model.train) / "metrics.json") if model.train else {}
+
+
+def cue_conflict(model: ModelInputs) -> tuple[dict, pd.DataFrame]:
+    """The model's cue-conflict summary and its cue-conflict trials."""
+    d = Path(model.cueconflict or "")
+    summary = read_json(_require(d / "summary.json", "cueconflict", model.name))
+    return summary, pd.read_csv(d / "cue-conflict.csv")
+
+
+def reference_decisions(folder: str) -> pd.DataFrame:
+    """A reference folder's decisions; human observers (``subject-NN``) are pooled as one maker."""
+    df = analysis.read_decisions(Path(folder))
+    if df["subj"].astype(str).str.startswith("subject-").all():
+        df = df.assign(subj=f"humans ({Path(folder).name})")
+    return df
+
+
+def attribution(model: ModelInputs) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, Path]:
+    """The model's attribution metrics, gallery maps, gallery image indices and feature-grid image."""
+    d = Path(model.attribution or "")
+    metrics = pd.read_csv(_require(d / "metrics.csv", "attribution", model.name))
+    return metrics, dict(np.load(d / "maps.npz")), np.load(d / "images.npy"), d / "feature_grid.png"

@@ -1,0 +1,243 @@
+"""The report page: its HTML, one function per section, each given the tables it shows.
+
+Reading order, top to bottom: a summary (what ran, when, how long, with what), an at-a-glance table
+per model, the dissection overview (detectors per category and layer, detectors against depth, IoU
+distributions), texture vs shape (per-class shape bias with humans and published CNNs when given, its
+spread), the cross-analysis of shape bias against shape- and texture-like detectors, attribution
+(gallery, metrics, feature maps), and per-layer details with unit cards (activation maximization,
+top images with the unit's mask). The page opens from disk with no network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image
+
+from cnnscope import plots
+from cnnscope.data.packed import PackedDataset
+from cnnscope.report.images import unit_strip
+from cnnscope.report.inputs import LayerResult
+
+CSS = """
+body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222;line-height:1.4}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;
+font-size:13px;text-align:left}th{background:#f3f3f3}img.strip{image-rendering:pixelated}
+.unit{margin:.6em 0}.meta{color:#555;font-size:13px}h2{border-bottom:2px solid #ddd;margin-top:2em}
+figure{margin:1em 0}figcaption{color:#555;font-size:13px;max-width:900px}nav a{margin-right:1em}
+img.fig{max-width:100%}pre{background:#f6f6f6;padding:.6em;font-size:12px;overflow-x:auto}
+"""
+
+
+class Page:
+    """The page being written: HTML parts, and the figures and tables directories beside it."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.parts = out, []
+        self.figs, self.tables = out / "figures", out / "tables"
+        self.figs.mkdir(parents=True, exist_ok=True)
+        self.tables.mkdir(parents=True, exist_ok=True)
+
+    def add(self, *parts: str) -> None:
+        self.parts.extend(parts)
+
+    def figure(self, path: Path, caption: str) -> None:
+        svg = path.with_suffix(".svg")
+        link = f" (<a href='figures/{svg.name}'>SVG</a>)" if svg.is_file() else ""
+        self.add(
+            f"<figure><img class='fig' src='figures/{path.name}' alt='{html.escape(caption)}'>"
+            f"<figcaption>{html.escape(caption)}{link}</figcaption></figure>"
+        )
+
+    def table(self, df: pd.DataFrame, name: str, show: bool = True) -> None:
+        """Write ``tables/<name>.csv`` and, if ``show``, the table on the page with a link to it."""
+        df.to_csv(self.tables / f"{name}.csv", index=False)
+        if show:
+            self.add(
+                df.to_html(index=False, float_format=lambda x: f"{x:.3f}", border=0, na_rep="–"),
+                f"<p class='meta'>Table: <a href='tables/{name}.csv'>tables/{name}.csv</a></p>",
+            )
+
+    def write(self, title: str) -> Path:
+        head = (
+            f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{CSS}</style></head><body>"
+        )
+        index = self.out / "index.html"
+        index.write_text(head + "\n".join(self.parts) + "\n</body></html>\n")
+        return index
+
+
+def summary(
+    page: Page,
+    data: PackedDataset,
+    probe: str,
+    layers: list[LayerResult],
+    models: list[str],
+    commit: str,
+    sections: list[tuple[str, str]],
+) -> None:
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    page.add(
+        "<h1>cnnscope study report</h1>",
+        f"<p class='meta'>Generated {now} from commit <code>{html.escape(commit)}</code>. Probe "
+        f"dataset <b>{html.escape(probe)}</b>: {len(data)} images, {len(data.meta['labels'])} concepts in "
+        f"{len(data.categories)} categories. Models: {html.escape(', '.join(models))}. Dissected layers: "
+        f"{html.escape(', '.join(f'{r.model}/{r.layer}' for r in layers))}.</p>",
+        "<nav>" + "".join(f"<a href='#{key}'>{title}</a>" for key, title in sections) + "</nav>",
+    )
+
+
+def glance(page: Page, table: pd.DataFrame) -> None:
+    page.add("<h2 id='glance'>At a glance</h2>")
+    page.table(table, "at_a_glance")
+
+
+def dissection(
+    page: Page,
+    counts: pd.DataFrame,
+    totals: pd.DataFrame,
+    units: pd.DataFrame,
+    detector_iou: float,
+    colors: dict,
+) -> None:
+    page.add("<h2 id='dissection'>Network Dissection</h2>")
+    page.figure(
+        plots.detectors_stacked(counts[counts["rule"] == "top_label"], page.figs / "detectors_per_layer.png"),
+        "Unique detectors per concept category in each dissected layer (one top label per unit).",
+    )
+    page.table(counts, "detectors", show=False)
+    page.figure(
+        plots.detectors_by_depth(totals, colors, page.figs / "detectors_by_depth.png"),
+        "Fraction of units that are detectors against the layer's relative depth, per model.",
+    )
+    page.table(totals, "detectors_by_depth", show=False)
+    page.figure(
+        plots.iou_distribution(units, colors, detector_iou, page.figs / "iou_distribution.png"),
+        "Distribution of each unit's best IoU per layer; units above the dotted line are detectors.",
+    )
+    page.table(units, "units", show=False)
+
+
+def shape_bias(page: Page, table: pd.DataFrame, per_class: pd.DataFrame, stimuli: str, colors: dict) -> None:
+    """The texture-vs-shape figures and tables."""
+    pooled = dict(zip(table["decision-maker"], table["shape_bias"], strict=True))
+    page.add(
+        "<h2 id='shape'>Texture vs shape</h2><p class='meta'>Cue-conflict stimuli "
+        f"(<b>{html.escape(stimuli)}</b>): shape bias = shape hits / (shape hits + texture hits) over "
+        "trials whose shape and texture classes differ. <i>cue_fraction</i> is the share of those trials "
+        "decided by either cue; read shape bias beside it and beside clean accuracy.</p>"
+    )
+    page.figure(
+        plots.shape_bias_plot(per_class, pooled, colors, page.figs / "shape_bias.png"),
+        "Fraction of shape decisions per shape class (dots) and pooled shape bias (dashed lines), "
+        "per decision-maker.",
+    )
+    page.figure(
+        plots.shape_bias_box(per_class, colors, page.figs / "shape_bias_box.png"),
+        "Spread of the per-class shape bias of each decision-maker.",
+    )
+    page.table(per_class, "shape_bias_per_class", show=False)
+    page.table(table, "shape_bias")
+
+
+def cross(page: Page, table: pd.DataFrame, colors: dict) -> None:
+    page.add("<h2 id='cross'>Cross-analysis: shape bias and what the units detect</h2>")
+    if len(table):
+        page.figure(
+            plots.cross_analysis(table, colors, page.figs / "cross_analysis.png"),
+            "Per model, shape bias against the share of its detector units (last dissected layer) "
+            "whose top label is shape-like (object, part) or texture-like (texture, color, material).",
+        )
+    page.table(table, "cross_analysis")
+
+
+def attribution_header(page: Page) -> None:
+    page.add("<h2 id='attribution'>Attribution</h2>")
+
+
+def attribution_model(
+    page: Page, model: str, images: np.ndarray, maps: dict[str, np.ndarray], grid: Path
+) -> None:
+    """One model's gallery (every method's map on the same probe images) and its feature-map grid."""
+    page.figure(
+        plots.attribution_gallery(
+            images, maps, f"{model}: maps for the predicted class", page.figs / f"{model}_attribution.png"
+        ),
+        f"{model}: every method's map for the predicted class on the same probe images.",
+    )
+    dest = page.figs / f"{model}_feature_grid.png"
+    grid_image = Image.open(grid)
+    grid_image.save(dest)
+    page.add(
+        f"<p class='meta'>{html.escape(model)}: every feature map of the attribution layer for the "
+        f"first image (each scaled to its own range).</p><img class='strip' "
+        f"src='figures/{dest.name}' alt='feature maps of {html.escape(model)}' "
+        f"width='{2 * grid_image.width}'>"
+    )
+
+
+def attribution_metrics(page: Page, table: pd.DataFrame) -> None:
+    page.add(
+        "<p class='meta'>Average Drop (lower is better) and Increase in Confidence (higher) on the "
+        "image multiplied by its map; deletion AUC (lower) and insertion AUC (higher) of the target "
+        "probability as the most attributed pixels are removed or inserted.</p>"
+    )
+    page.table(table, "attribution_metrics")
+
+
+def _featurevis_image(r: LayerResult, unit: int, figs: Path) -> str:
+    """The unit's activation-maximization image as an <img>, or nothing when none was made."""
+    src = r.featurevis_dir / f"unit_{unit}.png" if r.featurevis_dir else None
+    if src is None or not src.is_file():
+        return ""
+    name = f"{r.model}_{r.layer}_unit{unit}_maximized.png".replace("/", "_")
+    Image.open(src).resize((96, 96), Image.NEAREST).save(figs / name)
+    alt = f"unit {unit} maximized"
+    return f"<img class='strip' src='figures/{name}' alt='{alt}' title='activation maximization'> "
+
+
+def layers(
+    page: Page, data: PackedDataset, results: list[LayerResult], top_units: int, top_images: int
+) -> None:
+    """Per layer: its detector counts and a card per top unit (activation maximization, top images)."""
+    page.add("<h2 id='layers'>Layers and units</h2>")
+    scale = max(1, 96 // data.meta["image_size"][0])
+    for r in results:
+        s = r.summary
+        page.add(
+            f"<h3>{html.escape(r.model)} / {html.escape(r.layer)}</h3><p class='meta'>{s['detectors']} of "
+            f"{s['units']} units are detectors ({s['iou_mode']} IoU, quantile {s['quantile']}, thresholds "
+            f"{s['threshold_method']}).</p>"
+        )
+        det = r.detectors.pivot(index="category", columns="rule", values="unique").reset_index()
+        page.add(det.to_html(index=False, border=0))
+        for _, u in r.units.sort_values("iou", ascending=False).head(top_units).iterrows():
+            unit = int(u["unit"])
+            name = f"{r.model}_{r.layer}_unit{unit}.png".replace("/", "_")
+            Image.fromarray(unit_strip(data, r, unit, top_images, scale)).save(page.figs / name)
+            page.add(
+                f"<div class='unit'><b>unit {unit}</b>: {html.escape(str(u['label']))} "
+                f"({html.escape(str(u['category']))}), IoU {u['iou']:.3f}<br>"
+                + _featurevis_image(r, unit, page.figs)
+                + f"<img class='strip' src='figures/{name}' alt='unit {unit} top images'></div>"
+            )
+
+
+def provenance(page: Page, times: pd.DataFrame, versions: dict[str, str], study: dict) -> None:
+    page.add("<h2 id='provenance'>Provenance</h2><h3>How long each stage took</h3>")
+    page.table(times, "stage_times")
+    page.add(
+        "<p class='meta'>From Snakemake's benchmark files of this study's jobs (wall seconds; peak "
+        "resident memory in MB). The report's own job is not included.</p><h3>Package versions</h3>"
+    )
+    page.table(pd.DataFrame(list(versions.items()), columns=["package", "version"]), "versions")
+    if study:
+        page.add(
+            "<h3>Study config</h3><pre>" + html.escape(yaml.safe_dump(study, sort_keys=False)) + "</pre>"
+        )
