@@ -4,7 +4,11 @@
 # The study is config/config.yaml; each step's own config tree is config/<step>.yaml.
 
 
-configfile: "config/config.yaml"
+# The default study, unless studies are given with --configfile: a given study is the whole study, so a
+# section it omits (cue_conflict, attribution) is skipped, not inherited from the default.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -16,6 +16,7 @@ import yaml
 from cnnscope.data.broden import BrodenDataset
 from cnnscope.data.packed import PackedDataset, pack
 from cnnscope.data.synthworld import WorldSpec, generate
+from cnnscope.io import seal
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -32,6 +33,7 @@ def world(tmp_path_factory) -> Path:
 def packed(world, tmp_path_factory) -> PackedDataset:
     out = tmp_path_factory.mktemp("packed")
     pack(BrodenDataset(world), out, progress=False)
+    seal(out)  # as the prepare step does, so steps accept it
     return PackedDataset.open(out)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cnnscope.data.broden import BrodenDataset
-from cnnscope.data.download import fetch, unpack
+from cnnscope.data.download import fetch, unpack, verified_archive
 from cnnscope.errors import DownloadError
 
 
@@ -95,7 +95,8 @@ def test_clean_download_unpacks_a_readable_dataset(archive, tmp_path):
             progress=False,
         )
     assert zp.read_bytes() == archive
-    out = unpack(zp, tmp_path / "broden1_224", progress=False)
+    out = tmp_path / "broden1_224"
+    unpack(zp, out, progress=False)
     assert len(BrodenDataset(out)) == 60
     assert srv.requests == [None]
 
@@ -158,3 +159,35 @@ def test_truncated_archive_is_not_a_zip(archive, tmp_path):
     with pytest.raises(DownloadError, match="not a zip archive"):
         unpack(zp, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cached_archive_is_checked_and_fetched_again_when_its_digest_differs(archive, tmp_path):
+    cached = tmp_path / "broden1_224.zip"
+    cached.write_bytes(b"not the archive")
+    digest = hashlib.sha256(archive).hexdigest()
+    with _Server(archive) as srv:
+        assert verified_archive(srv.url, cached, sha256=digest, progress=False).read_bytes() == archive
+        assert srv.requests == [None]
+        verified_archive(srv.url, cached, sha256=digest, progress=False)  # now cached and right
+        assert srv.requests == [None]
+
+
+def test_a_write_error_while_unpacking_keeps_the_verified_archive(archive, tmp_path):
+    zp = tmp_path / "broden1_224.zip"
+    zp.write_bytes(archive)
+    out = tmp_path / "work"
+    out.mkdir()
+    (out / "_zip").write_text("a file where a directory must go")  # writing fails, as on a full disk
+    with pytest.raises(DownloadError, match="cannot unpack .* The verified archive is kept"):
+        unpack(zp, out, progress=False)
+    assert zp.read_bytes() == archive
+
+
+def test_an_md5_pin_is_checked(archive, tmp_path):
+    dest = tmp_path / "broden1_224.zip"
+    with _Server(archive) as srv:
+        with pytest.raises(DownloadError, match="MD5 .* does not match"):
+            fetch(srv.url, dest, md5="0" * 32, progress=False)
+        assert not dest.exists()
+        fetch(srv.url, dest, md5=hashlib.md5(archive).hexdigest(), progress=False)
+    assert dest.read_bytes() == archive

@@ -22,6 +22,7 @@ from test_steps import _step
 from cnnscope.data.broden import BrodenDataset
 from cnnscope.data.packed import pack
 from cnnscope.data.synthworld import WorldSpec, generate
+from cnnscope.io import seal
 
 ENV = {**os.environ, "CNNSCOPE_CONFIG_DIR": str(REPO / "config")}
 
@@ -54,6 +55,7 @@ def work(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("faults")
     generate(root / "world", WorldSpec(n_images=400, image_size=64, seed=5), progress=False)
     pack(BrodenDataset(root / "world"), root / "packed", progress=False)
+    seal(root / "packed")  # as the prepare step does
     torch.manual_seed(0)  # fixed weights in a file: every run must see the same model
     torch.save(torchvision.models.resnet18().state_dict(), root / "r18.pt")
     return root
@@ -224,7 +226,7 @@ def test_killed_download_resumes_from_its_partial_file(world, tmp_path):
                 zf.write(f, Path("broden1_224") / f.relative_to(world))
         zf.writestr("broden1_224/filler.bin", os.urandom(4_000_000))  # big enough to be cut mid-way
     payload = buf.getvalue()
-    args = ("cache_dir=cache", "out=broden1_224", "progress=false")
+    args = ("cache_dir=cache", "out=broden1_224", "progress=false", "dataset.md5=null")  # not the real one
     part = tmp_path / "cache" / "broden1_224.zip.part"
     with _Server(payload, delay=0.03) as slow:
         proc = _start("download", f"dataset.url={slow.url}", *args, cwd=tmp_path)

@@ -134,6 +134,7 @@ def test_stimuli_step_downloads_and_verifies_an_archive(tmp_path):
             "source=download",
             f"url={srv.url}",
             f"sha256={hashlib.sha256(payload).hexdigest()}",
+            f"size_bytes={len(payload)}",
             "cache_dir=cache",
             "out=tvs",
             "progress=false",
@@ -142,4 +143,6 @@ def test_stimuli_step_downloads_and_verifies_an_archive(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(stimulus_sets(tmp_path / "tvs")["cue-conflict"]) == 1280
     assert (tmp_path / "tvs" / "raw-data" / "style-transfer-512-nomask-experiment").is_dir()
-    assert (tmp_path / "cache" / "texture-vs-shape.zip").read_bytes() == payload
+    assert (
+        tmp_path / "cache" / f"texture-vs-shape-{hashlib.sha256(payload).hexdigest()}.zip"
+    ).read_bytes() == payload

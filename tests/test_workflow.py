@@ -121,6 +121,18 @@ def test_editing_library_code_reruns_its_step(study):
             r"cannot decide among cue_conflict classes 'world'",
         ),
         (
+            {"models": [{"name": "..", "model": "convnet", "train": True, "layers": ["conv5"]}]},
+            r"'\.\.' does not match",
+        ),
+        (
+            {"models": [{"name": "m", "model": "convnet", "train": True, "layers": ["../../x"]}]},
+            r"'\.\./\.\./x' does not match",
+        ),
+        (
+            {"models": [{**TINY["models"][0]}, {**TINY["models"][0]}]},
+            r"model name\(s\) tiny given twice",
+        ),
+        (
             {"steps": {**TINY["steps"], "dissect": {"batch_size": -5}}},
             r"steps.dissect: batch_size=-5 is out of range: it must lie in \[0, inf\)",
         ),

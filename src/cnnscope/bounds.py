@@ -52,10 +52,21 @@ class Range:
         return not (self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)))
 
 
-def bounded(default: Any, lo: float | None = None, hi: float | None = None, *, open_lo: bool = False,
-            open_hi: bool = False, pattern: str | None = None) -> Any:  # fmt: skip
-    """A dataclass field with ``default`` whose value must lie in the range (or match ``pattern``)."""
+def bounded(
+    default: Any,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    open_lo: bool = False,
+    open_hi: bool = False,
+    pattern: str | None = None,
+    multiple_of: int | None = None,
+) -> Any:
+    """A dataclass field with ``default`` whose value must lie in the range (or match ``pattern``, or be
+    a multiple of ``multiple_of``)."""
     meta: dict[str, Any] = {}
+    if multiple_of is not None:
+        meta["multiple_of"] = multiple_of
     if lo is not None or hi is not None:
         meta["range"] = Range(lo, hi, open_lo, open_hi)
     if pattern is not None:
@@ -93,12 +104,14 @@ def check(schema: type, values: dict[str, Any], where: str = "") -> None:
         elif nested is not None and isinstance(value, list):
             for i, item in enumerate(value):
                 check(nested, item, f"{key}[{i}].")
-        rng, pattern = f.metadata.get("range"), f.metadata.get("pattern")
+        rng, pattern, multiple = (f.metadata.get(k) for k in ("range", "pattern", "multiple_of"))
         numbers = value if isinstance(value, list) else [value]
         for v in numbers:
             if isinstance(v, float) and not math.isfinite(v):
                 raise CnnscopeError(f"{key}={v} is not a finite number")
             if rng is not None and isinstance(v, int | float) and not rng.holds(v):
                 raise CnnscopeError(f"{key}={v} is out of range: it must lie in {rng}")
+            if multiple is not None and isinstance(v, int) and v % multiple:
+                raise CnnscopeError(f"{key}={v} is not valid: it must be a multiple of {multiple}")
             if pattern is not None and isinstance(v, str) and not re.fullmatch(pattern, v):
                 raise CnnscopeError(f"{key}={v!r} is not valid: it must match {pattern}")

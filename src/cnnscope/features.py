@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -122,6 +122,7 @@ def extract_layer(
     model_name: str = "model",
     progress: bool = True,
     checkpoint_s: float = 30.0,
+    image_names: Sequence[str] | None = None,
 ) -> dict:
     """Run ``loaded`` over ``images`` (``uint8 (N, H, W, 3)``: an array or a
     :class:`~cnnscope.rows.RowReader`) and write the layer's arrays to ``out``.
@@ -129,7 +130,8 @@ def extract_layer(
     Every ``checkpoint_s`` seconds the arrays are synced and ``progress.json`` records how many images
     are done; called again on the same ``out`` (a killed job's work directory) it continues from there.
     The model is converted to channels-last in place (it is loaded for extraction): the images are
-    stored that way, and both cuDNN and oneDNN run convolutions faster in it.
+    stored that way, and both cuDNN and oneDNN run convolutions faster in it. A non-finite activation
+    stops the run, naming the first image that has one (from ``image_names`` when given).
     """
     out, device = Path(out), torch.device(device)
     module = resolve_layer(loaded.module, layer, model_name)
@@ -163,6 +165,14 @@ def extract_layer(
                 shape = (n, *y.shape[1:])
                 acts = RowWriter(out / "activations.npy", shape, store_dtype)
                 maxima = RowWriter(out / "maxima.npy", shape[:2], np.float32)
+            finite = torch.isfinite(y.flatten(1)).all(1)
+            if not finite.all():
+                i = a + int((~finite).nonzero()[0, 0])
+                name = f"{image_names[i]} (index {i})" if image_names is not None else f"index {i}"
+                raise CnnscopeError(
+                    f"{model_name} {layer}: non-finite activations (NaN or Inf) on image {name}; "
+                    "check the model's weights and that image"
+                )
             if store_dtype == "float16" and y.abs().max().item() > FLOAT16_MAX:
                 raise CnnscopeError(
                     f"{model_name} {layer}: activations exceed float16's range ({FLOAT16_MAX}); "

@@ -1,15 +1,23 @@
-"""Atomic artifact writing.
+"""Atomic, sealed artifact writing, and checking an artifact before it is used.
 
 A step that dies half-way must leave nothing a later run would trust, so every artifact is written to a
 temporary sibling first and renamed into place only when it is complete (``os.replace`` is atomic on
-one file system).
+one file system). On completion it is sealed: ``manifest.json`` records each file's size and SHA-256,
+and a step verifies every input artifact against it before use (:func:`verify`), so a truncated or
+edited file is reported instead of trusted. Only a sealed artifact (or nothing) is ever replaced, and a
+lock file beside it keeps a second process from writing the same one.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import logging
 import os
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,11 +26,19 @@ from typing import Any
 
 import yaml
 
+from cnnscope.errors import CnnscopeError
+
+log = logging.getLogger("cnnscope")
+
+
+MANIFEST = "manifest.json"  # every sealed artifact's files, sizes and digests
+CHUNK = 8 << 20
+
 
 def _tmp_sibling(path: Path) -> Path:
     """A fresh temporary sibling of ``path``, after removing any left by a killed earlier run.
 
-    One artifact path is only ever produced by one job at a time (Snakemake guarantees it), so a
+    One artifact path is only ever produced by one process at a time (:func:`_writer_lock`), so a
     sibling that already exists belongs to a run that died.
     """
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
@@ -30,21 +46,118 @@ def _tmp_sibling(path: Path) -> Path:
     return path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
 
 
+def _check_target(path: Path) -> None:
+    """Refuse an artifact path whose replacement would delete what is not this step's own artifact:
+    ``.``/``..``, the working directory or a parent of it, a regular file, or a non-empty directory
+    that is not a sealed artifact (it has no manifest)."""
+    resolved = path.resolve()
+    if path.name in ("", ".", "..") or resolved == Path.cwd().resolve() or resolved in Path.cwd().parents:
+        raise CnnscopeError(f"out={path} would replace a directory that holds other work; name a new one")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise CnnscopeError(f"out={path} is an existing file, not an artifact directory; name another out=")
+    if path.is_dir() and any(path.iterdir()) and not (path / MANIFEST).is_file():
+        raise CnnscopeError(
+            f"out={path} is a directory that is not a cnnscope artifact (no {MANIFEST}); "
+            "move it away or name another out="
+        )
+
+
+@contextmanager
+def _writer_lock(path: Path) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``path`` for the block, so two processes never write one artifact;
+    a second writer is refused at once, naming the holder. The lock file is removed on release."""
+    lock = path.parent / f".{path.name}.lock"
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not lock.exists() or os.stat(lock).st_ino != os.fstat(f.fileno()).st_ino:
+                raise BlockingIOError  # the holder released and removed it after we opened it
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise CnnscopeError(
+                f"out={path} is being written by {holder}; wait for it or name another out="
+            ) from None
+        f.truncate(0)
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        f.flush()
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)  # while still held, so no one locks a file about to vanish
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def seal(work: Path) -> None:
+    """Record every file of a finished artifact (size and SHA-256) in its manifest."""
+    files = sorted(p for p in work.rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = {str(f.relative_to(work)): {"size": f.stat().st_size, "sha256": sha256_file(f)} for f in files}
+    write_json(work / MANIFEST, {"files": entries})
+
+
+def verify(path: str | os.PathLike[str], step: str) -> str:
+    """Check an input artifact against its manifest before it is used; return the manifest's digest,
+    the artifact's identity. A missing, truncated or edited file fails with "rerun step ...".
+    """
+    path = Path(path)
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        raise CnnscopeError(f"{path} is not a sealed artifact (no {MANIFEST}); run the {step} step")
+    for name, want in read_json(manifest)["files"].items():
+        f = path / name
+        if not f.is_file():
+            raise CnnscopeError(f"{path} is damaged: {name} is missing; rerun the {step} step")
+        if f.stat().st_size != want["size"]:
+            raise CnnscopeError(
+                f"{path} is damaged: {name} has {f.stat().st_size} bytes, not {want['size']} "
+                f"(truncated?); rerun the {step} step"
+            )
+        if sha256_file(f) != want["sha256"]:
+            raise CnnscopeError(
+                f"{path} is damaged: {name} was changed after it was written; rerun the {step} step"
+            )
+    return sha256_file(manifest)
+
+
+def verify_if_sealed(path: str | os.PathLike[str], step: str) -> str | None:
+    """:func:`verify` a directory made by a cnnscope step; ``None`` for one made elsewhere (e.g. a
+    dataset unpacked by hand), which is trusted as it is."""
+    if not (Path(path) / MANIFEST).is_file():
+        log.info("%s was not made by cnnscope (no %s); using it as it is", path, MANIFEST)
+        return None
+    return verify(path, step)
+
+
+def _replace(work: Path, path: Path) -> None:
+    """Seal ``work`` and put it in place of ``path`` (the step's own previous artifact, if any)."""
+    seal(work)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(work, path)
+
+
 @contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``path`` only if the block finishes."""
+    """Yield a temporary directory that replaces ``path``, sealed, only if the block finishes."""
     path = Path(path)
+    _check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if path.exists():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    os.replace(tmp, path)
+    with _writer_lock(path):
+        tmp = _tmp_sibling(path)
+        tmp.mkdir()
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _replace(tmp, path)
 
 
 @contextmanager
@@ -52,26 +165,29 @@ def resumable_dir(path: str | os.PathLike[str], fingerprint: dict) -> Iterator[t
     """Like :func:`atomic_dir`, but the work directory ``.<name>.partial`` survives a crash, so a later
     run with the same ``fingerprint`` resumes in it (``resumed`` is True) instead of starting over.
 
-    A different fingerprint (another config, dataset or checkpoint) discards the partial work.
+    A different fingerprint (another config, dataset or weights) discards the partial work.
     """
     path = Path(path)
+    _check_target(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.parent / f".{path.name}.partial"
     stamp = partial / "fingerprint.json"
-    resumed = stamp.is_file() and read_json(stamp) == json.loads(json.dumps(fingerprint, default=str))
-    if not resumed:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        write_json(stamp, fingerprint)
-    try:
-        yield partial, resumed
-    except BaseException:
-        if [p.name for p in partial.iterdir()] == [stamp.name]:  # failed before any work: no debris
+    with _writer_lock(path):
+        resumed = stamp.is_file() and read_json(stamp) == json.loads(json.dumps(fingerprint, default=str))
+        if not resumed:
+            if partial.exists():
+                log.info("%s: earlier partial work was for other inputs or settings; starting over", path)
             shutil.rmtree(partial, ignore_errors=True)
-        raise
-    stamp.unlink()
-    if path.exists():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    os.replace(partial, path)
+            partial.mkdir(parents=True)
+            write_json(stamp, fingerprint)
+        try:
+            yield partial, resumed
+        except BaseException:
+            if [p.name for p in partial.iterdir()] == [stamp.name]:  # failed before any work: no debris
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
+        stamp.unlink()
+        _replace(partial, path)
 
 
 @contextmanager
@@ -96,15 +212,6 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 def write_yaml(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as block-style YAML (the resolved config beside each artifact)."""
     Path(path).write_text(yaml.safe_dump(obj, sort_keys=False))
-
-
-def file_stamp(path: str | os.PathLike[str]) -> list[int] | None:
-    """``[size, mtime_ns]`` of a file (None if missing): a cheap identity for resume fingerprints."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

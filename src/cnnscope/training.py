@@ -129,6 +129,10 @@ def _train(spec: TrainSpec, progress: bool, checkpoint: Checkpoint | None) -> tu
         flip = torch.rand(len(idx), generator=gen) < 0.5
         xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(2), xb)
         loss = F.cross_entropy(model(_normalize(xb)), yt[idx])
+        if not torch.isfinite(loss):
+            raise CnnscopeError(
+                f"training {spec.arch} diverged at step {step + 1}: the loss is {loss.item()}; lower train.lr"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

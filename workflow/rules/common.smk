@@ -280,9 +280,17 @@ def dataset_dir(wildcards):
 
 
 def _check_study():
-    """Fail before any job on an unknown model or layer, an untrainable model, or any job setting
-    that its step's schema refuses."""
+    """Fail before any job on a duplicate model or layer, an unknown one, an untrainable model, or
+    any job setting that its step's schema refuses."""
+    names = [m["name"] for m in config["models"]]
+    if len(set(names)) < len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise CnnscopeError(
+            f"model name(s) {', '.join(twice)} given twice; every model needs its own name"
+        )
     for name, m in MODELS.items():
+        if len(set(m["layers"])) < len(m["layers"]):
+            raise CnnscopeError(f"model {name!r} lists a layer twice: {m['layers']}")
         spec = ModelSpec(**_composed("extract", tuple(model_overrides(name)))["model"])
         if m.get("train") and spec.source != "builtin":
             raise CnnscopeError(f"model {name!r} has train: true but is not built-in")
@@ -311,5 +319,5 @@ except CnnscopeError as e:
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
-    model="[A-Za-z0-9_.-]+",
-    layer="[A-Za-z0-9_.]+",
+    model="[A-Za-z0-9_][A-Za-z0-9_.-]*",
+    layer="[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*",

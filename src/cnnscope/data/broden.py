@@ -93,9 +93,17 @@ class BrodenDataset:
                     raise DatasetError(f"{path}: bad number or coverage in row {r}: {e}") from e
         labels = {}
         for r in rows:
-            num = int(r["number"])
+            try:
+                num = int(r["number"])
+            except ValueError as e:
+                raise DatasetError(f"{self.root / 'label.csv'}: bad label number in row {r}") from e
             if num == 0:  # some copies list '-' (unlabelled) as label 0
                 continue
+            if num in labels:
+                raise DatasetError(
+                    f"{self.root / 'label.csv'}: label number {num} is given twice ({labels[num].name!r} and "
+                    f"{r['name']!r}); every label needs its own number"
+                )
             cats = coverage.get(num, {})
             if not cats:
                 raise DatasetError(

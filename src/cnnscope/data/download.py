@@ -4,7 +4,7 @@ The archive is fetched into ``<cache>/<name>.zip.part`` with HTTP ``Range`` requ
 interrupted download (a dropped connection, a killed job) continues where it stopped. Only a complete
 archive whose size (``Content-Length``/``Content-Range``, and ``size_bytes`` when configured), SHA-256
 (when configured) and per-member zip CRCs all check out is renamed to ``<name>.zip`` and unpacked;
-a corrupt one is deleted, so no later run trusts it.
+a corrupt one is deleted, so no later run trusts it. A cached archive is checked the same way.
 """
 
 from __future__ import annotations
@@ -22,18 +22,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cnnscope.errors import DownloadError
-from cnnscope.io import atomic_dir
+from cnnscope.io import sha256_file
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
-
-
-def sha256sum(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _total_size(resp, offset: int) -> int | None:
@@ -53,6 +45,7 @@ def fetch(
     timeout_s: float = 60.0,
     retries: int = 3,
     progress: bool = True,
+    md5: str | None = None,
 ) -> Path:
     """Download ``url`` to ``dest``, resuming a ``dest.part`` left by an earlier attempt."""
     dest = Path(dest)
@@ -107,25 +100,35 @@ def fetch(
         log.warning("attempt %d ended at %d of %d bytes; resuming", attempt, got, total)
     else:
         raise DownloadError(f"download of {url} did not complete after {retries + 1} attempts")
-    _verify(part, url, total, size_bytes, sha256)
+    _verify(part, url, total, size_bytes, sha256, md5)
     os.replace(part, dest)
     return dest
 
 
-def _verify(part: Path, url: str, total: int | None, size_bytes: int | None, sha256: str | None) -> None:
+def _verify(
+    part: Path, url: str, total: int | None, size_bytes: int | None, sha256: str | None, md5: str | None
+) -> None:
+    """Check size and the configured digests; delete the file if any is wrong."""
     got = part.stat().st_size
     expected = size_bytes if size_bytes is not None else total
     if expected is not None and got != expected:
         part.unlink()
         raise DownloadError(f"{url}: got {got} bytes, expected {expected}; deleted, rerun to retry")
-    if sha256:
-        digest = sha256sum(part)
-        if digest != sha256.lower():
+    for name, want, digest in (("SHA-256", sha256, sha256_file), ("MD5", md5, _md5_file)):
+        if want and (got_digest := digest(part)) != want.lower():
             part.unlink()
             raise DownloadError(
-                f"{url}: SHA-256 {digest} does not match the expected {sha256}; the corrupt "
+                f"{url}: {name} {got_digest} does not match the expected {want}; the corrupt "
                 "archive was deleted, rerun to download it again"
             )
+
+
+def _md5_file(path: Path) -> str:
+    h = hashlib.md5(usedforsecurity=False)  # a published pin, not a defence against forgery
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _dataset_root(extracted: Path, marker: str) -> Path:
@@ -136,29 +139,60 @@ def _dataset_root(extracted: Path, marker: str) -> Path:
     return hits[0].parent
 
 
-def unpack(archive: Path, out: Path, progress: bool = True, marker: str = "index.csv") -> Path:
-    """Check every member's CRC, then unpack atomically into ``out`` the directory that holds
-    ``marker`` (``index.csv`` for Broden, ``stimuli`` for a texture-vs-shape checkout)."""
+def verified_archive(
+    url: str,
+    archive: Path,
+    size_bytes: int | None = None,
+    sha256: str | None = None,
+    timeout_s: float = 60.0,
+    retries: int = 3,
+    progress: bool = True,
+    md5: str | None = None,
+) -> Path:
+    """``archive``, fetched from ``url`` unless it is cached; a cached one is checked against the
+    configured size and digests too, and fetched again if it does not match."""
+    if archive.exists():
+        try:
+            _verify(archive, url, None, size_bytes, sha256, md5)
+            return archive
+        except DownloadError as e:
+            log.warning("cached archive rejected: %s; downloading it again", e)
+    return fetch(url, archive, size_bytes, sha256, timeout_s, retries, progress, md5)
+
+
+def unpack(archive: Path, out: Path, progress: bool = True, marker: str = "index.csv") -> None:
+    """Check every member's CRC, then unpack into the work directory ``out`` the archive's directory
+    that holds ``marker`` (``index.csv`` for Broden, ``stimuli`` for a texture-vs-shape checkout).
+
+    An archive that is not a zip, fails a CRC or lacks ``marker`` is deleted (it cannot be trusted);
+    a failure to write (permissions, a full disk) is reported as such and keeps the verified archive.
+    """
     archive, out = Path(archive), Path(out)
-    if not zipfile.is_zipfile(archive):
-        archive.unlink(missing_ok=True)
-        raise DownloadError(f"{archive} is not a zip archive (truncated or corrupt); deleted it, rerun")
     try:
+        if not zipfile.is_zipfile(archive):
+            raise DownloadError(f"{archive} is not a zip archive (truncated or corrupt)")
         with zipfile.ZipFile(archive) as zf:
             bad = zf.testzip()
             if bad is not None:
                 raise DownloadError(f"{archive}: member {bad} fails its CRC check")
-            with atomic_dir(out) as tmp:
-                members = zf.infolist()
-                for m in tqdm(members, desc=f"unpack {archive.name}", disable=not progress):
-                    zf.extract(m, tmp / "_zip")
-                root = _dataset_root(tmp / "_zip", marker)
-                for item in root.iterdir():
-                    shutil.move(str(item), tmp / item.name)
-                shutil.rmtree(tmp / "_zip")
-    except (zipfile.BadZipFile, DownloadError, OSError, EOFError, zlib.error) as e:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, DownloadError, EOFError, zlib.error) as e:
         archive.unlink(missing_ok=True)
-        if isinstance(e, DownloadError):
-            raise DownloadError(f"{e}; deleted the archive, rerun to download it again") from e
-        raise DownloadError(f"{archive} is corrupt ({e}); deleted it, rerun to download again") from e
-    return out
+        why = str(e) if isinstance(e, DownloadError) else f"{archive} is corrupt ({e})"
+        raise DownloadError(f"{why}; deleted the archive, rerun to download it again") from e
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for m in tqdm(members, desc=f"unpack {archive.name}", disable=not progress):
+                zf.extract(m, out / "_zip")
+        root = _dataset_root(out / "_zip", marker)
+        for item in root.iterdir():
+            shutil.move(str(item), out / item.name)
+        shutil.rmtree(out / "_zip")
+    except DownloadError as e:
+        archive.unlink(missing_ok=True)
+        raise DownloadError(f"{e}; deleted the archive, rerun to download it again") from e
+    except OSError as e:
+        raise DownloadError(
+            f"cannot unpack {archive} into {out}: {e.strerror or e} ({e.filename}). The verified archive "
+            "is kept; free space or fix the permissions, then rerun"
+        ) from e

@@ -36,7 +36,7 @@ class WorldSpec:
     """
 
     n_images: int = positive(480)
-    image_size: int = bounded(64, 8)
+    image_size: int = bounded(64, 8, multiple_of=2)  # masks are at half resolution
     seed: int = bounded(0, 0)
     texture_fraction: float = bounded(0.2, 0, 1)
     two_object_fraction: float = bounded(0.3, 0, 1)

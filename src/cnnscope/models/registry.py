@@ -15,6 +15,7 @@ The input normalisation is, first to last: the spec's ``mean``/``std``; those a 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class ModelSpec:
     width: int = positive(24)
     mean: list[float] | None = None
     std: list[float] | None = bounded(None, 0, open_lo=True)
+    seed: int = bounded(0, 0)  # of the random initialisation (weights: null)
 
 
 @dataclass
@@ -62,6 +64,14 @@ class LoadedModel:
     def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """``uint8 (B, H, W, 3)`` -> normalised ``float (B, 3, H, W)`` on the tensor's device."""
         return normalize(to_unit(images_uint8), self.mean, self.std)
+
+    def digest(self) -> str:
+        """SHA-256 of the weights (every state-dict entry): the model's identity for resumed work."""
+        h = hashlib.sha256()
+        for name, t in sorted(self.module.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
 
 def torchvision_archs() -> list[str]:
@@ -135,9 +145,22 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return {k.removeprefix("module."): v for k, v in obj.items()}, meta
 
 
+def _check_finite(model: nn.Module, spec: ModelSpec) -> None:
+    bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        where = spec.checkpoint or spec.weights or "random initialisation"
+        raise ModelError(
+            f"{spec.arch} ({where}) has non-finite weights (NaN or Inf) in {', '.join(bad[:5])}"
+            f"{' and more' if len(bad) > 5 else ''}; the checkpoint is damaged or its training diverged"
+        )
+
+
 def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedModel:
-    """Build, load weights, move to ``device`` and switch to eval mode."""
-    model = build_architecture(spec)
+    """Build (random initialisation seeded by ``spec.seed``), load weights, refuse non-finite ones,
+    move to ``device`` and switch to eval mode."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        model = build_architecture(spec)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     if spec.source == "torchvision":
         weights = _torchvision_weights(spec)
@@ -157,6 +180,7 @@ def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedMod
                 f"checkpoint {spec.checkpoint} does not fit {spec.arch} "
                 f"(num_classes={spec.num_classes}, width={spec.width}): {e}"
             ) from e
+    _check_finite(model, spec)
     mean = tuple(spec.mean if spec.mean is not None else mean)
     std = tuple(spec.std if spec.std is not None else std)
     model.to(device).eval()

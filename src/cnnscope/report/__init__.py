@@ -12,6 +12,7 @@ import pandas as pd
 
 from cnnscope import plots, provenance
 from cnnscope.data.packed import PackedDataset
+from cnnscope.io import verify
 from cnnscope.report import inputs as read
 from cnnscope.report import page as sections
 from cnnscope.report import tables
@@ -21,7 +22,10 @@ from cnnscope.report.inputs import ReportInputs
 def build_report(
     inputs: ReportInputs, out: Path, top_units: int = 8, top_images: int = 5, study: dict | None = None
 ) -> Path:
-    """Write ``out/index.html`` with its ``figures/`` and ``tables/``."""
+    """Write ``out/index.html`` with its ``figures/`` and ``tables/``, after checking every input
+    artifact against its manifest."""
+    for path, step in read.artifacts(inputs):
+        verify(path, step)
     data = PackedDataset.open(inputs.packed)
     layers = [read.load_layer(e) for e in inputs.layers]
     models = list(dict.fromkeys(r.model for r in layers))

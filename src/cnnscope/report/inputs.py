@@ -73,6 +73,19 @@ class ReportInputs:
         )
 
 
+def artifacts(inputs: ReportInputs) -> list[tuple[str, str]]:
+    """Every artifact the report reads, with the step that makes it."""
+    out = [(inputs.packed, "prepare")]
+    for e in inputs.layers:
+        out += [(e.dissect, "dissect"), (e.extract, "extract")]
+        out += [(e.featurevis, "featurevis")] if e.featurevis else []
+    for m in inputs.models:
+        out += [
+            (getattr(m, step), step) for step in ("train", "cueconflict", "attribution") if getattr(m, step)
+        ]
+    return out
+
+
 @dataclass
 class LayerResult:
     """A dissected layer as read from its artifacts."""

@@ -16,7 +16,7 @@ from cnnscope.data.packed import PackedDataset
 from cnnscope.device import pick_device
 from cnnscope.features import LayerCapture
 from cnnscope.featurevis import feature_grid
-from cnnscope.io import atomic_dir, write_yaml
+from cnnscope.io import atomic_dir, verify, write_yaml
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import ModelSpec, load_model
 from cnnscope.steps.runner import run_step
@@ -41,6 +41,7 @@ register("attribution", Config)
 
 
 def body(cfg: dict) -> None:
+    verify(cfg["packed"], "prepare")
     data = PackedDataset.open(cfg["packed"])
     device = pick_device(cfg["device"])
     loaded = load_model(ModelSpec(**cfg["model"]), device)

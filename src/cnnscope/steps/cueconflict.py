@@ -9,7 +9,7 @@ from omegaconf import MISSING
 
 from cnnscope.bounds import choice, positive
 from cnnscope.device import pick_device
-from cnnscope.io import atomic_dir, write_json, write_yaml
+from cnnscope.io import atomic_dir, verify, write_json, write_yaml
 from cnnscope.models.registry import ModelSpec, load_model
 from cnnscope.shapebias.evaluate import CLASS_SETS, evaluate, summary
 from cnnscope.steps.runner import run_step
@@ -32,6 +32,7 @@ register("cueconflict", Config)
 
 
 def body(cfg: dict) -> None:
+    verify(cfg["stimuli"], "stimuli")
     device = pick_device(cfg["device"])
     loaded = load_model(ModelSpec(**cfg["model"]), device)
     decisions = evaluate(

@@ -15,8 +15,7 @@ from cnnscope.checkpoint import Checkpoint
 from cnnscope.data.packed import PackedDataset
 from cnnscope.device import pick_device
 from cnnscope.dissection import IOU_MODES, Tally, summarize, tally, unique_detectors, unit_thresholds
-from cnnscope.errors import CnnscopeError
-from cnnscope.io import atomic_file, file_stamp, read_json, resumable_dir, write_json, write_yaml
+from cnnscope.io import atomic_file, read_json, resumable_dir, verify, write_json, write_yaml
 from cnnscope.rows import RowReader
 from cnnscope.steps.runner import result_config, run_step
 from cnnscope.steps.schema import OnDevice, Resumable, register
@@ -42,17 +41,15 @@ register("dissect", Config)
 
 def body(cfg: dict) -> None:
     src = Path(cfg["activations"])
-    if not (src / "activations.npy").is_file():
-        raise CnnscopeError(f"{src} has no activations.npy; run the extract step first")
-    data = PackedDataset.open(cfg["packed"])
-    device = pick_device(cfg["device"])
-    acts = RowReader(src / "activations.npy")
     fingerprint = {
         "config": result_config(cfg),
-        "activations": file_stamp(src / "activations.npy"),
-        "packed": file_stamp(Path(cfg["packed"]) / "masks.npy"),
-        "device": str(device),
+        "activations": verify(src, "extract"),
+        "packed": verify(cfg["packed"], "prepare"),
     }
+    data = PackedDataset.open(cfg["packed"])
+    device = pick_device(cfg["device"])
+    fingerprint["device"] = str(device)
+    acts = RowReader(src / "activations.npy")
     with resumable_dir(cfg["out"], fingerprint) as (tmp, resumed):
         if resumed:
             log.info("dissect: continuing the work a killed run left in %s", tmp)

@@ -10,9 +10,9 @@ from omegaconf import MISSING
 
 from cnnscope.bounds import bounded, choice
 from cnnscope.data.broden import BrodenDataset
-from cnnscope.data.download import fetch, unpack
+from cnnscope.data.download import unpack, verified_archive
 from cnnscope.errors import DownloadError
-from cnnscope.io import write_yaml
+from cnnscope.io import atomic_dir, write_yaml
 from cnnscope.steps.runner import run_step
 from cnnscope.steps.schema import Step, register
 
@@ -28,6 +28,7 @@ class DatasetConfig:
     source: DatasetSource = DatasetSource.broden
     url: str | None = None
     sha256: str | None = None  # expected archive digest, when known
+    md5: str | None = None  # an MD5 pin where only that is published
     size_bytes: int | None = bounded(None, 1)  # expected archive size, when known
 
 
@@ -46,21 +47,21 @@ def body(cfg: dict) -> None:
     ds = cfg["dataset"]
     if ds["source"] != "broden" or not ds["url"]:
         raise DownloadError(f"dataset {ds['name']!r} has no download URL (source={ds['source']})")
-    archive = Path(cfg["cache_dir"]) / f"{ds['name']}.zip"
-    if not archive.exists():
-        fetch(
-            ds["url"],
-            archive,
-            ds["size_bytes"],
-            ds["sha256"],
-            cfg["timeout_s"],
-            cfg["retries"],
-            cfg["progress"],
-        )
-    out = unpack(archive, Path(cfg["out"]), progress=cfg["progress"])
-    BrodenDataset(out)  # refuse (loudly) anything the loader cannot read
-    write_yaml(out / "download.yaml", cfg)
-    log.info("download: %s unpacked to %s (archive kept at %s)", ds["name"], out, archive)
+    archive = verified_archive(
+        ds["url"],
+        Path(cfg["cache_dir"]) / f"{ds['name']}.zip",
+        ds["size_bytes"],
+        ds["sha256"],
+        cfg["timeout_s"],
+        cfg["retries"],
+        cfg["progress"],
+        ds["md5"],
+    )
+    with atomic_dir(cfg["out"]) as tmp:
+        unpack(archive, tmp, progress=cfg["progress"])
+        BrodenDataset(tmp)  # refuse (loudly) anything the loader cannot read
+        write_yaml(tmp / "download.yaml", cfg)
+    log.info("download: %s unpacked to %s (archive kept at %s)", ds["name"], cfg["out"], archive)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from cnnscope.bounds import choice, positive
 from cnnscope.data.packed import PackedDataset
 from cnnscope.device import pick_device
 from cnnscope.features import extract_layer
-from cnnscope.io import file_stamp, resumable_dir, write_json, write_yaml
+from cnnscope.io import resumable_dir, verify, write_json, write_yaml
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import ModelSpec, load_model
 from cnnscope.steps.runner import result_config, run_step
@@ -34,19 +34,20 @@ class Config(OnDevice, Resumable):
 register("extract", Config)
 
 
-def _fingerprint(cfg: dict, n_images: int, device: object) -> dict:
-    """What partial work must match to be resumed: the config, data size, device and weights file."""
-    ckpt = cfg["model"].get("checkpoint")
-    stamp = file_stamp(ckpt) if ckpt else None
-    return {"config": result_config(cfg), "n_images": n_images, "device": str(device), "checkpoint": stamp}
-
-
 def body(cfg: dict) -> None:
+    packed = verify(cfg["packed"], "prepare")
     data = PackedDataset.open(cfg["packed"])
     device = pick_device(cfg["device"])
     loaded = load_model(ModelSpec(**cfg["model"]), device)
     resolve_layer(loaded.module, cfg["layer"], cfg["model"]["arch"])  # fail before any work
-    with resumable_dir(cfg["out"], _fingerprint(cfg, len(data), device)) as (tmp, resumed):
+    # What partial work must match to be resumed: the settings, the probe set, the weights, the device.
+    fingerprint = {
+        "config": result_config(cfg),
+        "packed": packed,
+        "weights": loaded.digest(),
+        "device": str(device),
+    }
+    with resumable_dir(cfg["out"], fingerprint) as (tmp, resumed):
         if resumed:
             log.info("extract: continuing the work a killed run left in %s", tmp)
         info = extract_layer(
@@ -61,6 +62,7 @@ def body(cfg: dict) -> None:
             model_name=cfg["model"]["arch"],
             progress=cfg["progress"],
             checkpoint_s=cfg["checkpoint_s"],
+            image_names=data.meta["images"],
         )
         write_json(tmp / "meta.json", {**info, "device": str(device)})
         write_yaml(tmp / "config.yaml", cfg)

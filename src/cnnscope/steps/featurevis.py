@@ -14,9 +14,8 @@ from tqdm import tqdm
 
 from cnnscope.bounds import bounded, choice, positive
 from cnnscope.device import pick_device
-from cnnscope.errors import CnnscopeError
 from cnnscope.featurevis import PARAMETRISATIONS, maximize
-from cnnscope.io import atomic_dir, write_json, write_yaml
+from cnnscope.io import atomic_dir, verify, write_json, write_yaml
 from cnnscope.models.registry import ModelSpec, load_model
 from cnnscope.steps.runner import run_step
 from cnnscope.steps.schema import OnDevice, register
@@ -42,10 +41,12 @@ register("featurevis", Config)
 
 
 def body(cfg: dict) -> None:
-    table = Path(cfg["dissection"]) / "units.csv"
-    if not table.is_file():
-        raise CnnscopeError(f"{table} is missing; run the dissect step first")
-    top = pd.read_csv(table).sort_values("iou", ascending=False).head(cfg["units"])
+    verify(cfg["dissection"], "dissect")
+    top = (
+        pd.read_csv(Path(cfg["dissection"]) / "units.csv")
+        .sort_values("iou", ascending=False)
+        .head(cfg["units"])
+    )
     device = pick_device(cfg["device"])
     loaded = load_model(ModelSpec(**cfg["model"]), device)
     traces = {}

@@ -10,7 +10,7 @@ from omegaconf import MISSING
 from cnnscope.bounds import positive
 from cnnscope.data.broden import BrodenDataset
 from cnnscope.data.packed import pack
-from cnnscope.io import atomic_dir, write_yaml
+from cnnscope.io import atomic_dir, verify_if_sealed, write_yaml
 from cnnscope.steps.runner import run_step
 from cnnscope.steps.schema import Threaded, register
 
@@ -27,6 +27,7 @@ register("prepare", Config)
 
 
 def body(cfg: dict) -> None:
+    verify_if_sealed(cfg["dataset_dir"], "synthworld or download")
     dataset = BrodenDataset(cfg["dataset_dir"])
     with atomic_dir(cfg["out"]) as tmp:
         pack(dataset, tmp, workers=cfg["threads"], progress=cfg["progress"])

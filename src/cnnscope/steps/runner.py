@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -17,6 +18,17 @@ from cnnscope.errors import CnnscopeError
 from cnnscope.steps.schema import RUN_ONLY, validate
 
 log = logging.getLogger("cnnscope")
+# Failures of the disk a user can fix (permissions, space, a read-only file system, a path through a
+# file), not bugs.
+USER_ERRNOS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.ENOTDIR,
+    errno.EEXIST,
+}
 
 
 def config_dir() -> Path:
@@ -45,7 +57,12 @@ def run_step(name: str, body: Callable[[dict[str, Any]], None]) -> None:
 
     @hydra.main(config_path=str(config_dir()), config_name=name, version_base="1.3")
     def _main(cfg: DictConfig) -> None:
-        OmegaConf.to_container(cfg, throw_on_missing=True)  # a missing required key fails here
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            log.error(
+                "%s failed: missing required setting(s) %s; give them as key=value", name, ", ".join(missing)
+            )
+            sys.exit(2)
         values = plain(cfg)
         try:
             validate(name, values)
@@ -54,6 +71,16 @@ def run_step(name: str, body: Callable[[dict[str, Any]], None]) -> None:
             body(values)
         except CnnscopeError as e:
             log.error("%s failed: %s", name, e)
+            sys.exit(2)
+        except OSError as e:
+            if e.errno not in USER_ERRNOS:
+                raise
+            log.error(
+                "%s failed: cannot use %s: %s; free space or fix its permissions",
+                name,
+                e.filename,
+                e.strerror,
+            )
             sys.exit(2)
 
     _main()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cnnscope.bounds import bounded, choice, positive
 from cnnscope.data import shapetexture
-from cnnscope.data.download import fetch, unpack
+from cnnscope.data.download import unpack, verified_archive
 from cnnscope.errors import CnnscopeError
 from cnnscope.io import atomic_dir, write_yaml
 from cnnscope.shapebias.stimuli import STIMULUS_DIRS, stimulus_sets
@@ -34,8 +34,13 @@ class WorldStimuli:
 class Config(Step):
     source: StimuliSource = StimuliSource.world
     world: WorldStimuli = field(default_factory=WorldStimuli)
-    url: str = "https://github.com/rgeirhos/texture-vs-shape/archive/refs/heads/master.zip"
-    sha256: str | None = None
+    # rgeirhos/texture-vs-shape pinned to one commit, with the archive's size and SHA-256 as published
+    # in TensorFlow Datasets' checksums for geirhos_conflict_stimuli.
+    url: str = (
+        "https://github.com/rgeirhos/texture-vs-shape/archive/1b69c6a445c3348927139edb30a5134521fd4b03.zip"
+    )
+    size_bytes: int | None = bounded(161433700, 1)
+    sha256: str | None = "378f255b2089c3d6f1df53a9a3b29fa74a91d58e60d983f55b91d76eadaaffe3"
     path: str | None = None  # a local texture-vs-shape checkout (source=local)
     cache_dir: str = "data/downloads"
     timeout_s: float = bounded(60.0, 0, open_lo=True)
@@ -54,28 +59,31 @@ def _copy_checkout(src: Path, dest: Path) -> None:
 
 
 def body(cfg: dict) -> None:
-    out, source = Path(cfg["out"]), cfg["source"]
+    source = cfg["source"]
+    if source == "local" and not cfg["path"]:
+        raise CnnscopeError("source=local needs path=<a texture-vs-shape checkout>")
     if source == "download":
-        archive = Path(cfg["cache_dir"]) / "texture-vs-shape.zip"
-        if not archive.exists():
-            fetch(cfg["url"], archive, None, cfg["sha256"], cfg["timeout_s"], cfg["retries"], cfg["progress"])
-        unpack(archive, out, progress=cfg["progress"], marker="stimuli")
-        stimulus_sets(out)  # all 16 classes, every file named as published
-        write_yaml(out / "config.yaml", cfg)
-    else:
-        with atomic_dir(out) as tmp:
-            if source == "world":
-                w = cfg["world"]
-                shapetexture.write_stimuli(
-                    tmp, w["size"], w["seed"], w["poses"], w["singles"], cfg["progress"]
-                )
-            else:
-                if not cfg["path"]:
-                    raise CnnscopeError("source=local needs path=<a texture-vs-shape checkout>")
-                _copy_checkout(Path(cfg["path"]), tmp)
-                stimulus_sets(tmp)
-            write_yaml(tmp / "config.yaml", cfg)
-    log.info("stimuli: %s stimuli in %s", source, out)
+        archive = verified_archive(
+            cfg["url"],
+            Path(cfg["cache_dir"]) / f"texture-vs-shape-{cfg['sha256'] or 'unpinned'}.zip",
+            cfg["size_bytes"],
+            cfg["sha256"],
+            cfg["timeout_s"],
+            cfg["retries"],
+            cfg["progress"],
+        )
+    with atomic_dir(cfg["out"]) as tmp:
+        if source == "world":
+            w = cfg["world"]
+            shapetexture.write_stimuli(tmp, w["size"], w["seed"], w["poses"], w["singles"], cfg["progress"])
+        elif source == "download":
+            unpack(archive, tmp, progress=cfg["progress"], marker="stimuli")
+        else:
+            _copy_checkout(Path(cfg["path"]), tmp)
+        if source != "world":
+            stimulus_sets(tmp)  # all 16 classes, every file named as published
+        write_yaml(tmp / "config.yaml", cfg)
+    log.info("stimuli: %s stimuli in %s", source, cfg["out"])
 
 
 if __name__ == "__main__":
