@@ -311,10 +311,12 @@ def _check_study():
             raise CnnscopeError(f"steps.{step}: {e}") from None
 
 
-try:
-    _check_study()
-except CnnscopeError as e:
-    raise WorkflowError(f"study config: {e}") from None
+# Once, in the process that plans the study (not again in each cluster job that runs one step).
+if workflow.is_main_process:
+    try:
+        _check_study()
+    except CnnscopeError as e:
+        raise WorkflowError(f"study config: {e}") from None
 
 
 wildcard_constraints:
