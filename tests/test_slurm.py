@@ -73,6 +73,8 @@ def test_default_study_runs_through_the_slurm_executor(tmp_path):
             "train:mem_mb=1000",
             "--slurm-init-seconds-before-status-checks",
             "2",
+            "--seconds-between-status-checks",
+            "2",
             "--latency-wait",
             "10",
         ],
