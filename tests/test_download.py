@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cnnscope.data.broden import BrodenDataset
-from cnnscope.data.download import fetch, unpack, verified_archive
+from cnnscope.data.download import fetch, unpack
 from cnnscope.errors import DownloadError
 
 
@@ -166,9 +166,9 @@ def test_a_cached_archive_is_checked_and_fetched_again_when_its_digest_differs(a
     cached.write_bytes(b"not the archive")
     digest = hashlib.sha256(archive).hexdigest()
     with _Server(archive) as srv:
-        assert verified_archive(srv.url, cached, sha256=digest, progress=False).read_bytes() == archive
+        assert fetch(srv.url, cached, sha256=digest, progress=False).read_bytes() == archive
         assert srv.requests == [None]
-        verified_archive(srv.url, cached, sha256=digest, progress=False)  # now cached and right
+        fetch(srv.url, cached, sha256=digest, progress=False)  # now cached and right
         assert srv.requests == [None]
 
 

@@ -122,6 +122,12 @@ def test_a_step_refuses_a_damaged_input_before_any_work(tmp_path, packed):
         ),
         ("dissect", ["detector_iou=-1"], "detector_iou=-1.0 is out of range: it must lie in [0, 1)"),
         ("dissect", ["quantile=nan"], "quantile=nan is not a finite number"),
+        (
+            "download",
+            ["dataset.sha256=abc"],
+            "dataset.sha256='abc' is not valid: it must match [0-9a-fA-F]{64}",
+        ),
+        ("stimuli", ["retries=-1"], "retries=-1 is out of range"),
     ],
 )
 def test_out_of_range_settings_are_refused(tmp_path, step, args, message):
@@ -131,6 +137,8 @@ def test_out_of_range_settings_are_refused(tmp_path, step, args, message):
         "train": [],
         "synthworld": [],
         "dissect": ["activations=a", "packed=p"],
+        "download": [],
+        "stimuli": [],
     }[step]
     res = _step(step, *required, "out=o", *args, cwd=tmp_path)
     assert res.returncode != 0 and message in res.stdout + res.stderr, res.stdout + res.stderr

@@ -32,7 +32,6 @@ log = logging.getLogger("cnnscope")
 
 
 MANIFEST = "manifest.json"  # every sealed artifact's files, sizes and digests
-CHUNK = 8 << 20
 
 
 def _tmp_sibling(path: Path) -> Path:
@@ -87,18 +86,16 @@ def _writer_lock(path: Path) -> Iterator[None]:
             lock.unlink(missing_ok=True)  # while still held, so no one locks a file about to vanish
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes, read in blocks."""
     with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def seal(work: Path) -> None:
     """Record every file of a finished artifact (size and SHA-256) in its manifest."""
     files = sorted(p for p in work.rglob("*") if p.is_file() and p.name != MANIFEST)
-    entries = {str(f.relative_to(work)): {"size": f.stat().st_size, "sha256": sha256_file(f)} for f in files}
+    entries = {str(f.relative_to(work)): {"size": f.stat().st_size, "sha256": file_digest(f)} for f in files}
     write_json(work / MANIFEST, {"files": entries})
 
 
@@ -119,11 +116,11 @@ def verify(path: str | os.PathLike[str], step: str) -> str:
                 f"{path} is damaged: {name} has {f.stat().st_size} bytes, not {want['size']} "
                 f"(truncated?); rerun the {step} step"
             )
-        if sha256_file(f) != want["sha256"]:
+        if file_digest(f) != want["sha256"]:
             raise CnnscopeError(
                 f"{path} is damaged: {name} was changed after it was written; rerun the {step} step"
             )
-    return sha256_file(manifest)
+    return file_digest(manifest)
 
 
 def verify_if_sealed(path: str | os.PathLike[str], step: str) -> str | None:

@@ -111,6 +111,11 @@ def trained_model(name):
     return f"{artifact('train', model=name)}/{MODEL_FILE}"
 
 
+def model_layer(wc):
+    """A per-layer job's model and layer."""
+    return [*model_overrides(wc.model), f"layer={hydra_value(wc.layer)}"]
+
+
 def cam_layer(name):
     return MODELS[name].get("cam_layer", MODELS[name]["layers"][-1])
 
@@ -199,17 +204,15 @@ ITEMS = {
     "prepare": lambda wc: [],
     "train": lambda wc: [
         *model_overrides(wc.model),
-        f"train.regime={MODELS[wc.model].get('regime', 'standard')}",
+        *overrides(
+            {"train.regime": MODELS[wc.model]["regime"]}
+            if "regime" in MODELS[wc.model]
+            else {}
+        ),
     ],
-    "extract": lambda wc: [
-        *model_overrides(wc.model),
-        f"layer={hydra_value(wc.layer)}",
-    ],
+    "extract": model_layer,
     "dissect": lambda wc: [],
-    "featurevis": lambda wc: [
-        *model_overrides(wc.model),
-        f"layer={hydra_value(wc.layer)}",
-    ],
+    "featurevis": model_layer,
     "stimuli": lambda wc: [
         f"source={CC['stimuli']}",
         f"cache_dir={hydra_value(DOWNLOADS)}",

@@ -4,12 +4,12 @@ The archive is fetched into ``<cache>/<name>.zip.part`` with HTTP ``Range`` requ
 interrupted download (a dropped connection, a killed job) continues where it stopped. Only a complete
 archive whose size (``Content-Length``/``Content-Range``, and ``size_bytes`` when configured), SHA-256
 (when configured) and per-member zip CRCs all check out is renamed to ``<name>.zip`` and unpacked;
-a corrupt one is deleted, so no later run trusts it. A cached archive is checked the same way.
+a corrupt one is deleted, so no later run trusts it. A cached archive is checked the same way, and
+an MD5 is checked where only that is published.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -17,15 +17,29 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from cnnscope.bounds import bounded
 from cnnscope.errors import DownloadError
-from cnnscope.io import sha256_file
+from cnnscope.io import file_digest
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+SHA256 = r"[0-9a-fA-F]{64}"  # what a configured digest must look like
+MD5 = r"[0-9a-fA-F]{32}"
+
+
+@dataclass
+class Fetching:
+    """How a step fetches its archive (part of the download and stimuli steps' configs): where the
+    resumable archive is cached, and each attempt's timeout and the number of retries."""
+
+    cache_dir: str = "data/downloads"
+    timeout_s: float = bounded(60.0, 0, open_lo=True)
+    retries: int = bounded(3, 0)
 
 
 def _total_size(resp, offset: int) -> int | None:
@@ -47,8 +61,15 @@ def fetch(
     progress: bool = True,
     md5: str | None = None,
 ) -> Path:
-    """Download ``url`` to ``dest``, resuming a ``dest.part`` left by an earlier attempt."""
+    """Download ``url`` to ``dest``, resuming a ``dest.part`` left by an earlier attempt. A ``dest``
+    already there (the cache) is checked like a fresh download and fetched again if it fails."""
     dest = Path(dest)
+    if dest.exists():
+        try:
+            _verify(dest, url, None, size_bytes, sha256, md5)
+            return dest
+        except DownloadError as e:
+            log.warning("cached archive rejected: %s; downloading it again", e)
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     total: int | None = None
@@ -114,21 +135,13 @@ def _verify(
     if expected is not None and got != expected:
         part.unlink()
         raise DownloadError(f"{url}: got {got} bytes, expected {expected}; deleted, rerun to retry")
-    for name, want, digest in (("SHA-256", sha256, sha256_file), ("MD5", md5, _md5_file)):
-        if want and (got_digest := digest(part)) != want.lower():
+    for name, want, algorithm in (("SHA-256", sha256, "sha256"), ("MD5", md5, "md5")):
+        if want and (got_digest := file_digest(part, algorithm)) != want.lower():
             part.unlink()
             raise DownloadError(
                 f"{url}: {name} {got_digest} does not match the expected {want}; the corrupt "
                 "archive was deleted, rerun to download it again"
             )
-
-
-def _md5_file(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)  # a published pin, not a defence against forgery
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _dataset_root(extracted: Path, marker: str) -> Path:
@@ -137,27 +150,6 @@ def _dataset_root(extracted: Path, marker: str) -> Path:
     if not hits:
         raise DownloadError(f"the archive has no {marker}; it is not the dataset expected")
     return hits[0].parent
-
-
-def verified_archive(
-    url: str,
-    archive: Path,
-    size_bytes: int | None = None,
-    sha256: str | None = None,
-    timeout_s: float = 60.0,
-    retries: int = 3,
-    progress: bool = True,
-    md5: str | None = None,
-) -> Path:
-    """``archive``, fetched from ``url`` unless it is cached; a cached one is checked against the
-    configured size and digests too, and fetched again if it does not match."""
-    if archive.exists():
-        try:
-            _verify(archive, url, None, size_bytes, sha256, md5)
-            return archive
-        except DownloadError as e:
-            log.warning("cached archive rejected: %s; downloading it again", e)
-    return fetch(url, archive, size_bytes, sha256, timeout_s, retries, progress, md5)
 
 
 def unpack(archive: Path, out: Path, progress: bool = True, marker: str = "index.csv") -> None:

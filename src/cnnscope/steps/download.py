@@ -10,7 +10,7 @@ from omegaconf import MISSING
 
 from cnnscope.bounds import bounded, choice
 from cnnscope.data.broden import BrodenDataset
-from cnnscope.data.download import unpack, verified_archive
+from cnnscope.data.download import MD5, SHA256, Fetching, fetch, unpack
 from cnnscope.errors import DownloadError
 from cnnscope.io import atomic_dir, write_yaml
 from cnnscope.steps.runner import run_step
@@ -27,17 +27,14 @@ class DatasetConfig:
     name: str = MISSING
     source: DatasetSource = DatasetSource.broden
     url: str | None = None
-    sha256: str | None = None  # expected archive digest, when known
-    md5: str | None = None  # an MD5 pin where only that is published
+    sha256: str | None = bounded(None, pattern=SHA256)  # expected archive digest, when known
+    md5: str | None = bounded(None, pattern=MD5)  # an MD5 pin where only that is published
     size_bytes: int | None = bounded(None, 1)  # expected archive size, when known
 
 
 @dataclass
-class Config(Step):
+class Config(Step, Fetching):
     dataset: DatasetConfig = MISSING
-    cache_dir: str = "data/downloads"  # where the (resumable) archive is kept
-    timeout_s: float = bounded(60.0, 0, open_lo=True)
-    retries: int = bounded(3, 0)
 
 
 register("download", Config)
@@ -47,7 +44,7 @@ def body(cfg: dict) -> None:
     ds = cfg["dataset"]
     if ds["source"] != "broden" or not ds["url"]:
         raise DownloadError(f"dataset {ds['name']!r} has no download URL (source={ds['source']})")
-    archive = verified_archive(
+    archive = fetch(
         ds["url"],
         Path(cfg["cache_dir"]) / f"{ds['name']}.zip",
         ds["size_bytes"],

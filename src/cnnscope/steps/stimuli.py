@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cnnscope.bounds import bounded, choice, positive
 from cnnscope.data import shapetexture
-from cnnscope.data.download import unpack, verified_archive
+from cnnscope.data.download import SHA256, Fetching, fetch, unpack
 from cnnscope.errors import CnnscopeError
 from cnnscope.io import atomic_dir, write_yaml
 from cnnscope.shapebias.stimuli import STIMULUS_DIRS, stimulus_sets
@@ -31,7 +31,7 @@ class WorldStimuli:
 
 
 @dataclass
-class Config(Step):
+class Config(Step, Fetching):
     source: StimuliSource = StimuliSource.world
     world: WorldStimuli = field(default_factory=WorldStimuli)
     # rgeirhos/texture-vs-shape pinned to one commit, with the archive's size and SHA-256 as published
@@ -40,11 +40,10 @@ class Config(Step):
         "https://github.com/rgeirhos/texture-vs-shape/archive/1b69c6a445c3348927139edb30a5134521fd4b03.zip"
     )
     size_bytes: int | None = bounded(161433700, 1)
-    sha256: str | None = "378f255b2089c3d6f1df53a9a3b29fa74a91d58e60d983f55b91d76eadaaffe3"
+    sha256: str | None = bounded(
+        "378f255b2089c3d6f1df53a9a3b29fa74a91d58e60d983f55b91d76eadaaffe3", pattern=SHA256
+    )
     path: str | None = None  # a local texture-vs-shape checkout (source=local)
-    cache_dir: str = "data/downloads"
-    timeout_s: float = bounded(60.0, 0, open_lo=True)
-    retries: int = bounded(3, 0)
 
 
 register("stimuli", Config)
@@ -63,7 +62,7 @@ def body(cfg: dict) -> None:
     if source == "local" and not cfg["path"]:
         raise CnnscopeError("source=local needs path=<a texture-vs-shape checkout>")
     if source == "download":
-        archive = verified_archive(
+        archive = fetch(
             cfg["url"],
             Path(cfg["cache_dir"]) / f"texture-vs-shape-{cfg['sha256'] or 'unpinned'}.zip",
             cfg["size_bytes"],
