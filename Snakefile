@@ -1,14 +1,16 @@
 # cnnscope: a reproducible interpretability study as a Snakemake DAG of Hydra-configured steps.
 #   data (synthworld | download) -> prepare -> [train] -> extract -> dissect ----> report
 #   stimuli (world | download | local) ---------> cueconflict (per model) -------^
-# The study is config/config.yaml; each step's own config tree is config/<step>.yaml.
-
+# The study is config/config.yaml; each step's own config tree is config/<step>.yaml. This file,
+# workflow/ and config/ also ship inside the installed package (cnnscope.resources), so `cnnscope run`
+# works in any folder: results, logs and Snakemake's state go there, never into the install.
+from cnnscope.resources import DEFAULT_STUDY
 
 # The default study, unless studies are given with --configfile: a given study is the whole study, so a
 # section it omits (cue_conflict, attribution) is skipped, not inherited from the default.
 if not workflow.config_settings.configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: str(DEFAULT_STUDY)
 
 
 report: "workflow/report/workflow.rst"
@@ -20,12 +22,21 @@ envvars:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/weights.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/dissect.smk"
 include: "workflow/rules/cueconflict.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/report.smk"
+
+
+# Jobs that need the network (or only the submit host's files) run there, never on compute nodes.
+localrules:
+    download,
+    stimuli,
+    weights,
+    report,
 
 
 rule all:

@@ -77,7 +77,7 @@ def copy_repo(dest: Path) -> Path:
 
 
 def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CNNSCOPE_CONFIG_DIR": str(cwd / "config"), "PYTHONPATH": str(cwd / "src")}
+    env = {**os.environ, "PYTHONPATH": str(cwd / "src")}
     return subprocess.run(
         [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/default", "--cores", "2", *args],
         cwd=cwd,

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import REPO
 from test_download import _Server
 from test_steps import _step
 
@@ -24,7 +23,7 @@ from cnnscope.data.packed import pack
 from cnnscope.data.synthworld import WorldSpec, generate
 from cnnscope.io import seal
 
-ENV = {**os.environ, "CNNSCOPE_CONFIG_DIR": str(REPO / "config")}
+ENV = dict(os.environ)
 
 
 def _start(step: str, *args: str, cwd: Path) -> subprocess.Popen:

@@ -1,10 +1,11 @@
 """The default study (``config/config.yaml`` as shipped) through Snakemake's SLURM executor, on a real
 single-node SLURM cluster with accounting (``tests/slurm/cluster.sh start``, which ``.ci/run`` runs as
-root before the tests)."""
+root before the tests): the local rules run on the submit host, every other job through sbatch."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def planned_jobs(work) -> int:
     out = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules"],
         cwd=work,
-        env={**os.environ, "CNNSCOPE_CONFIG_DIR": str(work / "config")},
+        env={**os.environ, "PYTHONPATH": str(work / "src")},
         capture_output=True,
         text=True,
         timeout=300,
@@ -79,13 +80,21 @@ def test_default_study_runs_through_the_slurm_executor(tmp_path):
             "10",
         ],
         cwd=work,
-        env={**os.environ, "CNNSCOPE_CONFIG_DIR": str(work / "config")},
+        env={**os.environ, "PYTHONPATH": str(work / "src")},
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert (work / "results" / "report" / "index.html").is_file()
+    log = res.stdout + res.stderr
+    local = {"stimuli", "report"}  # the study's local rules (download and weights: none here)
+    assert {r for r in re.findall(r"^localrule (\w+):", log, re.M)} == local | {"all"}, log[-3000:]
+    submitted = re.findall(r"^rule (\w+):", log, re.M)
+    assert submitted and not local & set(submitted)
     new = [j for j in _sacct_jobs() if j not in before]
-    assert len(new) == planned - 1, new  # every job of the DAG but 'all' went through sbatch
+    assert len(new) == planned - 1 - len(local), new  # every other job of the DAG went through sbatch
     assert all(j.endswith("|COMPLETED") for j in new), new
+    train_logs = list((work / "results" / "logs" / "train").glob("*.log"))
+    assert len(train_logs) == 2  # the default study's 1,000 training steps each: progress in a few lines
+    assert all(f.stat().st_size < 10_000 for f in train_logs), [f.stat().st_size for f in train_logs]

@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 import yaml
-from conftest import REPO
 
 
 def _step(step: str, *args: str, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CNNSCOPE_CONFIG_DIR": str(REPO / "config")}
+    env = dict(os.environ)
     return subprocess.run(
         [sys.executable, "-m", f"cnnscope.steps.{step}", *args],
         cwd=cwd,

@@ -65,6 +65,9 @@ def test_study_runs_to_the_report(study):
     ):
         assert (study / "results" / step / "config.yaml").is_file(), step
     assert (study / "results" / "benchmarks" / "dissect" / "synthworld" / "tiny" / "conv5.tsv").is_file()
+    logs = list((study / "results" / "logs").rglob("*.log"))
+    assert len(logs) > 10 and all("\r" not in f.read_text() for f in logs)  # progress lines, no bars
+    assert all(f.stat().st_size < 10_000 for f in logs), {f.name: f.stat().st_size for f in logs}
 
 
 def test_nothing_to_do_after_a_finished_run(study):
@@ -156,15 +159,22 @@ def test_bad_study_fails_before_any_job(study, tmp_path, change, message):
 def test_real_broden_study_dry_runs(tmp_path):
     work = copy_repo(tmp_path)
     jobs = planned_jobs(snakemake(work, "-n", "--configfile", "config/studies/broden_imagenet.yaml"))
-    assert jobs == {"download": 1, "prepare": 1, "extract": 2, "dissect": 2, "report": 1, "all": 1}
+    assert jobs == {
+        **{"download": 1, "weights": 2, "prepare": 1},
+        **{"extract": 2, "dissect": 2, "report": 1, "all": 1},
+    }
 
 
 def test_real_imagenet_shape_bias_study_dry_runs(tmp_path):
     work = copy_repo(tmp_path)
+    checkpoint = work / "data" / "checkpoints" / "resnet50_train_60_epochs-c8e5653e.pth.tar"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"")  # the user's file: an input of the jobs that load it (not read by a dry run)
     res = snakemake(work, "-n", "-p", "--configfile", "config/studies/imagenet_shapebias.yaml")
     jobs = planned_jobs(res)
     assert jobs == {
         "download": 1,
+        "weights": 1,
         "prepare": 1,
         "extract": 2,
         "dissect": 2,
@@ -210,7 +220,7 @@ def test_a_second_run_is_locked_out_and_a_killed_run_finishes_identically(study,
 
     work = copy_repo(tmp_path / "repo")
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
-    env = {**os.environ, "CNNSCOPE_CONFIG_DIR": str(work / "config"), "PYTHONPATH": str(work / "src")}
+    env = {**os.environ, "PYTHONPATH": str(work / "src")}
     first = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/default", "--cores", "2"],
         cwd=work,

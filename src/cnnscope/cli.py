@@ -1,8 +1,13 @@
-"""The ``cnnscope`` command: run the study DAG with the right profile, and say where the report is.
+"""The ``cnnscope`` command: set up a study folder anywhere, run it, and find models and layers.
 
-``cnnscope run [SNAKEMAKE ARGS...]`` runs Snakemake on the repository's ``Snakefile`` with the
-default profile (extra arguments go to Snakemake, e.g. ``--configfile config/studies/x.yaml`` or
-``-n``), then prints the path of ``results/report/index.html``.
+* ``cnnscope init DIR``: write a commented study config, ``DIR/config.yaml``;
+* ``cnnscope run [--directory DIR] [SNAKEMAKE ARGS...]``: run the study of DIR (default: here) with
+  the packaged workflow; results, logs and Snakemake's state go to DIR, never into the install;
+* ``cnnscope layers MODEL``: the dissectable layers of a model, with output shapes and unit counts;
+* ``cnnscope models``: the built-in, torchvision and configured models;
+* ``cnnscope explain IMAGES... --model MODEL``: attribution maps of your own images, and a page.
+
+A bad argument is one line and exit status 2, like every cnnscope step.
 """
 
 from __future__ import annotations
@@ -10,37 +15,185 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from cnnscope.errors import CnnscopeError
+from cnnscope.resources import CONFIG_DIR, DEFAULT_STUDY, PROFILES, ROOT, SNAKEFILE
+
+STUDY_FILE = "config.yaml"  # what `init` writes and `run` reads in a study folder
+EXPLAIN_SIZE = 224
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cnnscope", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the study (default: config/config.yaml, offline)")
-    run.add_argument("--profile", default="workflow/profiles/default")
-    run.add_argument("--configfile", nargs="+", default=[], help="study config files (relative to here)")
+    parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if not (REPO / "Snakefile").is_file():
-        parser.error(f"no Snakefile in {REPO}; install cnnscope from a checkout with pip install -e")
-    studies = [_study_file(parser, f) for f in args.configfile]
-    cmd = [sys.executable, "-m", "snakemake", "--profile", args.profile, *extra]
-    cmd += ["--configfile", *studies] if studies else []
-    code = subprocess.call(cmd, cwd=REPO)
-    report = REPO / "results" / "report" / "index.html"
-    if code == 0 and "-n" not in extra and "--dry-run" not in extra:
-        print(f"cnnscope: report at {report}")
+    if args.command != "run" and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return COMMANDS[args.command](args, extra)
+    except CnnscopeError as e:
+        print(f"cnnscope {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnscope", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"cnnscope {version('cnnscope')}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="write a commented study config into a folder")
+    init.add_argument("directory", type=Path)
+    run = sub.add_parser("run", help="run a study (other arguments go to Snakemake, e.g. -n)")
+    run.add_argument(
+        "--directory", "-d", type=Path, default=Path.cwd(), help="the study folder (default: here)"
+    )
+    run.add_argument("--profile", default="default", help="a packaged profile (default, slurm) or a folder")
+    run.add_argument(
+        "--configfile",
+        nargs="+",
+        default=[],
+        help=f"study config files (default: the folder's {STUDY_FILE}, else the packaged default study)",
+    )
+    layers = sub.add_parser("layers", help="list a model's dissectable layers (4-D outputs)")
+    layers.add_argument("model", help="an architecture, a config/model name, or a model YAML file")
+    layers.add_argument("--filter", help="only layers whose name contains this text")
+    layers.add_argument(
+        "--input-size", type=int, help="input size in pixels (default: the model's, else 224)"
+    )
+    layers.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model settings")
+    models = sub.add_parser("models", help="list the models a study can name")
+    models.add_argument(
+        "--configfile", type=Path, help=f"also list a study's models (default: ./{STUDY_FILE})"
+    )
+    explain = sub.add_parser("explain", help="attribution maps and a page for your own images")
+    explain.add_argument("images", nargs="+", type=Path)
+    explain.add_argument(
+        "--model", required=True, help="an architecture, a config/model name, or a YAML file"
+    )
+    explain.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model settings")
+    explain.add_argument("--layer", help="class-activation layer (default: the last feature maps)")
+    explain.add_argument("--methods", nargs="+", help="attribution methods (default: all)")
+    explain.add_argument("--target", type=int, help="explain this class index (default: the prediction)")
+    explain.add_argument("--size", type=int, help="image size (default: the model's, else 224)")
+    explain.add_argument("--out", type=Path, default=Path("explain"), help="output folder (default: explain)")
+    explain.add_argument("--device", default="auto")
+    return parser
+
+
+def _init(args: argparse.Namespace, extra: list[str]) -> int:
+    study = args.directory / STUDY_FILE
+    if study.exists():
+        raise CnnscopeError(f"{study} exists; cnnscope init never overwrites a study: pick another folder")
+    args.directory.mkdir(parents=True, exist_ok=True)
+    header = (
+        "# A cnnscope study. Run it here with `cnnscope run` (or `cnnscope run --directory DIR`): results,\n"
+        "# logs and downloads go into this folder. Below is the default study, offline on the built-in\n"
+        "# synthetic worlds; every key is documented in cnnscope's config/README.md, and `cnnscope models`\n"
+        "# and `cnnscope layers MODEL` list what the `models` entries can name.\n\n"
+    )
+    study.write_text(header + DEFAULT_STUDY.read_text())
+    print(f"cnnscope: wrote {study}; next: cd {args.directory} && cnnscope run")
+    return 0
+
+
+def _run(args: argparse.Namespace, extra: list[str]) -> int:
+    workdir = args.directory.resolve()
+    if not workdir.is_dir():
+        raise CnnscopeError(f"--directory {args.directory}: no such folder; create it with cnnscope init")
+    studies = [str(_existing(f, "--configfile", ROOT)) for f in args.configfile]
+    if not studies:
+        studies = [str(workdir / STUDY_FILE if (workdir / STUDY_FILE).is_file() else DEFAULT_STUDY)]
+    profile = _existing(args.profile, "--profile", PROFILES)
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir)]
+    cmd += ["--profile", str(profile), *_gpu_resources(extra), *extra, "--configfile", *studies]
+    code = subprocess.call(cmd, cwd=workdir)  # the study folder's own modules import (model: import)
+    if code == 0 and not {"-n", "--dry-run", "--dryrun"} & set(extra):
+        print(f"cnnscope: report at {workdir / 'results' / 'report' / 'index.html'}")
     return code
 
 
-def _study_file(parser: argparse.ArgumentParser, name: str) -> str:
-    """A ``--configfile`` as an absolute path: relative to the working directory (or, failing that,
-    to the checkout, as the README's examples are), since Snakemake runs in the checkout."""
-    for base in (Path.cwd(), REPO):
-        if (base / name).is_file():
-            return str((base / name).resolve())
-    parser.error(f"--configfile {name}: no such file here ({Path.cwd()}) or in {REPO}")
+def _existing(name: str, what: str, packaged: Path) -> Path:
+    """A path given on the command line: relative to here, else one of cnnscope's own (a packaged
+    profile by name, or a study such as config/studies/x.yaml as the README names them)."""
+    for base in (Path.cwd(), packaged):
+        if (base / name).exists():
+            return (base / name).resolve()
+    raise CnnscopeError(f"{what} {name}: no such file here ({Path.cwd()}) or in {packaged}")
+
+
+def _gpu_resources(extra: list[str]) -> list[str]:
+    """``--resources gpu=N`` for the GPUs this machine has, so N GPU jobs run at once (each claims its
+    own GPU, :func:`cnnscope.device.pick_device`), unless the user sets resources."""
+    from cnnscope.device import gpu_count
+
+    count = gpu_count()
+    return ["--resources", f"gpu={count}"] if count > 1 and "--resources" not in extra else []
+
+
+def _model(name: str, sets: list[str]):  # -> ModelSpec
+    from cnnscope.models.registry import ModelSpec
+    from cnnscope.steps.compose import compose_model
+
+    return ModelSpec(**compose_model(name, sets))
+
+
+def _layers(args: argparse.Namespace, extra: list[str]) -> int:
+    from cnnscope.models.catalog import format_layers, layer_table
+    from cnnscope.models.registry import skeleton
+
+    spec = _model(args.model, args.set)
+    size = args.input_size or spec.input_size or 224
+    print(format_layers(layer_table(skeleton(spec), size, args.filter)))
+    return 0
+
+
+def _models(args: argparse.Namespace, extra: list[str]) -> int:
+    import yaml
+
+    from cnnscope.models.catalog import available_models, format_models
+
+    print(format_models(available_models(CONFIG_DIR)))
+    study = args.configfile or (Path(STUDY_FILE) if Path(STUDY_FILE).is_file() else None)
+    if study is not None:
+        if not study.is_file():
+            raise CnnscopeError(f"--configfile {study}: no such file")
+        entries = (yaml.safe_load(study.read_text()) or {}).get("models") or []
+        print(f"\nstudy {study} ({len(entries)}):")
+        for m in entries:
+            print(f"  {m.get('name')}: model={m.get('model')} layers={', '.join(m.get('layers', []))}")
+    return 0
+
+
+def _explain(args: argparse.Namespace, extra: list[str]) -> int:
+    from cnnscope.attribution.suite import METHODS
+    from cnnscope.device import pick_device
+    from cnnscope.explain import explain
+    from cnnscope.models.catalog import layer_table
+    from cnnscope.models.registry import load_model, skeleton
+
+    spec = _model(args.model, args.set)
+    size = args.size or spec.input_size or EXPLAIN_SIZE
+    layer = args.layer or _last_feature_maps(layer_table(skeleton(spec), size))
+    loaded = load_model(spec, pick_device(args.device))
+    methods = args.methods or list(METHODS)
+    out = explain(loaded, layer, args.images, methods, args.out, size, loaded.class_names, args.target)
+    print(f"cnnscope: {len(args.images)} image(s), layer {layer} -> {out / 'index.html'}")
+    return 0
+
+
+def _last_feature_maps(rows: list) -> str:
+    """The class-activation layer by default: the last feature maps with spatial extent, named by
+    their top-level module when it gives the same maps (``layer4`` of a ResNet, not its last ReLU, nor
+    the global pooling)."""
+    spatial = [r for r in rows if r.shape[1] * r.shape[2] > 1]
+    if not spatial:
+        raise CnnscopeError("the model has no layer with spatial feature maps; name one with --layer")
+    last = spatial[-1]
+    top = next((r for r in rows if r.name == last.name.split(".")[0]), last)
+    return top.name if top.shape == last.shape else last.name
+
+
+COMMANDS = {"init": _init, "run": _run, "layers": _layers, "models": _models, "explain": _explain}
 
 
 if __name__ == "__main__":

@@ -35,10 +35,10 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from cnnscope.checkpoint import Checkpoint, resume
 from cnnscope.data.packed import PackedDataset
+from cnnscope.progress import track
 from cnnscope.quantile import HistogramQuantile, TopKQuantile
 from cnnscope.rows import Rows, read_rows
 
@@ -90,7 +90,7 @@ def unit_thresholds(
     state, start = resume(checkpoint, "thresholds", "image", n)
     if state is not None:
         q.load_state_dict(state["quantile"])
-    for a in tqdm(range(start, n, bs), desc="thresholds", disable=not progress, initial=start // bs):
+    for a in track(range(start, n, bs), "thresholds", enabled=progress, initial=start // bs):
         x = read_rows(acts, a, a + bs).to(device).float()
         q.add(x.transpose(0, 1).reshape(c, -1))
         if checkpoint and checkpoint.due():
@@ -214,7 +214,7 @@ def tally(
     state, start = resume(checkpoint, "tally", "image", n)
     if state is not None:
         counts.load(state["counts"])
-    for a in tqdm(range(start, n, bs), desc="tally", disable=not progress, initial=start // bs):
+    for a in track(range(start, n, bs), "tally", enabled=progress, initial=start // bs):
         # Widened on the device: the host holds only the stored dtypes (float16, uint16).
         x = read_rows(acts, a, a + bs).to(device).float()
         b = len(x)

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from cnnscope.errors import CnnscopeError
 from cnnscope.io import atomic_file, read_json, write_json
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import LoadedModel
+from cnnscope.progress import track
 from cnnscope.rows import Rows, RowWriter, read_rows
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -152,10 +152,10 @@ def extract_layer(
     loaded.module.to(memory_format=torch.channels_last)
     with LayerCapture(module) as cap, torch.inference_mode():
         batches = range(start, n, batch_size)
-        for a, batch in tqdm(
+        for a, batch in track(
             _prefetched(images, batches, batch_size, pin=cuda),
-            desc=f"extract {layer}",
-            disable=not progress,
+            f"extract {layer}",
+            enabled=progress,
             total=len(batches),
         ):
             x = loaded.normalize(batch.to(device, non_blocking=True))

@@ -188,7 +188,11 @@ def attribution_gallery(images: np.ndarray, maps: dict[str, np.ndarray], title: 
         axes[i, 0].imshow(images[i])
         for j, name in enumerate(methods, start=1):
             axes[i, j].imshow(images[i])
-            axes[i, j].imshow(maps[name][i].astype(np.float32), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            h, w = images[i].shape[:2]  # a model's input_size may differ: the map spans the image
+            extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+            axes[i, j].imshow(
+                maps[name][i].astype(np.float32), cmap="jet", alpha=0.5, vmin=0, vmax=1, extent=extent
+            )
         for ax in axes[i]:
             ax.set_axis_off()
     for j, name in enumerate(["image", *methods]):

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from cnnscope.bounds import bounded, choice, positive
 from cnnscope.checkpoint import Checkpoint, resume
@@ -23,6 +22,7 @@ from cnnscope.data import shapetexture
 from cnnscope.errors import CnnscopeError
 from cnnscope.models.builtin import BUILTIN
 from cnnscope.models.normalize import normalize, to_unit
+from cnnscope.progress import track
 
 # The input normalisation of every model trained here; saved in its checkpoint, read by the registry.
 WORLD_MEAN = (0.5, 0.5, 0.5)
@@ -123,7 +123,7 @@ def _train(spec: TrainSpec, progress: bool, checkpoint: Checkpoint | None) -> tu
         torch.set_rng_state(state["rng"])
         losses = state["losses"].tolist()
     steps = range(start, spec.steps)
-    for step in tqdm(steps, desc=f"train {spec.arch}", disable=not progress, initial=start, total=spec.steps):
+    for step in track(steps, f"train {spec.arch}", enabled=progress, initial=start, total=spec.steps):
         idx = torch.randint(len(xt), (spec.batch_size,), generator=gen)
         xb = xt[idx]
         flip = torch.rand(len(idx), generator=gen) < 0.5

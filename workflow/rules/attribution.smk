@@ -5,7 +5,7 @@
 rule attribution:
     input:
         packed=artifact("prepare"),
-        checkpoint=checkpoint_input,
+        model_files=model_files,
         code=code("attribution"),
     output:
         directory(artifact("attribution")),
@@ -27,7 +27,7 @@ rule attribution:
 rule featurevis:
     input:
         dissection=artifact("dissect"),
-        checkpoint=checkpoint_input,
+        model_files=model_files,
         code=code("featurevis"),
     output:
         directory(artifact("featurevis")),

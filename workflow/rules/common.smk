@@ -2,7 +2,7 @@
 import json
 import os
 import sys
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,20 +11,35 @@ from omegaconf.errors import OmegaConfBaseException
 from snakemake.utils import validate
 
 from cnnscope.errors import CnnscopeError
-from cnnscope.models.registry import ModelSpec, check_layers
+from cnnscope.models.registry import (
+    ModelSpec,
+    check_layers,
+    needs_download,
+    output_count,
+    read_class_names,
+)
+from cnnscope.shapebias.classes import head_problem
+from cnnscope.shapebias.evaluate import CLASS_SETS
 from cnnscope.sources import closure
-from cnnscope.steps.compose import compose_step, hydra_value, overrides, shell_args
+from cnnscope.steps.compose import (
+    compose_step,
+    hydra_value,
+    model_items,
+    overrides,
+    shell_args,
+)
 from cnnscope.steps.schema import fields, uses_device
 from cnnscope.training import MODEL_FILE
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-# Steps run as `python -m cnnscope.steps.<step>`: this interpreter's directory goes first on PATH so
-# they run in the environment Snakemake runs in (under --use-conda, the rule's env comes first).
+# Steps run as `python -m cnnscope.steps.<step>`, in the one environment cnnscope is installed in:
+# this interpreter's directory goes first on PATH (cluster jobs inherit it). Under --sdm conda every
+# rule runs in the named conda environment that environment.yml creates, which installs cnnscope.
 os.environ["PATH"] = os.pathsep.join(
     [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
 )
-ENV = "../envs/cnnscope.yaml"
+ENV = "cnnscope"
 # How each step is run (every job alike): its module, given the job's settings and paths.
 STEP_SHELL = "python -m {params.module} {params.args} > {log:q} 2>&1"
 DATASET = config["dataset"]
@@ -48,6 +63,7 @@ WILDCARDS = {
     "download": "{dataset}",
     "prepare": "{dataset}",
     "train": "{model}",
+    "weights": "{model}",
     "extract": "{dataset}/{model}/{layer}",
     "dissect": "{dataset}/{model}/{layer}",
     "featurevis": "{dataset}/{model}/{layer}",
@@ -98,7 +114,7 @@ def model_overrides(name):
     m = MODELS[name]
     items = [
         f"model={m['model']}",
-        *overrides({f"model.{k}": v for k, v in m.get("overrides", {}).items()}),
+        *model_items(m.get("overrides", {})),
     ]
     if m.get("train"):
         items.append(f"model.checkpoint={hydra_value(trained_model(name))}")
@@ -136,6 +152,7 @@ def study_jobs():
     data = "synthworld" if DATASET == "synthworld" else "download"
     jobs = [(data, {"dataset": DATASET}), ("prepare", {"dataset": DATASET})]
     jobs += [("train", {"model": m}) for m, spec in MODELS.items() if spec.get("train")]
+    jobs += [("weights", {"model": m}) for m in MODELS if fetched(m)]
     per_layer = ["extract", "dissect"] + (["featurevis"] if FEATUREVIS else [])
     for m, layer in layer_targets():
         jobs += [
@@ -202,6 +219,7 @@ ITEMS = {
         f"cache_dir={hydra_value(DOWNLOADS)}",
     ],
     "prepare": lambda wc: [],
+    "weights": lambda wc: model_overrides(wc.model),
     "train": lambda wc: [
         *model_overrides(wc.model),
         *overrides(
@@ -269,12 +287,27 @@ def step_resources(step):
     return {"gpu": int(bool(config.get("gpu", False)))} if uses_device(step) else {}
 
 
-def checkpoint_input(wildcards):
-    return (
-        [artifact("train", model=wildcards.model)]
-        if MODELS[wildcards.model].get("train")
-        else []
-    )
+@cache
+def model_spec(name):
+    """The model's composed spec (ModelSpec), as every job that loads it sees it."""
+    return ModelSpec(**_composed("extract", tuple(model_overrides(name)))["model"])
+
+
+def fetched(name):
+    """Whether the model's weights come from the network (fetched once by the weights rule)."""
+    return needs_download(model_spec(name))
+
+
+def model_files(wildcards):
+    """What loading the model reads: the trained checkpoint, the fetched weights, or the user's own
+    checkpoint and class-names files (a changed file reruns the jobs that load it)."""
+    name = wildcards.model
+    if MODELS[name].get("train"):
+        return [artifact("train", model=name)]
+    if fetched(name):
+        return [artifact("weights", model=name)]
+    spec = model_spec(name)
+    return [f for f in (spec.checkpoint, spec.classes) if f is not None]
 
 
 def dataset_dir(wildcards):
@@ -282,36 +315,51 @@ def dataset_dir(wildcards):
     return artifact(step, dataset=wildcards.dataset)
 
 
+def _check_model(name, m):
+    """One model of the study: its layers, its weights source, and a head that fits the cue-conflict
+    decision space."""
+    if len(set(m["layers"])) < len(m["layers"]):
+        raise CnnscopeError(f"model {name!r} lists a layer twice: {m['layers']}")
+    spec = model_spec(name)
+    if m.get("train") and spec.source != "builtin":
+        raise CnnscopeError(f"model {name!r} has train: true but is not built-in")
+    check_layers(spec, [*m["layers"], cam_layer(name)], name)
+    if name in CC_MODELS:
+        names = read_class_names(spec.classes) if spec.classes else None
+        problem = head_problem(output_count(spec), CLASS_SETS[CC["classes"]], names)
+        if problem:
+            raise CnnscopeError(
+                f"model {name!r} cannot decide among cue_conflict classes {CC['classes']!r}: "
+                f"{problem}; set cue_conflict: false on the model or change classes"
+            )
+
+
 def _check_study():
-    """Fail before any job on a duplicate model or layer, an unknown one, an untrainable model, or
-    any job setting that its step's schema refuses."""
+    """Fail before any job on a duplicate model or layer, an unknown one, an untrainable model, a head
+    that cannot decide the cue conflict, or any job setting that its step's schema refuses.
+    """
     names = [m["name"] for m in config["models"]]
     if len(set(names)) < len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
         raise CnnscopeError(
             f"model name(s) {', '.join(twice)} given twice; every model needs its own name"
         )
-    for name, m in MODELS.items():
-        if len(set(m["layers"])) < len(m["layers"]):
-            raise CnnscopeError(f"model {name!r} lists a layer twice: {m['layers']}")
-        spec = ModelSpec(**_composed("extract", tuple(model_overrides(name)))["model"])
-        if m.get("train") and spec.source != "builtin":
-            raise CnnscopeError(f"model {name!r} has train: true but is not built-in")
-        check_layers(spec, [*m["layers"], cam_layer(name)], name)
-        if name in CC_MODELS and (CC["classes"] == "world") != bool(m.get("train")):
-            raise CnnscopeError(
-                f"model {name!r} cannot decide among cue_conflict classes "
-                f"{CC['classes']!r}: world classes need a model trained in the pipeline, imagenet "
-                f"classes an ImageNet model; set cue_conflict: false on the model or change classes"
-            )
-    for step, wc in [*study_jobs(), ("report", {})]:
+    checks = [(f"models.{n}", partial(_check_model, n, m)) for n, m in MODELS.items()]
+    checks += [
+        (
+            f"steps.{step}",
+            partial(_composed, step, tuple(job_items(step, SimpleNamespace(**wc)))),
+        )
+        for step, wc in [*study_jobs(), ("report", {})]
+    ]
+    for where, check in checks:
         try:
-            _composed(step, tuple(job_items(step, SimpleNamespace(**wc))))
+            check()
         except (HydraException, OmegaConfBaseException) as e:
             why = f"{e}: {e.__cause__}" if e.__cause__ else str(e)
-            raise CnnscopeError(f"steps.{step}: {' '.join(why.split())}") from None
+            raise CnnscopeError(f"{where}: {' '.join(why.split())}") from None
         except CnnscopeError as e:
-            raise CnnscopeError(f"steps.{step}: {e}") from None
+            raise CnnscopeError(f"{where}: {e}") from None
 
 
 # Once, in the process that plans the study (not again in each cluster job that runs one step).

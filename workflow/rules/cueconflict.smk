@@ -24,7 +24,7 @@ rule stimuli:
 rule cueconflict:
     input:
         stimuli=artifact("stimuli"),
-        checkpoint=checkpoint_input,
+        model_files=model_files,
         code=code("cueconflict"),
     output:
         directory(artifact("cueconflict")),

@@ -4,7 +4,7 @@
 rule extract:
     input:
         packed=artifact("prepare"),
-        checkpoint=checkpoint_input,
+        model_files=model_files,
         code=code("extract"),
     output:
         directory(artifact("extract")),

@@ -13,7 +13,6 @@ from collections.abc import Callable
 import pandas as pd
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from cnnscope.attribution.backprop import DeconvNet, GuidedBackprop, guided_cam
 from cnnscope.attribution.base import normalize_maps
@@ -21,6 +20,7 @@ from cnnscope.attribution.cam import CAM, CounterfactualGradCAM, GradCAM, GradCA
 from cnnscope.attribution.metrics import deletion_insertion, drop_and_increase
 from cnnscope.bounds import choice
 from cnnscope.errors import CnnscopeError
+from cnnscope.progress import track
 
 Method = Callable[[nn.Module, str, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -66,6 +66,17 @@ METHODS: dict[str, Method] = {
     "guided_gradcam++": _guided(GradCAMPlusPlus),
 }
 MethodName = choice("MethodName", METHODS)
+# How pages name each method: as the papers that introduced them do (keys: METHODS).
+DISPLAY_NAMES: dict[str, str] = {
+    "cam": "CAM",
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "counterfactual_gradcam": "Counterfactual Grad-CAM",
+    "guided_backprop": "Guided Backprop",
+    "deconvnet": "DeconvNet",
+    "guided_gradcam": "Guided Grad-CAM",
+    "guided_gradcam++": "Guided Grad-CAM++",
+}
 
 
 def attribute(
@@ -81,7 +92,7 @@ def attribute(
     if unknown:
         raise CnnscopeError(f"unknown attribution method(s) {unknown}; valid: {', '.join(METHODS)}")
     maps, seconds = {}, {}
-    for name in tqdm(methods, desc="attribution", disable=not progress):
+    for name in track(methods, "attribution", enabled=progress):
         t0 = time.perf_counter()
         maps[name] = METHODS[name](model, layer, x, targets)
         if x.is_cuda:

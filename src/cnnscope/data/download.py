@@ -20,11 +20,10 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from cnnscope.bounds import bounded
 from cnnscope.errors import DownloadError
 from cnnscope.io import file_digest
+from cnnscope.progress import Progress, track
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -90,13 +89,13 @@ def fetch(
                     )
                 with (
                     open(part, "ab") as f,
-                    tqdm(
-                        total=total,
+                    Progress(
+                        dest.name,
+                        total,
+                        enabled=progress,
                         initial=have,
                         unit="B",
                         unit_scale=True,
-                        desc=dest.name,
-                        disable=not progress,
                     ) as bar,
                 ):
                     while block := resp.read(CHUNK):
@@ -174,7 +173,7 @@ def unpack(archive: Path, out: Path, progress: bool = True, marker: str = "index
         raise DownloadError(f"{why}; deleted the archive, rerun to download it again") from e
     try:
         with zipfile.ZipFile(archive) as zf:
-            for m in tqdm(members, desc=f"unpack {archive.name}", disable=not progress):
+            for m in track(members, f"unpack {archive.name}", enabled=progress):
                 zf.extract(m, out / "_zip")
         root = _dataset_root(out / "_zip", marker)
         for item in root.iterdir():

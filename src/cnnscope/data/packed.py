@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from cnnscope.data.broden import BrodenDataset
 from cnnscope.errors import DatasetError
 from cnnscope.io import read_json, write_json
+from cnnscope.progress import track
 from cnnscope.rows import RowReader, RowWriter
 
 FORMAT_VERSION = 1
@@ -74,11 +74,11 @@ def pack(dataset: BrodenDataset, out: str | Path, workers: int = 2, progress: bo
 
     with images, masks, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # pool ends first
         used = set().union(
-            *tqdm(
+            *track(
                 pool.map(load, range(len(recs))),
+                "pack",
+                enabled=progress,
                 total=len(recs),
-                desc="pack",
-                disable=not progress,
             )
         )
     np.save(out / "scalars.npy", scalars)

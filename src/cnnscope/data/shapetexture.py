@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from cnnscope.data import render
+from cnnscope.progress import track
 from cnnscope.shapebias.stimuli import STIMULUS_DIRS
 
 CLASSES: tuple[str, ...] = render.OBJECTS
@@ -112,7 +112,7 @@ def write_stimuli(
     root = Path(root)
     rng = np.random.default_rng(seed)
     cc = root / STIMULUS_DIRS["cue-conflict"]
-    for s, shape in enumerate(tqdm(CLASSES, desc="cue-conflict stimuli", disable=not progress)):
+    for s, shape in enumerate(track(CLASSES, "cue-conflict stimuli", enabled=progress)):
         for i in range(1, poses + 1):
             pose_seed = int(rng.integers(2**31))
             for t, texture in enumerate(CLASSES):

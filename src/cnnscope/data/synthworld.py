@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from cnnscope.bounds import bounded, positive
 from cnnscope.data import render
+from cnnscope.progress import track
 
 PIXEL_CATEGORIES = ("color", "object", "part", "material")
 IMAGE_CATEGORIES = ("scene", "texture")
@@ -151,7 +151,7 @@ def generate(root: str | Path, spec: WorldSpec | None = None, progress: bool = T
     cover: dict[tuple[str, int], float] = defaultdict(float)
     cat_freq: dict[str, int] = defaultdict(int)
     rows = []
-    for i in tqdm(range(spec.n_images), desc="synthworld", disable=not progress):
+    for i in track(range(spec.n_images), "synthworld", enabled=progress):
         if rng.random() < spec.texture_fraction:
             d = texture_sample(rng, size)
         else:

@@ -56,13 +56,38 @@ def aggregate(probabilities: torch.Tensor) -> torch.Tensor:
     return torch.stack([probabilities[:, list(IMAGENET_INDICES[c])].mean(1) for c in CLASSES], dim=1)
 
 
-def decide(logits: torch.Tensor, classes: Sequence[str] = CLASSES) -> list[str]:
-    """The decision per image among ``classes``: a head with one logit per class is used directly;
-    1000 ImageNet logits (for the 16 ImageNet categories) go through :func:`aggregate`."""
-    if logits.shape[-1] == len(classes):
+def head_problem(
+    outputs: int, classes: Sequence[str], class_names: Sequence[str] | None = None
+) -> str | None:
+    """Why a head with ``outputs`` logits (named ``class_names``, when known) cannot decide among
+    ``classes``; ``None`` when it can (see :func:`decide`)."""
+    if class_names is not None and len(class_names) != outputs:
+        return f"its classes file names {len(class_names)} classes but it has {outputs} outputs"
+    if class_names is not None and set(classes) <= set(class_names):
+        return None
+    if outputs == len(classes) or (outputs == 1000 and tuple(classes) == CLASSES):
+        return None
+    return (
+        f"it has {outputs} outputs; cue-conflict decisions need a head whose classes file names all "
+        f"{len(classes)} classes, one logit per class in their order ({len(classes)}), or, for the 16 "
+        "ImageNet categories, the 1000 ImageNet classes"
+    )
+
+
+def decide(
+    logits: torch.Tensor, classes: Sequence[str] = CLASSES, class_names: Sequence[str] | None = None
+) -> list[str]:
+    """The decision per image among ``classes``: a head whose ``class_names`` include them all decides
+    by the argmax over those classes' logits (any order; other classes ignored); a head with one logit
+    per class is used directly, in the order of ``classes``; 1000 ImageNet logits (for the 16 ImageNet
+    categories) go through :func:`aggregate`."""
+    problem = head_problem(logits.shape[-1], classes, class_names)
+    if problem is not None:
+        raise ValueError(problem)
+    if class_names is not None and set(classes) <= set(class_names):
+        idx = logits[:, [list(class_names).index(c) for c in classes]].argmax(1)
+    elif logits.shape[-1] == len(classes):
         idx = logits.argmax(1)
-    elif logits.shape[-1] == 1000 and tuple(classes) == CLASSES:
-        idx = aggregate(logits.float().softmax(1)).argmax(1)
     else:
-        raise ValueError(f"{logits.shape[-1]} logits fit neither the {len(classes)} classes nor ImageNet")
+        idx = aggregate(logits.float().softmax(1)).argmax(1)
     return [classes[i] for i in idx.tolist()]

@@ -2,7 +2,8 @@
 
 Images are fed at their native size (224 x 224 for the real stimuli) with the model's own
 normalisation, no resize or crop. ImageNet models decide by the toolbox's 1000 -> 16 rule
-(:func:`cnnscope.shapebias.classes.decide`); models with a 16-way head use it directly.
+(:func:`cnnscope.shapebias.classes.decide`); models with a 16-way head use it directly, and a head
+whose classes file names the 16 classes picks their logits by name.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from cnnscope.errors import ModelError
 from cnnscope.models.registry import LoadedModel
+from cnnscope.progress import track
 from cnnscope.shapebias.analysis import COLUMNS
-from cnnscope.shapebias.classes import CLASSES, decide
+from cnnscope.shapebias.classes import CLASSES, decide, head_problem
 from cnnscope.shapebias.stimuli import Stimulus
 
 
@@ -35,17 +36,13 @@ def model_decisions(
     device = torch.device(device)
     responses: list[str] = []
     with torch.inference_mode():
-        for a in tqdm(range(0, len(images), batch_size), desc=f"decide {subj}", disable=not progress):
+        for a in track(range(0, len(images), batch_size), f"decide {subj}", enabled=progress):
             x = loaded.normalize(torch.from_numpy(np.array(images[a : a + batch_size])).to(device))
             logits = loaded.module(x)
-            imagenet = logits.shape[-1] == 1000 and tuple(classes) == CLASSES
-            if logits.shape[-1] != len(classes) and not imagenet:
-                raise ModelError(
-                    f"{subj} outputs {logits.shape[-1]} classes; cue-conflict decisions need one "
-                    f"logit per class ({len(classes)}) or, for the 16 ImageNet categories, the 1000 "
-                    "ImageNet classes (use a checkpoint with one of those heads)"
-                )
-            responses += decide(logits, classes)
+            problem = head_problem(logits.shape[-1], classes, loaded.class_names)
+            if problem is not None:
+                raise ModelError(f"{subj} cannot decide the cue conflict: {problem}")
+            responses += decide(logits, classes, loaded.class_names)
     rows = [
         {
             "subj": subj,

@@ -8,10 +8,18 @@ params), and passes the study's overrides on the command line in Hydra's overrid
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
+from cnnscope.errors import CnnscopeError
+from cnnscope.models.builtin import BUILTIN
+from cnnscope.models.registry import torchvision_archs
 from cnnscope.steps.runner import config_dir, plain
 from cnnscope.steps.schema import schema, validate
 
@@ -23,6 +31,42 @@ def compose_step(step: str, overrides: list[str]) -> dict[str, Any]:
         cfg = plain(compose(config_name=step, overrides=overrides))
     validate(step, cfg)
     return cfg
+
+
+def compose_model(model: str, sets: Sequence[str] = ()) -> dict[str, Any]:
+    """A model's validated spec (``ModelSpec`` fields) as the steps would load it, from a name a user
+    types: a model YAML file (``ModelSpec`` keys), a ``config/model/`` entry, or a torchvision or
+    built-in architecture; ``sets`` are further ``key=value`` settings of it (Hydra syntax)."""
+    path = Path(model)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise CnnscopeError(f"model file {path} must be a mapping of ModelSpec keys")
+        items = ["model=model_schema", *model_items({k: v for k, v in values.items() if k != "defaults"})]
+    elif (config_dir() / "model" / f"{model}.yaml").is_file():
+        items = [f"model={model}"]
+    elif model in BUILTIN:
+        items = ["model=model_schema", "model.source=builtin", f"model.arch={hydra_value(model)}"]
+    elif model in torchvision_archs():
+        items = ["model=model_schema", "model.source=torchvision", f"model.arch={hydra_value(model)}"]
+        items.append("model.weights=DEFAULT")
+    else:
+        raise CnnscopeError(
+            f"unknown model {model!r}: give a model YAML file, a config/model/ name or a torchvision or "
+            "built-in architecture (`cnnscope models` lists them)"
+        )
+    try:
+        given = [f"{s[: len(s) - len(s.lstrip('+~'))]}model.{s.lstrip('+~')}" for s in sets]
+        return compose_step("weights", [*items, *given])["model"]
+    except (HydraException, OmegaConfBaseException) as e:
+        raise CnnscopeError(f"model {model}: {' '.join(str(e).split())}") from None
+
+
+def model_items(values: dict[str, Any]) -> list[str]:
+    """Overrides of a model config's fields; the factory's ``kwargs`` key by key (``++``: they are new
+    keys of a dict that Hydra's struct mode would refuse to extend)."""
+    items = [f"model.{k}={hydra_value(v)}" for k, v in values.items() if k != "kwargs"]
+    return items + [f"++model.kwargs.{k}={hydra_value(v)}" for k, v in (values.get("kwargs") or {}).items()]
 
 
 def hydra_value(value: Any) -> str:

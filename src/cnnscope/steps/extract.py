@@ -39,7 +39,7 @@ def body(cfg: dict) -> None:
     data = PackedDataset.open(cfg["packed"])
     device = pick_device(cfg["device"])
     loaded = load_model(ModelSpec(**cfg["model"]), device)
-    resolve_layer(loaded.module, cfg["layer"], cfg["model"]["arch"])  # fail before any work
+    resolve_layer(loaded.module, cfg["layer"], loaded.meta["arch"])  # fail before any work
     # What partial work must match to be resumed: the settings, the probe set, the weights, the device.
     fingerprint = {
         "config": result_config(cfg),
@@ -59,7 +59,7 @@ def body(cfg: dict) -> None:
             device=device,
             amp=cfg["amp"],
             store_dtype=cfg["store_dtype"],
-            model_name=cfg["model"]["arch"],
+            model_name=loaded.meta["arch"],
             progress=cfg["progress"],
             checkpoint_s=cfg["checkpoint_s"],
             image_names=data.meta["images"],
@@ -67,7 +67,7 @@ def body(cfg: dict) -> None:
         write_json(tmp / "meta.json", {**info, "device": str(device)})
         write_yaml(tmp / "config.yaml", cfg)
     log.info(
-        "extract: %s %s %s on %s -> %s", cfg["model"]["arch"], cfg["layer"], info["shape"], device, cfg["out"]
+        "extract: %s %s %s on %s -> %s", loaded.meta["arch"], cfg["layer"], info["shape"], device, cfg["out"]
     )
 
 

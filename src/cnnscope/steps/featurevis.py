@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import MISSING
 from PIL import Image
-from tqdm import tqdm
 
 from cnnscope.bounds import bounded, choice, positive
 from cnnscope.device import pick_device
 from cnnscope.featurevis import PARAMETRISATIONS, maximize
 from cnnscope.io import atomic_dir, verify, write_json, write_yaml
 from cnnscope.models.registry import ModelSpec, load_model
+from cnnscope.progress import track
 from cnnscope.steps.runner import run_step
 from cnnscope.steps.schema import OnDevice, register
 
@@ -51,7 +51,7 @@ def body(cfg: dict) -> None:
     loaded = load_model(ModelSpec(**cfg["model"]), device)
     traces = {}
     with atomic_dir(cfg["out"]) as tmp:
-        for _, row in tqdm(list(top.iterrows()), desc="featurevis", disable=not cfg["progress"]):
+        for _, row in track(list(top.iterrows()), "featurevis", enabled=cfg["progress"]):
             unit = int(row["unit"])
             trace = maximize(
                 loaded.module,

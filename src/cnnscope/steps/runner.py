@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cnnscope.errors import CnnscopeError
+from cnnscope.resources import CONFIG_DIR
 from cnnscope.steps.schema import RUN_ONLY, validate
 
 log = logging.getLogger("cnnscope")
@@ -32,9 +32,8 @@ USER_ERRNOS = {
 
 
 def config_dir() -> Path:
-    """The Hydra config tree: ``$CNNSCOPE_CONFIG_DIR`` or the repository's ``config/``."""
-    env = os.environ.get("CNNSCOPE_CONFIG_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "config"
+    """The Hydra config tree: the checkout's ``config/``, or the installed package's."""
+    return CONFIG_DIR
 
 
 def result_config(cfg: dict[str, Any]) -> dict[str, Any]:
