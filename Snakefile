@@ -4,7 +4,13 @@
 # The study is config/config.yaml; each step's own config tree is config/<step>.yaml. This file,
 # workflow/ and config/ also ship inside the installed package (cnnscope.resources), so `cnnscope run`
 # works in any folder: results, logs and Snakemake's state go there, never into the install.
-from cnnscope.resources import DEFAULT_STUDY
+import os
+
+from cnnscope.resources import DEFAULT_STUDY, PACKAGES
+
+# Where the cnnscope code this workflow runs lives: for the rule environment's post-deploy script
+# (workflow/envs/cnnscope.post-deploy.sh), and passed on to cluster jobs.
+os.environ["CNNSCOPE_PACKAGES"] = str(PACKAGES)
 
 # The default study, unless studies are given with --configfile: a given study is the whole study, so a
 # section it omits (cue_conflict, attribution) is skipped, not inherited from the default.
@@ -18,6 +24,7 @@ report: "workflow/report/workflow.rst"
 
 envvars:
     "PATH",
+    "CNNSCOPE_PACKAGES",
 
 
 include: "workflow/rules/common.smk"

@@ -279,28 +279,53 @@ def test_timm_models_load_from_a_local_file_and_fail_clearly_offline(tmp_path, m
 
 
 def test_the_dependency_lists_agree():
-    """environment.yml installs the project itself (pyproject.toml is the one list of dependencies),
-    with the Python pyproject requires; every rule's environment is that one; and the wheel ships every
-    package under src/."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    """environment.yml installs the project itself (pyproject.toml's dependencies), with the Python
+    pyproject requires; the rule environment names those dependencies but Snakemake; the wheel ships
+    every package under src/."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     env = yaml.safe_load((REPO / "environment.yml").read_text())
-    python = [d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python")]
-    assert python == ["python=3.11"] and project["project"]["requires-python"] == ">=3.11"
+    assert "python=3.11" in env["dependencies"] and project["requires-python"] == ">=3.11"
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    extras = set(project["project"]["optional-dependencies"])
-    assert pip == ["-e .[test]"] and "test" in extras
-    test_deps = project["project"]["optional-dependencies"]["test"]
-    assert set(project["project"]["optional-dependencies"]["timm"]) <= set(test_deps)
-    torch_pin = next(d for d in project["project"]["dependencies"] if d.startswith("torch>"))
-    assert torch_pin != "torch==" and "<" in torch_pin  # a range, not an exact pin
-    packaged = set(project["tool"]["setuptools"]["packages"])
+    assert pip == ["-e .[test]"] and set(project["optional-dependencies"]["timm"]) <= set(
+        project["optional-dependencies"]["test"]
+    )
+    rule_env = yaml.safe_load((REPO / "workflow" / "envs" / "cnnscope.yaml").read_text())
+    assert "python=3.11" in rule_env["dependencies"]
+    rule_pip = next(d["pip"] for d in rule_env["dependencies"] if isinstance(d, dict))
+    assert rule_pip == [d for d in project["dependencies"] if not d.startswith("snakemake")]
+    for pin in ("torch", "torchvision"):
+        spec = next(d for d in project["dependencies"] if re.match(rf"{pin}[<>=]", d))
+        assert ">=" in spec and "<" in spec  # a range that admits a site's own build
+    packaged = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     assert packaged == {*find_packages(str(REPO / "src")), "cnnscope.study"}
-    # every rule's conda environment is this one, by name: no second list of dependencies to drift
-    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    assert f'ENV = "{env["name"]}"' in common
     for rules in (REPO / "workflow" / "rules").glob("*.smk"):
         text = rules.read_text()
         assert text.count("    conda:\n        ENV\n") == text.count("\nrule "), rules.name
+
+
+def test_the_rule_environment_post_deploy_makes_the_workflows_cnnscope_importable(plain_install, tmp_path):
+    """What Snakemake runs in a new rule environment, here in a bare venv standing in for it: afterwards
+    that environment imports the cnnscope the workflow runs (the plain install's, here)."""
+    bare = tmp_path / "env"
+    venv.create(bare, with_pip=False)
+    packages = subprocess.run(
+        [str(plain_install / "bin" / "python"), "-c", "import cnnscope.resources as r; print(r.PACKAGES)"],
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env |= {"PATH": f"{bare / 'bin'}{os.pathsep}{env['PATH']}", "CNNSCOPE_PACKAGES": packages}
+    script = REPO / "workflow" / "envs" / "cnnscope.post-deploy.sh"
+    res = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    where = subprocess.run(
+        [str(bare / "bin" / "python"), "-c", "import cnnscope; print(cnnscope.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert where.returncode == 0 and Path(where.stdout.strip()).is_relative_to(packages), where
 
 
 def test_a_head_that_cannot_decide_the_cue_conflict_fails_the_dry_run(tmp_path):

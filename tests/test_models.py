@@ -14,8 +14,8 @@ from cnnscope.models.builtin import ConvNet
 from cnnscope.models.registry import check_layers
 
 
-def test_unknown_torchvision_model_lists_valid_names():
-    with pytest.raises(ModelError, match=r"unknown model 'resnet19'.*resnet18.*resnet50"):
+def test_unknown_torchvision_model_names_the_closest_and_where_all_are_listed():
+    with pytest.raises(ModelError, match=r"'resnet19'; did you mean resnet18.*cnnscope models"):
         load_model(ModelSpec("torchvision", "resnet19"))
 
 

@@ -127,5 +127,19 @@ def test_a_head_that_fits_no_mapping_is_refused():
         torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(12)), (0, 0, 0), (1, 1, 1)
     )
     stim = [stimuli.Stimulus(TVS / "x.png", "cat", "dog")]
-    with pytest.raises(ModelError, match="outputs 12 classes"):
+    with pytest.raises(ModelError, match="it has 12 outputs"):
         model_decisions(loaded, stim, np.zeros((1, 8, 8, 3), np.uint8), "m", progress=False)
+
+
+def test_a_head_with_named_classes_decides_by_name_in_any_order():
+    """A classes file maps a head's outputs by name: another order, or extra classes, decide alike."""
+    from cnnscope.shapebias.classes import CLASSES, decide, head_problem
+
+    logits = torch.randn(5, 16)
+    expected = decide(logits, CLASSES)
+    order = torch.randperm(16)
+    names = [CLASSES[i] for i in order.tolist()]
+    assert decide(logits[:, order], CLASSES, names) == expected
+    extra = torch.cat([logits, torch.full((5, 2), 99.0)], 1)  # two unrelated classes score highest
+    assert decide(extra, CLASSES, [*CLASSES, "x", "y"]) == expected
+    assert "names 3 classes but it has 16 outputs" in head_problem(16, CLASSES, ["a", "b", "c"])

@@ -22,6 +22,7 @@ def _root() -> Path:
 
 
 ROOT = _root()
+PACKAGES = _PACKAGE.parent  # the folder that holds the cnnscope package (a checkout's src/, or site-packages)
 SNAKEFILE = ROOT / "Snakefile"
 WORKFLOW = ROOT / "workflow"
 PROFILES = WORKFLOW / "profiles"

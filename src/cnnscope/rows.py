@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from numpy.lib import format as npy_format
 from numpy.lib.format import open_memmap
+
+if TYPE_CHECKING:  # torch is imported when rows are read as tensors, not by steps that only write rows
+    import torch
 
 
 def _header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
@@ -118,6 +121,8 @@ Rows = np.ndarray | RowReader
 def read_rows(rows: Rows, start: int, stop: int) -> torch.Tensor:
     """Rows ``[start, stop)`` as a CPU tensor that owns its memory (a read-only memmap slice is copied,
     so no mapped page stays referenced and torch never sees a read-only buffer)."""
+    import torch
+
     block = rows[start:stop]
     if not block.flags.writeable:
         block = np.array(block)

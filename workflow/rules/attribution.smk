@@ -15,7 +15,7 @@ rule attribution:
         benchmark_file("attribution")
     conda:
         ENV
-    threads: 1
+    threads: step_threads("attribution")
     resources:
         **step_resources("attribution"),
     params:
@@ -37,7 +37,7 @@ rule featurevis:
         benchmark_file("featurevis")
     conda:
         ENV
-    threads: 1
+    threads: step_threads("featurevis")
     resources:
         **step_resources("featurevis"),
     params:

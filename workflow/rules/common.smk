@@ -28,18 +28,18 @@ from cnnscope.steps.compose import (
     overrides,
     shell_args,
 )
-from cnnscope.steps.schema import fields, uses_device
+from cnnscope.steps.schema import fields, schema, uses_device
 from cnnscope.training import MODEL_FILE
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-# Steps run as `python -m cnnscope.steps.<step>`, in the one environment cnnscope is installed in:
-# this interpreter's directory goes first on PATH (cluster jobs inherit it). Under --sdm conda every
-# rule runs in the named conda environment that environment.yml creates, which installs cnnscope.
+# Steps run as `python -m cnnscope.steps.<step>`, in the environment Snakemake runs in: this
+# interpreter's directory goes first on PATH (cluster jobs inherit it). Under --sdm conda every rule runs
+# in envs/cnnscope.yaml instead, whose post-deploy script makes this cnnscope importable there.
 os.environ["PATH"] = os.pathsep.join(
     [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
 )
-ENV = "cnnscope"
+ENV = "../envs/cnnscope.yaml"
 # How each step is run (every job alike): its module, given the job's settings and paths.
 STEP_SHELL = "python -m {params.module} {params.args} > {log:q} 2>&1"
 DATASET = config["dataset"]
@@ -265,21 +265,32 @@ def _composed(step, items):
 def step_params(step):
     """Rule params: the step's `module`; `cfg`, the job's composed config as plain values (tracked:
     a changed setting reruns the job); and `args`, its command line: the job's settings, the named
-    inputs that are step settings, its output and threads, each quoted for Hydra and the shell.
+    inputs that are step settings, its output and threads (a cluster job's cpus_per_task where the
+    step may use them all), each quoted for Hydra and the shell.
     """
     keys = fields(step)
 
     def cfg(wildcards):
         return _composed(step, tuple(job_items(step, wildcards)))
 
-    def args(wildcards, input, output, threads):
+    def args(wildcards, input, output, threads, resources):
         io = {k: v for k, v in input.items() if k in keys}
         io["out"] = output[0]
         if "threads" in keys:
-            io["threads"] = threads
+            cluster = resources.get("cpus_per_task", 0) if schema(step).all_cores else 0
+            io["threads"] = max(threads, int(cluster))
         return shell_args([*job_items(step, wildcards), *overrides(io)])
 
     return {"module": f"cnnscope.steps.{step}", "cfg": cfg, "args": args}
+
+
+def step_threads(step):
+    """A CPU step's threads: every core of a local run (Snakemake gives a job at most --cores), one for
+    the other steps and for those whose results depend on the thread count (training). A cluster job
+    gets its profile's cpus_per_task, which `step_params` passes on."""
+    if "threads" not in fields(step) or not schema(step).all_cores:
+        return 1
+    return workflow.resource_settings.cores or 1
 
 
 def step_resources(step):

@@ -12,7 +12,7 @@ rule stimuli:
         benchmark_file("stimuli")
     conda:
         ENV
-    threads: 1
+    threads: step_threads("stimuli")
     resources:
         **step_resources("stimuli"),
     params:
@@ -34,7 +34,7 @@ rule cueconflict:
         benchmark_file("cueconflict")
     conda:
         ENV
-    threads: 1
+    threads: step_threads("cueconflict")
     resources:
         **step_resources("cueconflict"),
     params:

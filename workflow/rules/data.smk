@@ -14,7 +14,7 @@ rule synthworld:
         dataset="synthworld",
     conda:
         ENV
-    threads: 1
+    threads: step_threads("synthworld")
     resources:
         **step_resources("synthworld"),
     params:
@@ -36,7 +36,7 @@ rule download:
         dataset="broden1_(224|227|384)",
     conda:
         ENV
-    threads: 1
+    threads: step_threads("download")
     resources:
         **step_resources("download"),
     params:
@@ -57,7 +57,7 @@ rule prepare:
         benchmark_file("prepare")
     conda:
         ENV
-    threads: 2
+    threads: step_threads("prepare")
     resources:
         **step_resources("prepare"),
     params:

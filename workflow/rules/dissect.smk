@@ -14,7 +14,7 @@ rule dissect:
         benchmark_file("dissect")
     conda:
         ENV
-    threads: 1
+    threads: step_threads("dissect")
     resources:
         **step_resources("dissect"),
     params:

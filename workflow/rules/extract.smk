@@ -14,7 +14,7 @@ rule extract:
         benchmark_file("extract")
     conda:
         ENV
-    threads: 1
+    threads: step_threads("extract")
     resources:
         **step_resources("extract"),
     params:

@@ -18,7 +18,7 @@ rule report:
         benchmark_file("report")
     conda:
         ENV
-    threads: 1
+    threads: step_threads("report")
     resources:
         **step_resources("report"),
     params:

@@ -12,7 +12,7 @@ rule train:
         benchmark_file("train")
     conda:
         ENV
-    threads: 1
+    threads: step_threads("train")
     resources:
         **step_resources("train"),
     params:

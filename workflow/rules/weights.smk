@@ -13,7 +13,7 @@ rule weights:
         benchmark_file("weights")
     conda:
         ENV
-    threads: 1
+    threads: step_threads("weights")
     resources:
         **step_resources("weights"),
     params:

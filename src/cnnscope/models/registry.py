@@ -28,10 +28,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torchvision
 from torch import nn
 from torch.nn import functional as F
 
@@ -40,6 +39,9 @@ from cnnscope.errors import ModelError
 from cnnscope.models.builtin import BUILTIN
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.normalize import normalize, to_unit
+
+if TYPE_CHECKING:  # torchvision takes a second or two to import: only models from it load it
+    import torchvision
 
 Source = choice("Source", ("torchvision", "builtin", "checkpoint", "import", "timm"))
 # A factory as ``package.module:function`` (dotted module path, then the callable's name).
@@ -100,6 +102,8 @@ class LoadedModel:
 
 
 def torchvision_archs() -> list[str]:
+    import torchvision
+
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
@@ -139,6 +143,8 @@ def _check_arch(spec: ModelSpec) -> None:
 def _torchvision_weights(spec: ModelSpec) -> torchvision.models.WeightsEnum | None:
     if spec.weights is None:
         return None
+    import torchvision
+
     enum = torchvision.models.get_model_weights(spec.arch)
     if spec.weights == "DEFAULT":
         return enum.DEFAULT
@@ -210,6 +216,8 @@ def build_architecture(spec: ModelSpec, pretrained: bool = False) -> nn.Module:
     kwargs = {} if spec.num_classes is None else {"num_classes": spec.num_classes}
     if spec.arch in BUILTIN and spec.source != "torchvision":
         return BUILTIN[spec.arch](width=spec.width, **kwargs)
+    import torchvision
+
     return torchvision.models.get_model(spec.arch, weights=None, **kwargs)
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cnnscope.errors import CnnscopeError
@@ -66,6 +65,8 @@ def run_step(name: str, body: Callable[[dict[str, Any]], None]) -> None:
         try:
             validate(name, values)
             if "threads" in values:
+                import torch  # only the steps that compute with it (download, prepare never do)
+
                 torch.set_num_threads(values["threads"])
             body(values)
         except CnnscopeError as e:

@@ -20,7 +20,7 @@ import dataclasses
 import importlib
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -42,6 +42,10 @@ class Step:
 
 @dataclass
 class Threaded(Step):
+    """A step that computes on CPU threads: the workflow gives it every core of the run (or of its
+    cluster job) unless its results depend on the thread count (``all_cores`` False)."""
+
+    all_cores: ClassVar[bool] = True
     threads: int = positive(1)  # CPU threads (the rule's threads)
 
 

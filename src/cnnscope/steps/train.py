@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from omegaconf import MISSING
 
@@ -21,6 +22,9 @@ log = logging.getLogger("cnnscope")
 
 @dataclass
 class Config(Threaded, Resumable):
+    # The trained weights depend on the thread count (the backward pass sums in another order;
+    # tests/test_threads.py), so the workflow trains on one thread: every machine trains the same bytes.
+    all_cores: ClassVar[bool] = False
     model: ModelSpec = MISSING
     train: TrainParams = field(default_factory=TrainParams)
 
@@ -36,7 +40,8 @@ def body(cfg: dict) -> None:
             f"{model['arch']}; built-in: {', '.join(BUILTIN)}"
         )
     spec = TrainSpec(arch=model["arch"], width=model["width"], **cfg["train"])
-    with resumable_dir(cfg["out"], {"config": result_config(cfg)}) as (tmp, resumed):
+    fingerprint = {"config": result_config(cfg), "threads": cfg["threads"]}  # threads change the bytes
+    with resumable_dir(cfg["out"], fingerprint) as (tmp, resumed):
         if resumed:
             log.info("train: continuing the work a killed run left in %s", tmp)
         ckpt = Checkpoint(tmp / "train.ckpt", cfg["checkpoint_s"])

@@ -1,0 +1,55 @@
+"""CPU steps use the cores they are given; training keeps one thread, because its bytes depend on it."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import torch
+from conftest import copy_repo, snakemake
+
+from cnnscope.steps.schema import Threaded, schema
+from cnnscope.training import TrainSpec, train
+
+
+def _trained_digest(threads: int) -> str:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        spec = TrainSpec(
+            arch="convnet", width=8, steps=12, n_train=64, n_val=16, image_size=32, regime="shape"
+        )
+        model, _ = train(spec, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    h = hashlib.sha256()
+    for _, t in sorted(model.state_dict().items()):
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_trained_weights_depend_on_the_thread_count():
+    """Why the train step alone keeps one thread (and records it in what a resumed run must match)."""
+    one = _trained_digest(1)
+    assert _trained_digest(1) == one  # deterministic for a thread count ...
+    assert _trained_digest(2) != one  # ... but another count sums the gradients in another order
+    assert schema("train").all_cores is False
+    threaded = ("extract", "dissect", "attribution", "cueconflict", "featurevis", "prepare")
+    assert all(issubclass(schema(s), Threaded) and schema(s).all_cores for s in threaded)
+
+
+def _threads(res) -> dict[str, set[int]]:
+    found: dict[str, set[int]] = {}
+    for step, n in re.findall(r"cnnscope\.steps\.(\w+) .*?threads=(\d+)", res.stdout + res.stderr):
+        found.setdefault(step, set()).add(int(n))
+    return found
+
+
+def test_cpu_steps_get_every_core_of_the_run_or_of_their_cluster_job(tmp_path):
+    work = copy_repo(tmp_path)
+    local = _threads(snakemake(work, "-n", "-p", "--forceall", "--cores", "2"))
+    assert local["train"] == {1}
+    for step in ("prepare", "extract", "dissect", "attribution", "cueconflict", "featurevis"):
+        assert local[step] == {2}, (step, local)
+    cluster = _threads(snakemake(work, "-n", "-p", "--forceall", "--default-resources", "cpus_per_task=3"))
+    assert cluster["train"] == {1} and cluster["extract"] == {3} and cluster["dissect"] == {3}
