@@ -26,8 +26,10 @@ READERS = {
     "dissect": ["featurevis"],
     "stimuli": ["cueconflict"],
 }
+# Steps that fetch from the network, which the tiny study has no job of.
+FETCHING = {"download", "weights"}
 # Jobs of each rule in the tiny study (test_workflow.TINY: one model, two layers).
-JOBS = {s: 1 for s in STEPS if s != "download"} | {"extract": 2, "dissect": 2, "featurevis": 2}
+JOBS = {s: 1 for s in STEPS if s not in FETCHING} | {"extract": 2, "dissect": 2, "featurevis": 2}
 
 
 def _imported(src: Path) -> dict[str, set[Path]]:
@@ -76,7 +78,7 @@ def _rule_inputs(study: Path) -> dict[str, set[Path]]:
 def test_every_rule_has_exactly_its_steps_imports_as_inputs(study, imports):
     """The study runs its own copy of the code (PYTHONPATH), and its rules list that copy's files."""
     inputs = _rule_inputs(study)
-    assert inputs.keys() - {"all"} == set(STEPS) - {"download"}
+    assert inputs.keys() - {"all"} == set(STEPS) - FETCHING
     for step in inputs.keys() - {"all"}:
         assert inputs[step] == imports[step], step
 
@@ -96,13 +98,13 @@ def _edits(imports: dict[str, set[Path]]) -> dict[Path, frozenset[str]]:
     """Modules to edit, with the steps that import them: each step's own module (only that step
     imports it) and the modules shared by the most and by the fewest (but two) steps."""
     importers = {
-        f: frozenset(s for s in STEPS if s != "download" and f in imports[s])
+        f: frozenset(s for s in STEPS if s not in FETCHING and f in imports[s])
         for f in set().union(*imports.values())
     }
     shared = sorted(
         (f for f, s in importers.items() if len(s) >= 2), key=lambda f: (len(importers[f]), str(f))
     )
-    own = [Path(f"cnnscope/steps/{s}.py") for s in STEPS if s != "download"]
+    own = [Path(f"cnnscope/steps/{s}.py") for s in STEPS if s not in FETCHING]
     return {f: importers[f] for f in [*own, shared[0], shared[-1]]}
 
 

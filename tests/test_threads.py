@@ -53,3 +53,8 @@ def test_cpu_steps_get_every_core_of_the_run_or_of_their_cluster_job(tmp_path):
         assert local[step] == {2}, (step, local)
     cluster = _threads(snakemake(work, "-n", "-p", "--forceall", "--default-resources", "cpus_per_task=3"))
     assert cluster["train"] == {1} and cluster["extract"] == {3} and cluster["dissect"] == {3}
+    # a cluster job on a bigger node still uses only what it was given
+    given = _threads(
+        snakemake(work, "-n", "-p", "--forceall", "--cores", "8", "--default-resources", "cpus_per_task=1")
+    )
+    assert given["extract"] == {1} and given["attribution"] == {1}

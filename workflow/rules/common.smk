@@ -265,7 +265,7 @@ def _composed(step, items):
 def step_params(step):
     """Rule params: the step's `module`; `cfg`, the job's composed config as plain values (tracked:
     a changed setting reruns the job); and `args`, its command line: the job's settings, the named
-    inputs that are step settings, its output and threads (a cluster job's cpus_per_task where the
+    inputs that are step settings, its output and threads (a cluster job's cpus_per_task, where the
     step may use them all), each quoted for Hydra and the shell.
     """
     keys = fields(step)
@@ -277,8 +277,8 @@ def step_params(step):
         io = {k: v for k, v in input.items() if k in keys}
         io["out"] = output[0]
         if "threads" in keys:
-            cluster = resources.get("cpus_per_task", 0) if schema(step).all_cores else 0
-            io["threads"] = max(threads, int(cluster))
+            job = resources.get("cpus_per_task") if schema(step).all_cores else None
+            io["threads"] = int(job) if job else threads
         return shell_args([*job_items(step, wildcards), *overrides(io)])
 
     return {"module": f"cnnscope.steps.{step}", "cfg": cfg, "args": args}
@@ -287,7 +287,8 @@ def step_params(step):
 def step_threads(step):
     """A CPU step's threads: every core of a local run (Snakemake gives a job at most --cores), one for
     the other steps and for those whose results depend on the thread count (training). A cluster job
-    gets its profile's cpus_per_task, which `step_params` passes on."""
+    uses the cpus_per_task it was given instead (`step_params` passes them on), never more.
+    """
     if "threads" not in fields(step) or not schema(step).all_cores:
         return 1
     return workflow.resource_settings.cores or 1
