@@ -1,5 +1,5 @@
 # cnnscope: a reproducible interpretability study as a Snakemake DAG of Hydra-configured steps.
-#   data (synthworld | download) -> prepare -> [train] -> extract -> dissect ----> report
+#   data (synthworld | download) -> prepare -> [train] -> extract -> dissect -> net2vec -> report
 #   stimuli (world | download | local) ---------> cueconflict (per model) -------^
 # The study is config/config.yaml; each step's own config tree is config/<step>.yaml. This file,
 # workflow/ and config/ also ship inside the installed package (cnnscope.resources), so `cnnscope run`
@@ -33,6 +33,7 @@ include: "workflow/rules/weights.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/dissect.smk"
+include: "workflow/rules/net2vec.smk"
 include: "workflow/rules/cueconflict.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/report.smk"

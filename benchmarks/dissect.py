@@ -39,7 +39,7 @@ def build_packed(root: Path, n: int, size: int, seed: int = 0) -> PackedDataset:
     """A random Broden-shaped packed set (skipped when ``root`` already holds one of that size)."""
     if (root / "meta.json").is_file():
         data = PackedDataset.open(root)
-        if len(data) == n and data.meta["image_size"][0] == size:
+        if len(data) == n and data.meta["image_size"][0] == size and "splits" in data.meta:
             return data
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -71,6 +71,7 @@ def build_packed(root: Path, n: int, size: int, seed: int = 0) -> PackedDataset:
             "categories": CATEGORIES,
             "labels": labels,
             "layer_categories": ["color", "object", "part", "material"],
+            "splits": ["val" if i % 5 == 0 else "train" for i in range(n)],  # Broden's is about 80/20
         },
     )
     return PackedDataset.open(root)

@@ -238,3 +238,32 @@ def test_killed_download_resumes_from_its_partial_file(world, tmp_path):
     assert fast.requests[0] == f"bytes={have}-"
     assert (tmp_path / "cache" / "broden1_224.zip").read_bytes() == payload
     assert len(BrodenDataset(tmp_path / "broden1_224")) == 60
+
+
+def test_killed_net2vec_resumes_to_the_same_embeddings(work):
+    """Killed mid-training (one image per step, a checkpoint after each), the rerun continues from the
+    checkpoint and writes the same weights and tables as an uninterrupted run."""
+    if not (work / "dref").exists():
+        assert _step("extract", *EXTRACT, "out=ref", cwd=work).returncode == 0
+        dissect = ("activations=ref", "packed=packed", "progress=false", "out=dref")
+        assert _step("dissect", *dissect, cwd=work).returncode == 0
+    common = (
+        "activations=ref",
+        "dissect=dref",
+        "packed=packed",
+        "progress=false",
+        "segmentation.batch_size=1",
+        "segmentation.epochs=2",
+    )
+    assert _step("net2vec", *common, "out=nref", cwd=work).returncode == 0
+    args = (*common, "out=nck", "checkpoint_s=0")
+    partial = work / ".nck.partial"
+    proc = _start("net2vec", *args, cwd=work)
+    _kill_when(proc, lambda: (partial / "train.ckpt").is_file())
+    assert proc.returncode == -signal.SIGKILL and not (work / "nck").exists()
+    final = _step("net2vec", *args, cwd=work)
+    assert final.returncode == 0, final.stderr
+    assert "net2vec segmentation: resuming at epoch" in final.stdout + final.stderr
+    for f in ("concepts.csv", "neighbours.csv", "weights.npy", "embeddings.npz"):
+        assert (work / "nck" / f).read_bytes() == (work / "nref" / f).read_bytes(), f
+    assert not partial.exists()

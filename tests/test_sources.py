@@ -20,16 +20,17 @@ STEPS = [s for s in STEPS if s not in ("__init__", "runner", "schema", "compose"
 # What reads each step's artifact in the tiny study (the report reads every job's).
 READERS = {
     "synthworld": ["prepare"],
-    "prepare": ["extract", "dissect", "attribution"],
+    "prepare": ["extract", "dissect", "net2vec", "attribution"],
     "train": ["extract", "cueconflict", "attribution", "featurevis"],
-    "extract": ["dissect"],
-    "dissect": ["featurevis"],
+    "extract": ["dissect", "net2vec"],
+    "dissect": ["featurevis", "net2vec"],
     "stimuli": ["cueconflict"],
 }
 # Steps that fetch from the network, which the tiny study has no job of.
 FETCHING = {"download", "weights"}
 # Jobs of each rule in the tiny study (test_workflow.TINY: one model, two layers).
-JOBS = {s: 1 for s in STEPS if s not in FETCHING} | {"extract": 2, "dissect": 2, "featurevis": 2}
+PER_LAYER = {"extract": 2, "dissect": 2, "net2vec": 2, "featurevis": 2}
+JOBS = {s: 1 for s in STEPS if s not in FETCHING} | PER_LAYER
 
 
 def _imported(src: Path) -> dict[str, set[Path]]:

@@ -57,6 +57,7 @@ def test_study_runs_to_the_report(study):
         "train/tiny",
         "extract/synthworld/tiny/conv5",
         "dissect/synthworld/tiny/conv5",
+        "net2vec/synthworld/tiny/conv5",
         "stimuli/world",
         "cueconflict/world/tiny",
         "attribution/synthworld/tiny",
@@ -80,7 +81,7 @@ def test_changing_the_quantile_reruns_only_dissect_and_what_reads_it(study, tmp_
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg, sort_keys=False))
     jobs = planned_jobs(snakemake(study, "-n", "--configfile", str(changed)))
-    assert jobs == {"dissect": 2, "featurevis": 2, "report": 1, "all": 1}
+    assert jobs == {"dissect": 2, "net2vec": 2, "featurevis": 2, "report": 1, "all": 1}
 
 
 def test_editing_a_step_config_default_reruns_that_step(study):
@@ -89,7 +90,7 @@ def test_editing_a_step_config_default_reruns_that_step(study):
     try:
         path.write_text(original + "detector_iou: 0.05\n")
         jobs = planned_jobs(snakemake(study, "-n"))
-        assert jobs == {"dissect": 2, "featurevis": 2, "report": 1, "all": 1}
+        assert jobs == {"dissect": 2, "net2vec": 2, "featurevis": 2, "report": 1, "all": 1}
     finally:
         path.write_text(original)
 
@@ -101,7 +102,7 @@ def test_editing_library_code_reruns_its_step(study):
     try:
         code.write_text(original + "\n# an edit\n")
         jobs = planned_jobs(snakemake(study, "-n"))
-        assert jobs == {"dissect": 2, "featurevis": 2, "report": 1, "all": 1}
+        assert jobs == {"dissect": 2, "net2vec": 2, "featurevis": 2, "report": 1, "all": 1}
     finally:
         code.write_text(original)
 
@@ -161,7 +162,7 @@ def test_real_broden_study_dry_runs(tmp_path):
     jobs = planned_jobs(snakemake(work, "-n", "--configfile", "config/studies/broden_imagenet.yaml"))
     assert jobs == {
         **{"download": 1, "weights": 2, "prepare": 1},
-        **{"extract": 2, "dissect": 2, "report": 1, "all": 1},
+        **{"extract": 2, "dissect": 2, "net2vec": 2, "report": 1, "all": 1},
     }
 
 
@@ -178,6 +179,7 @@ def test_real_imagenet_shape_bias_study_dry_runs(tmp_path):
         "prepare": 1,
         "extract": 2,
         "dissect": 2,
+        "net2vec": 2,
         "stimuli": 1,
         "cueconflict": 2,
         "attribution": 2,

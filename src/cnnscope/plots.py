@@ -199,3 +199,162 @@ def attribution_gallery(images: np.ndarray, maps: dict[str, np.ndarray], title: 
         axes[0, j].set_title(name, fontsize=7)
     fig.suptitle(title, fontsize=9)
     return _save(fig, out)
+
+
+def _panel_grid(groups: Sequence[tuple[str, str]], size: float = 2.5) -> tuple[plt.Figure, dict]:
+    """One panel per (model, layer): a row per model, its layers left to right; unused panels hidden."""
+    models = list(dict.fromkeys(m for m, _ in groups))
+    layers = {m: [ly for mm, ly in groups if mm == m] for m in models}
+    cols = max(len(v) for v in layers.values())
+    fig, axes = plt.subplots(
+        len(models), cols, figsize=(size * cols + 1.4, size * len(models) + 0.3), squeeze=False
+    )
+    panels = {}
+    for i, m in enumerate(models):
+        for j in range(cols):
+            if j < len(layers[m]):
+                panels[m, layers[m][j]] = axes[i, j]
+            else:
+                axes[i, j].set_axis_off()
+    return fig, panels
+
+
+def _legend_right(fig: plt.Figure, order: Sequence[str] | None = None) -> None:
+    """One legend for every panel's labelled artists (each label once, in ``order`` if given), right of
+    the top-right panel, where the saved figure keeps it."""
+    found = {}
+    for ax in fig.axes:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            found.setdefault(label, h)
+    labels = [x for x in order if x in found] if order else list(found)
+    axes = np.asarray(fig.axes).reshape(fig.axes[0].get_gridspec().get_geometry())
+    axes[0, -1].legend(
+        [found[x] for x in labels], labels, fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left"
+    )
+
+
+def _category_order(categories: Sequence[str]) -> list[str]:
+    """The Broden categories in their usual order, then any others as met."""
+    present = list(dict.fromkeys(categories))
+    return [c for c in CATEGORY_COLORS if c in present] + [c for c in present if c not in CATEGORY_COLORS]
+
+
+def net2vec_scatter(concepts: pd.DataFrame, out: Path) -> Path:
+    """Per segmentation concept, the IoU of the best single unit (x) against that of the learned
+    combination (y), one panel per (model, layer), coloured by category; points above the diagonal
+    gain from combining units. ``concepts``: model, layer, category, single_iou, net2vec_iou."""
+    seg = concepts[concepts["net2vec_iou"].notna()]
+    groups = list(dict.fromkeys(zip(seg["model"], seg["layer"], strict=True)))
+    fig, panels = _panel_grid(groups)
+    top = max(0.05, 1.05 * float(np.nanmax(seg[["single_iou", "net2vec_iou"]].to_numpy())))
+    cats = _category_order(seg["category"])
+    for (m, ly), ax in panels.items():
+        sub = seg[(seg["model"] == m) & (seg["layer"] == ly)]
+        ax.plot([0, top], [0, top], color="k", linestyle=":", linewidth=1, label="y = x")
+        for cat in cats:
+            c = sub[sub["category"] == cat]
+            ax.scatter(
+                c["single_iou"], c["net2vec_iou"], s=16, alpha=0.8, label=cat,
+                color=CATEGORY_COLORS.get(cat, "#888888"), edgecolors="none",
+            )  # fmt: skip
+        ax.set(xlim=(0, top), ylim=(0, top), title=f"{m} / {ly}", aspect="equal")
+        ax.set_xlabel("IoU, best single unit")
+        ax.set_ylabel("IoU, Net2Vec combination")
+        ax.spines[["top", "right"]].set_visible(False)
+    _legend_right(fig, ["y = x", *cats])
+    return _save(fig, out)
+
+
+def _layer_shades(
+    groups: Sequence[tuple[str, str]], colors: dict[str, tuple]
+) -> dict[tuple[str, str], tuple]:
+    """Each (model, layer) in its model's colour, lighter for a model's earlier layers."""
+    shades = {}
+    for m in dict.fromkeys(m for m, _ in groups):
+        own = [g for g in groups if g[0] == m]
+        for i, g in enumerate(own):
+            alpha = 0.35 + 0.65 * i / max(1, len(own) - 1)
+            shades[g] = (*colors[m][:3], alpha)
+    return shades
+
+
+def net2vec_gain_bars(gain: pd.DataFrame, colors: dict[str, tuple], out: Path) -> Path:
+    """Mean IoU gain of the learned combination over the best single unit, one group of bars per concept
+    category and one bar per (model, layer) (model colour, lighter for earlier layers).
+    ``gain``: model, layer, category, mean_iou_gain."""
+    cats = _category_order(gain["category"])
+    groups = list(dict.fromkeys(zip(gain["model"], gain["layer"], strict=True)))
+    shades = _layer_shades(groups, colors)
+    width = 0.8 / len(groups)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.18 * len(cats) * len(groups) + 2.5), 3.2))
+    x = np.arange(len(cats))
+    for i, (m, ly) in enumerate(groups):
+        sub = gain[(gain["model"] == m) & (gain["layer"] == ly)].set_index("category")
+        vals = sub["mean_iou_gain"].reindex(cats).to_numpy(dtype=float)
+        ax.bar(x - 0.4 + (i + 0.5) * width, vals, width, color=shades[m, ly], label=f"{m} / {ly}")
+    ax.axhline(0, color="k", linewidth=0.8)
+    ax.set_xticks(x, cats)
+    ax.set_xlabel("concept category")
+    ax.set_ylabel("mean IoU gain (Net2Vec − single unit)")
+    ax.set_title("Gain of combining units, per category")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    ax.spines[["top", "right"]].set_visible(False)
+    return _save(fig, out)
+
+
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def net2vec_iou_by_k(table: pd.DataFrame, colors: dict[str, tuple], out: Path) -> Path:
+    """Mean IoU over segmentation concepts against the number of units the combination may use (log2
+    axis): a line per (model, layer) through the top-k restrictions to the full combination (star, at
+    the layer's number of units), with the best single unit as a cross at k = 1. Model colour, line
+    style per layer. ``table``: model, layer, kind ("single unit", "top-k", "all units"), k, mean_iou."""
+    groups = list(dict.fromkeys(zip(table["model"], table["layer"], strict=True)))
+    styles = {ly: LINESTYLES[i % len(LINESTYLES)] for i, ly in enumerate(dict.fromkeys(table["layer"]))}
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for m, ly in groups:
+        sub = table[(table["model"] == m) & (table["layer"] == ly)]
+        line = sub[sub["kind"] != "single unit"].sort_values("k")
+        full = sub[sub["kind"] == "all units"]
+        single = sub[sub["kind"] == "single unit"]
+        ax.plot(line["k"], line["mean_iou"], color=colors[m], linestyle=styles[ly], marker="o",
+                markersize=3, label=f"{m} / {ly}")  # fmt: skip
+        ax.scatter(full["k"], full["mean_iou"], color=colors[m], marker="*", s=90, zorder=3)
+        ax.scatter(single["k"], single["mean_iou"], color=colors[m], marker="x", s=40, zorder=3)
+    ks = sorted(set(table["k"].astype(int)))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
+    ax.set_xlabel("units the combination may use (k, log scale)")
+    ax.set_ylabel("mean IoU (segmentation concepts)")
+    ax.set_title("Set IoU against the number of units combined")
+    ax.set_ylim(bottom=0)
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [
+        plt.Line2D([], [], color="k", marker="x", linestyle="none"),
+        plt.Line2D([], [], color="k", marker="*", markersize=9, linestyle="none"),
+    ]
+    labels += ["best single unit", "all units"]
+    ax.legend(handles, labels, fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    ax.grid(alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _save(fig, out)
+
+
+def net2vec_mass(mass: pd.DataFrame, colors: dict[str, tuple], out: Path) -> Path:
+    """How many concepts need each number of units to hold a share of their weight mass, one panel per
+    (model, layer). ``mass``: model, layer, mass_pct, units, concepts."""
+    groups = list(dict.fromkeys(zip(mass["model"], mass["layer"], strict=True)))
+    pct = float(mass["mass_pct"].iloc[0])
+    fig, panels = _panel_grid(groups, size=2.3)
+    for (m, ly), ax in panels.items():
+        sub = mass[(mass["model"] == m) & (mass["layer"] == ly)]
+        ax.bar(sub["units"], sub["concepts"], width=0.85, color=colors[m])
+        ax.set_title(f"{m} / {ly}")
+        ax.set_xlabel(f"units holding {pct:g}% of the weight")
+        ax.set_ylabel("concepts")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.spines[["top", "right"]].set_visible(False)
+    return _save(fig, out)

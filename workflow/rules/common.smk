@@ -56,6 +56,7 @@ ATTR_MODELS = [
     n for n, m in MODELS.items() if ATTR is not None and m.get("attribution", True)
 ]
 FEATUREVIS = bool(ATTR is not None and ATTR.get("featurevis", True))
+NET2VEC = bool(config.get("net2vec", True))
 
 # The wildcards of each step's artifact, log and benchmark paths: the one place paths are written.
 WILDCARDS = {
@@ -66,6 +67,7 @@ WILDCARDS = {
     "weights": "{model}",
     "extract": "{dataset}/{model}/{layer}",
     "dissect": "{dataset}/{model}/{layer}",
+    "net2vec": "{dataset}/{model}/{layer}",
     "featurevis": "{dataset}/{model}/{layer}",
     "stimuli": "{stimset}",
     "cueconflict": "{stimset}/{model}",
@@ -153,7 +155,10 @@ def study_jobs():
     jobs = [(data, {"dataset": DATASET}), ("prepare", {"dataset": DATASET})]
     jobs += [("train", {"model": m}) for m, spec in MODELS.items() if spec.get("train")]
     jobs += [("weights", {"model": m}) for m in MODELS if fetched(m)]
-    per_layer = ["extract", "dissect"] + (["featurevis"] if FEATUREVIS else [])
+    per_layer = ["extract", "dissect"]
+    per_layer += (["net2vec"] if NET2VEC else []) + (
+        ["featurevis"] if FEATUREVIS else []
+    )
     for m, layer in layer_targets():
         jobs += [
             (s, {"dataset": DATASET, "model": m, "layer": layer}) for s in per_layer
@@ -174,6 +179,9 @@ def report_inputs():
             "layer": layer,
             "dissect": artifact("dissect", **d, model=m, layer=layer),
             "extract": artifact("extract", **d, model=m, layer=layer),
+            "net2vec": (
+                artifact("net2vec", **d, model=m, layer=layer) if NET2VEC else None
+            ),
             "featurevis": (
                 artifact("featurevis", **d, model=m, layer=layer)
                 if FEATUREVIS
@@ -230,6 +238,7 @@ ITEMS = {
     ],
     "extract": model_layer,
     "dissect": lambda wc: [],
+    "net2vec": lambda wc: [],
     "featurevis": model_layer,
     "stimuli": lambda wc: [
         f"source={CC['stimuli']}",

@@ -44,7 +44,9 @@ def build_report(
     cross = tables.cross(layers, bias)
 
     page = sections.Page(out)
+    n2v_layers = tables.net2vec_layers(layers)
     toc = [("glance", "At a glance"), ("dissection", "Dissection")]
+    toc += [("net2vec", "Net2Vec")] if len(n2v_layers) else []
     toc += [("shape", "Texture vs shape"), ("cross", "Cross-analysis")] if cue_models else []
     toc += [("attribution", "Attribution")] if attr_models else []
     toc += [("layers", "Layers and units"), ("provenance", "Provenance")]
@@ -58,6 +60,17 @@ def build_report(
         layers[0].detector_iou,
         colors,
     )
+    if len(n2v_layers):
+        concepts = tables.net2vec_concepts(layers)
+        sections.net2vec(
+            page,
+            concepts,
+            tables.net2vec_gain(concepts),
+            tables.net2vec_iou_by_k(layers),
+            tables.net2vec_mass(concepts),
+            n2v_layers,
+            colors,
+        )
     if cue_models:
         sections.shape_bias(page, bias, per_class, inputs.stimuli or "", colors)
         sections.cross(page, cross, colors)

@@ -20,12 +20,14 @@ from cnnscope.shapebias import analysis
 
 @dataclass
 class LayerInputs:
-    """One dissected layer's artifacts (``featurevis``: its activation-maximization images, if made)."""
+    """One dissected layer's artifacts (``net2vec``: its learned unit combinations, ``featurevis``: its
+    activation-maximization images, each if made)."""
 
     model: str
     layer: str
     dissect: str
     extract: str
+    net2vec: str | None = None
     featurevis: str | None = None
 
 
@@ -78,6 +80,7 @@ def artifacts(inputs: ReportInputs) -> list[tuple[str, str]]:
     out = [(inputs.packed, "prepare")]
     for e in inputs.layers:
         out += [(e.dissect, "dissect"), (e.extract, "extract")]
+        out += [(e.net2vec, "net2vec")] if e.net2vec else []
         out += [(e.featurevis, "featurevis")] if e.featurevis else []
     for m in inputs.models:
         out += [
@@ -88,7 +91,8 @@ def artifacts(inputs: ReportInputs) -> list[tuple[str, str]]:
 
 @dataclass
 class LayerResult:
-    """A dissected layer as read from its artifacts."""
+    """A dissected layer as read from its artifacts; ``net2vec`` and ``net2vec_summary`` are its
+    Net2Vec ``concepts.csv`` and ``summary.json``, ``None`` when the study skips Net2Vec."""
 
     model: str
     layer: str
@@ -99,6 +103,8 @@ class LayerResult:
     thresholds: np.ndarray
     extract_dir: Path
     featurevis_dir: Path | None
+    net2vec: pd.DataFrame | None = None
+    net2vec_summary: dict | None = None
 
 
 def _require(path: Path, step: str, what: str) -> Path:
@@ -112,9 +118,10 @@ def read_json(path: Path) -> dict:
 
 
 def load_layer(entry: LayerInputs) -> LayerResult:
-    """Read one dissected layer."""
+    """Read one dissected layer, with its Net2Vec results when the study makes them."""
     d = Path(entry.dissect)
     what = f"{entry.model}/{entry.layer}"
+    n2v = Path(entry.net2vec) if entry.net2vec else None
     return LayerResult(
         entry.model,
         entry.layer,
@@ -125,6 +132,8 @@ def load_layer(entry: LayerInputs) -> LayerResult:
         np.load(d / "thresholds.npy"),
         Path(entry.extract),
         Path(entry.featurevis) if entry.featurevis else None,
+        pd.read_csv(_require(n2v / "concepts.csv", "net2vec", what)) if n2v else None,
+        read_json(n2v / "summary.json") if n2v else None,
     )
 
 

@@ -2,10 +2,11 @@
 
 Reading order, top to bottom: a summary (what ran, when, how long, with what), an at-a-glance table
 per model, the dissection overview (detectors per category and layer, detectors against depth, IoU
-distributions), texture vs shape (per-class shape bias with humans and published CNNs when given, its
-spread), the cross-analysis of shape bias against shape- and texture-like detectors, attribution
-(gallery, metrics, feature maps), and per-layer details with unit cards (activation maximization,
-top images with the unit's mask). The page opens from disk with no network.
+distributions), Net2Vec (learned unit combinations against the best single unit), texture vs shape
+(per-class shape bias with humans and published CNNs when given, its spread), the cross-analysis of
+shape bias against shape- and texture-like detectors, attribution (gallery, metrics, feature maps),
+and per-layer details with unit cards (activation maximization, top images with the unit's mask). The
+page opens from disk with no network.
 """
 
 from __future__ import annotations
@@ -122,6 +123,53 @@ def dissection(
         "Distribution of each unit's best IoU per layer; units above the dotted line are detectors.",
     )
     page.table(units, "units", show=False)
+
+
+def net2vec(
+    page: Page,
+    concepts: pd.DataFrame,
+    gain: pd.DataFrame,
+    by_k: pd.DataFrame,
+    mass: pd.DataFrame,
+    per_layer: pd.DataFrame,
+    colors: dict,
+) -> None:
+    """Learned combinations of units against the best single unit (Net2Vec), over the layers that have
+    them."""
+    pct = f"{mass['mass_pct'].iloc[0]:g}%" if len(mass) else "a share"
+    page.add(
+        "<h2 id='net2vec'>Net2Vec: concepts across units</h2><p class='meta'>Net2Vec (Fong &amp; "
+        "Vedaldi 2018) learns, per concept, a weighting of all the layer's units whose thresholded "
+        "combination segments the concept, and compares it with the best single unit; both are scored "
+        "by set IoU on the probe set's val split (average precision for image-level concepts). The "
+        "top-k curves keep only each concept's k largest weights; the histogram counts how many units "
+        f"(largest weights first) hold {pct} of a concept's weight mass: few units mean the concept is "
+        "local, many that it is distributed.</p>"
+    )
+    page.figure(
+        plots.net2vec_scatter(concepts, page.figs / "net2vec_scatter.png"),
+        "IoU of each segmentation concept by its best single unit (x) and by the learned combination "
+        "(y), per layer; points above the diagonal gain from combining units.",
+    )
+    page.table(concepts, "net2vec_concepts", show=False)
+    page.figure(
+        plots.net2vec_gain_bars(gain, colors, page.figs / "net2vec_gain.png"),
+        "Mean IoU gain of the combination over the best single unit, per concept category and layer.",
+    )
+    page.table(gain, "net2vec_gain", show=False)
+    page.figure(
+        plots.net2vec_iou_by_k(by_k, colors, page.figs / "net2vec_iou_by_k.png"),
+        "Mean IoU over segmentation concepts as the combination may use its k largest weights; crosses "
+        "mark the best single unit, stars the full combination (all of the layer's units).",
+    )
+    page.table(by_k, "net2vec_iou_by_k", show=False)
+    if len(mass):
+        page.figure(
+            plots.net2vec_mass(mass, colors, page.figs / "net2vec_mass.png"),
+            f"Number of segmentation concepts by how many units hold {pct} of their weight mass.",
+        )
+    page.table(mass, "net2vec_mass", show=False)
+    page.table(per_layer, "net2vec_layers")
 
 
 def shape_bias(page: Page, table: pd.DataFrame, per_class: pd.DataFrame, stimuli: str, colors: dict) -> None:

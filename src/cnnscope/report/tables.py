@@ -87,11 +87,18 @@ def glance(
     bias: pd.DataFrame,
     cross: pd.DataFrame,
 ) -> pd.DataFrame:
-    """One row per model: regime, clean accuracy, shape bias and what its last dissected layer detects."""
+    """One row per model: regime, clean accuracy, shape bias, what its last dissected layer detects, and
+    its mean Net2Vec IoU gain: the mean over its layers of each layer's ``mean_iou_gain`` (summary.json),
+    so each layer counts once whatever its number of concepts; NaN without Net2Vec results (or without a
+    segmented concept)."""
     rows = []
     for m in models:
         met = metrics.get(m, {})
         last = [r for r in layers if r.model == m][-1]
+        gains = [
+            _num(r.net2vec_summary.get("mean_iou_gain")) for r in layers if r.model == m and r.net2vec_summary
+        ]
+        gains = [g for g in gains if not np.isnan(g)]
         b = bias[bias["decision-maker"] == m]
         c = cross[cross["model"] == m] if len(cross) else cross
         rows.append({
@@ -101,6 +108,7 @@ def glance(
             "detectors_last_layer": f"{last.summary['detectors']}/{last.summary['units']} ({last.layer})",
             "shape_like_share": float(c["shape_like"].iloc[0]) if len(c) else np.nan,
             "texture_like_share": float(c["texture_like"].iloc[0]) if len(c) else np.nan,
+            "net2vec_mean_iou_gain": float(np.mean(gains)) if gains else np.nan,
         })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -132,3 +140,99 @@ def by_depth(models: list[str], layers: list[LayerResult]) -> pd.DataFrame:
 def units(layers: list[LayerResult]) -> pd.DataFrame:
     """Every unit of every dissected layer, with its model and layer."""
     return pd.concat([r.units.assign(model=r.model, layer=r.layer) for r in layers], ignore_index=True)
+
+
+def _num(x: float | None) -> float:
+    """A summary value as a float, NaN for a missing one (JSON null)."""
+    return np.nan if x is None else float(x)
+
+
+def _segmentation(concepts: pd.DataFrame) -> pd.DataFrame:
+    """The concepts Net2Vec segmented (image-level-only concepts have no ``net2vec_iou``)."""
+    return concepts[concepts["net2vec_iou"].notna()]
+
+
+def net2vec_concepts(layers: list[LayerResult]) -> pd.DataFrame:
+    """Every Net2Vec concept of every layer that has Net2Vec results, model and layer first: the table
+    of the single-unit vs combination scatter, and what the other Net2Vec tables summarize."""
+    frames = [r.net2vec.assign(model=r.model, layer=r.layer) for r in layers if r.net2vec is not None]
+    if not frames:
+        return pd.DataFrame(columns=["model", "layer"])
+    df = pd.concat(frames, ignore_index=True)
+    return df[["model", "layer", *[c for c in df.columns if c not in ("model", "layer")]]]
+
+
+def net2vec_gain(concepts: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, layer, category), over segmentation concepts: how many, the mean IoU of the best
+    single unit and of the learned combination, and the mean gain; which kinds of concept are spread
+    over several units rather than held by one."""
+    seg = _segmentation(concepts)
+    return (
+        seg.groupby(["model", "layer", "category"], sort=False)
+        .agg(
+            concepts=("concept", "size"),
+            mean_single_iou=("single_iou", "mean"),
+            mean_net2vec_iou=("net2vec_iou", "mean"),
+            mean_iou_gain=("iou_gain", "mean"),
+        )
+        .reset_index()
+    )
+
+
+def net2vec_iou_by_k(layers: list[LayerResult]) -> pd.DataFrame:
+    """Per layer with Net2Vec results, the mean IoU over segmentation concepts as the combination may use
+    more units: the best single unit (``kind`` "single unit", k = 1), the combination restricted to its
+    k largest weights (``kind`` "top-k", one row per ``iou_top<k>`` column) and the full combination
+    (``kind`` "all units", k = the layer's number of units); how many units a concept needs."""
+    rows = []
+    for r in layers:
+        if r.net2vec is None:
+            continue
+        seg = _segmentation(r.net2vec)
+        top = sorted((int(c.removeprefix("iou_top")), c) for c in seg.columns if c.startswith("iou_top"))
+        points = [("single unit", 1, "single_iou"), *[("top-k", k, c) for k, c in top]]
+        points.append(("all units", int(r.summary["units"]), "net2vec_iou"))
+        rows += [
+            {"model": r.model, "layer": r.layer, "kind": kind, "k": k, "mean_iou": seg[col].mean()}
+            for kind, k, col in points
+        ]
+    return pd.DataFrame(rows, columns=["model", "layer", "kind", "k", "mean_iou"])
+
+
+def net2vec_mass(concepts: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, layer): how many segmentation concepts need each number of units (largest weights
+    first) to hold ``mass_pct`` percent of their weight mass (the ``units_for_<pct>pct_mass`` column);
+    few units means a concept is local to a few units, many that it is distributed."""
+    col = next((c for c in concepts.columns if c.startswith("units_for_")), None)
+    columns = ["model", "layer", "mass_pct", "units", "concepts"]
+    if col is None:
+        return pd.DataFrame(columns=columns)
+    pct = float(col.removeprefix("units_for_").removesuffix("pct_mass"))
+    seg = concepts[concepts[col].notna()]
+    rows = [
+        {"model": m, "layer": ly, "mass_pct": pct, "units": int(u), "concepts": int(n)}
+        for (m, ly), sub in seg.groupby(["model", "layer"], sort=False)
+        for u, n in sub[col].astype(int).value_counts().sort_index().items()
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def net2vec_layers(layers: list[LayerResult]) -> pd.DataFrame:
+    """Per layer with Net2Vec results, its summary: concepts fitted for segmentation and for
+    classification, mean IoU of the best single unit and of the combination and their mean gain, and
+    mean average precision of each; the section's overview."""
+    keys = ("mean_single_iou", "mean_net2vec_iou", "mean_iou_gain", "mean_ap_single", "mean_ap_net2vec")
+    rows = [
+        {
+            "model": r.model,
+            "layer": r.layer,
+            "segmentation_concepts": s["segmentation_concepts"],
+            "classification_concepts": s["classification_concepts"],
+            **{k: _num(s.get(k)) for k in keys},
+        }
+        for r in layers
+        if (s := r.net2vec_summary) is not None
+    ]
+    return pd.DataFrame(
+        rows, columns=["model", "layer", "segmentation_concepts", "classification_concepts", *keys]
+    )
