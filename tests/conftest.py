@@ -59,7 +59,7 @@ TINY = {
         "dissect": {"quantile": 0.005},
         "net2vec": {"segmentation.epochs": 1, "classification.steps": 20},
         "stimuli": {"world.size": 32, "world.poses": 1, "world.singles": 1},
-        "attribution": {"images": 2, "metric_images": 4, "deletion_steps": 4},
+        "attribution": {"images": 2, "metric_images": 4, "deletion_steps": 4, "perturbation.rise_masks": 64},
         "featurevis": {"units": 1, "steps": 4, "size": 32},
         "report": {"top_units": 2, "top_images": 2},
     },

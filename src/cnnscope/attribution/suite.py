@@ -18,11 +18,12 @@ from cnnscope.attribution.backprop import DeconvNet, GuidedBackprop, guided_cam
 from cnnscope.attribution.base import normalize_maps
 from cnnscope.attribution.cam import CAM, CounterfactualGradCAM, GradCAM, GradCAMPlusPlus
 from cnnscope.attribution.metrics import deletion_insertion, drop_and_increase
+from cnnscope.attribution.perturbation import RISE, ScoreCAM
 from cnnscope.bounds import choice
 from cnnscope.errors import CnnscopeError
 from cnnscope.progress import track
 
-Method = Callable[[nn.Module, str, torch.Tensor, torch.Tensor], torch.Tensor]
+Method = Callable[..., torch.Tensor]  # (model, layer, images, targets, **options) -> (N, H, W) maps
 
 
 def saliency(grad: torch.Tensor) -> torch.Tensor:
@@ -31,8 +32,8 @@ def saliency(grad: torch.Tensor) -> torch.Tensor:
 
 
 def _class_activation(cls: type) -> Method:
-    def run(model: nn.Module, layer: str, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        with cls(model, layer) as m:
+    def run(model: nn.Module, layer: str, x: torch.Tensor, targets: torch.Tensor, **options) -> torch.Tensor:
+        with cls(model, layer, **options) as m:
             return m(x, targets)
 
     return run
@@ -54,6 +55,14 @@ def _guided(cls: type) -> Method:
     return run
 
 
+def _model_only(cls: type) -> Method:
+    def run(model: nn.Module, layer: str, x: torch.Tensor, targets: torch.Tensor, **options) -> torch.Tensor:
+        with cls(model, **options) as m:
+            return m(x, targets)
+
+    return run
+
+
 # Every method the suite runs, by the name configs and tables use: the one list of methods.
 METHODS: dict[str, Method] = {
     "cam": _class_activation(CAM),
@@ -64,7 +73,11 @@ METHODS: dict[str, Method] = {
     "deconvnet": _backprop(DeconvNet),
     "guided_gradcam": _guided(GradCAM),
     "guided_gradcam++": _guided(GradCAMPlusPlus),
+    "scorecam": _class_activation(ScoreCAM),
+    "rise": _model_only(RISE),
 }
+# Methods that run hundreds of forward passes per image (a study runs them on fewer images).
+PERTURBATION = frozenset({"scorecam", "rise"})
 MethodName = choice("MethodName", METHODS)
 # How pages name each method: as the papers that introduced them do (keys: METHODS).
 DISPLAY_NAMES: dict[str, str] = {
@@ -76,7 +89,34 @@ DISPLAY_NAMES: dict[str, str] = {
     "deconvnet": "DeconvNet",
     "guided_gradcam": "Guided Grad-CAM",
     "guided_gradcam++": "Guided Grad-CAM++",
+    "scorecam": "Score-CAM",
+    "rise": "RISE",
 }
+
+
+class PassCounter:
+    """Images through the model's forward passes, and through backward passes (a hook on each output
+    that requires gradients), while the counter is active: what a method costs, counted, not declared.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model, self.forward, self.backward = model, 0, 0
+        self._handle = None
+
+    def _on_forward(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        self.forward += len(output)
+        if output.requires_grad:
+            output.register_hook(self._on_backward)
+
+    def _on_backward(self, grad: torch.Tensor) -> None:
+        self.backward += len(grad)
+
+    def __enter__(self) -> PassCounter:
+        self._handle = self.model.register_forward_hook(self._on_forward)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
 
 
 def attribute(
@@ -86,29 +126,43 @@ def attribute(
     methods: list[str],
     targets: torch.Tensor,
     progress: bool = False,
-) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Each method's maps for ``targets``, and its time per image in seconds."""
+    options: dict[str, dict] | None = None,
+) -> tuple[dict[str, torch.Tensor], pd.DataFrame]:
+    """Each method's maps for ``targets`` (``options[method]``: its settings), and a table of what
+    each cost per image: seconds, and forward and backward passes as counted by :class:`PassCounter`.
+    """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise CnnscopeError(f"unknown attribution method(s) {unknown}; valid: {', '.join(METHODS)}")
-    maps, seconds = {}, {}
+    maps, cost = {}, []
     for name in track(methods, "attribution", enabled=progress):
         t0 = time.perf_counter()
-        maps[name] = METHODS[name](model, layer, x, targets)
+        with PassCounter(model) as passes:
+            maps[name] = METHODS[name](model, layer, x, targets, **(options or {}).get(name, {}))
         if x.is_cuda:
             torch.cuda.synchronize()
-        seconds[name] = (time.perf_counter() - t0) / len(x)
-    return maps, seconds
+        cost.append(
+            {
+                "method": name,
+                "images": len(x),
+                "forward_passes": passes.forward / len(x),
+                "backward_passes": passes.backward / len(x),
+                "seconds_per_image": (time.perf_counter() - t0) / len(x),
+            }
+        )
+    return maps, pd.DataFrame(cost)
 
 
 def score(
     model: nn.Module, x: torch.Tensor, maps: dict[str, torch.Tensor], targets: torch.Tensor, steps: int
 ) -> pd.DataFrame:
-    """Average Drop, Increase in Confidence and mean deletion/insertion AUC per method."""
+    """Average Drop, Increase in Confidence and mean deletion/insertion AUC per method, each over the
+    images it has maps for (the first ``len(maps[method])`` of ``x``)."""
     rows = []
     for name, m in maps.items():
-        drop, inc = drop_and_increase(model, x, m, targets)
-        dele, ins = deletion_insertion(model, x, m, targets, steps=steps)
+        xs, ts = x[: len(m)], targets[: len(m)]
+        drop, inc = drop_and_increase(model, xs, m, ts)
+        dele, ins = deletion_insertion(model, xs, m, ts, steps=steps)
         rows.append(
             {
                 "method": name,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from cnnscope import plots, provenance
+from cnnscope.attribution.suite import DISPLAY_NAMES
 from cnnscope.data.packed import PackedDataset
 from cnnscope.io import verify
 from cnnscope.report import inputs as read
@@ -79,6 +80,9 @@ def build_report(
         frames = []
         for m in attr_models:
             table, maps, images, grid = read.attribution(m)
+            # Methods are named as their papers name them, not by config id.
+            maps = {DISPLAY_NAMES.get(k, k): v for k, v in maps.items()}
+            table = table.assign(method=table["method"].map(lambda k: DISPLAY_NAMES.get(k, k)))
             sections.attribution_model(page, m.name, data.images[images], maps, grid)
             frames.append(table)
         sections.attribution_metrics(page, pd.concat(frames, ignore_index=True))

@@ -234,7 +234,10 @@ def attribution_metrics(page: Page, table: pd.DataFrame) -> None:
     page.add(
         "<p class='meta'>Average Drop (lower is better) and Increase in Confidence (higher) on the "
         "image multiplied by its map; deletion AUC (lower) and insertion AUC (higher) of the target "
-        "probability as the most attributed pixels are removed or inserted.</p>"
+        "probability as the most attributed pixels are removed or inserted. Each method's cost per "
+        "image: forward and backward passes through the model, counted by hooks, and seconds. Score-CAM "
+        "and RISE (hundreds of forward passes each) are computed and scored on fewer images (the "
+        "images column).</p>"
     )
     page.table(table, "attribution_metrics")
 

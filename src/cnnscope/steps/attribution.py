@@ -6,12 +6,14 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import MISSING
 from PIL import Image
 
-from cnnscope.attribution.suite import MethodName, attribute, score
-from cnnscope.bounds import positive
+from cnnscope.attribution.perturbation import WEIGHTINGS
+from cnnscope.attribution.suite import PERTURBATION, MethodName, attribute, score
+from cnnscope.bounds import bounded, choice, positive
 from cnnscope.data.packed import PackedDataset
 from cnnscope.device import pick_device
 from cnnscope.features import LayerCapture
@@ -23,6 +25,21 @@ from cnnscope.steps.runner import run_step
 from cnnscope.steps.schema import OnDevice, register
 
 log = logging.getLogger("cnnscope")
+Weighting = choice("Weighting", WEIGHTINGS)
+
+
+@dataclass
+class Perturbation:
+    """Score-CAM and RISE: hundreds of forward passes per image, so they run on the first ``images``
+    probe images only (gallery and metrics alike)."""
+
+    images: int = positive(6)
+    batch_size: int = positive(64)  # masked inputs per forward pass
+    scorecam_weighting: Weighting = Weighting.probability  # probability (paper) | channel_softmax
+    rise_masks: int = positive(500)
+    rise_grid: int = positive(7)  # cells per side of a RISE mask
+    rise_p: float = bounded(0.5, 0, 1, open_lo=True)  # probability a cell is on
+    rise_seed: int = bounded(0, 0)
 
 
 @dataclass
@@ -35,6 +52,7 @@ class Config(OnDevice):
     images: int = positive(6)  # gallery images (maps are kept for these)
     metric_images: int = positive(64)  # images the metrics are averaged over (gallery included)
     deletion_steps: int = positive(16)
+    perturbation: Perturbation = field(default_factory=Perturbation)
 
 
 register("attribution", Config)
@@ -51,12 +69,12 @@ def body(cfg: dict) -> None:
     x = loaded.normalize(torch.from_numpy(np.array(data.images[idx])).to(device))
     with torch.no_grad():
         targets = loaded.module(x).argmax(1)
-    maps, seconds = attribute(loaded.module, cfg["layer"], x, cfg["methods"], targets, cfg["progress"])
+    maps, cost = _attribute(loaded.module, cfg, x, targets)
     with torch.no_grad(), LayerCapture(layer) as cap:
         grid = feature_grid(cap(loaded.module, x[:1])[0])  # the layer's maps for the first image
     metrics = score(loaded.module, x, maps, targets, cfg["deletion_steps"])
     metrics.insert(0, "model", cfg["name"])
-    metrics["seconds_per_image"] = metrics["method"].map(seconds)
+    metrics = metrics.merge(cost, on="method", how="left")
     k = cfg["images"]
     with atomic_dir(cfg["out"]) as tmp:
         np.savez_compressed(
@@ -68,6 +86,31 @@ def body(cfg: dict) -> None:
         Image.fromarray((grid.numpy() * 255).round().astype(np.uint8)).save(tmp / "feature_grid.png")
         write_yaml(tmp / "config.yaml", cfg)
     log.info("attribution: %d methods on %d images of %s -> %s", len(maps), len(idx), cfg["name"], cfg["out"])
+
+
+def _attribute(model, cfg: dict, x: torch.Tensor, targets: torch.Tensor):
+    """Every method's maps (the perturbation methods' on the first ``perturbation.images`` images)
+    and what each cost per image."""
+    pert = cfg["perturbation"]
+    options = {
+        "scorecam": {"weighting": pert["scorecam_weighting"], "batch_size": pert["batch_size"]},
+        "rise": {
+            "n_masks": pert["rise_masks"],
+            "grid": pert["rise_grid"],
+            "p": pert["rise_p"],
+            "seed": pert["rise_seed"],
+            "batch_size": pert["batch_size"],
+        },
+    }
+    maps, cost = {}, []
+    k = min(len(x), max(pert["images"], cfg["images"]))
+    for group, xs in ((False, x), (True, x[:k])):
+        methods = [m for m in cfg["methods"] if (m in PERTURBATION) == group]
+        if methods:
+            m, c = attribute(model, cfg["layer"], xs, methods, targets[: len(xs)], cfg["progress"], options)
+            maps.update(m)
+            cost.append(c)
+    return {m: maps[m] for m in cfg["methods"]}, pd.concat(cost, ignore_index=True)
 
 
 if __name__ == "__main__":

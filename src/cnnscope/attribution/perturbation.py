@@ -1,0 +1,154 @@
+"""Perturbation methods: maps from how the model's score changes on masked inputs, no gradients.
+
+* :class:`ScoreCAM` (Wang et al. 2020): each feature map of the layer, upsampled to the input and
+  min-max normalised, masks the input; the channel's weight is the target's score on that masked
+  input, and the map is ``ReLU(sum_k w_k A_k)`` at the layer's resolution, upsampled and scaled like
+  the other class-activation maps. Two weightings, because the anchors differ:
+
+  - ``probability`` (the paper and its authors' code): ``w_k`` is the target's softmax probability
+    on the masked input;
+  - ``channel_softmax`` (pytorch-grad-cam's ``ScoreCAM``): the target's logits on the masked inputs,
+    softmax-normalised over the channels. ``tests/test_perturbation.py`` compares it with that
+    library.
+
+  Masks are upsampled with pixel centres aligned (``align_corners=False``), as every map in cnnscope
+  (pytorch-grad-cam aligns corners).
+* :class:`RISE` (Petsiuk et al. 2018): ``n_masks`` random binary ``grid x grid`` masks (each cell on
+  with probability ``p``), upsampled bilinearly to ``(grid + 1) * ceil(H / grid)`` and cropped at a
+  random shift; the map is ``sum_i P_i M_i / (n_masks * p)``, ``P_i`` the target's softmax probability
+  on ``x * M_i``. The masks come from ``seed``: the same maps for the same seed.
+
+Masked inputs run in batches of ``batch_size`` on the model's device; both are context managers like
+the other methods, and leave no hook behind.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnscope.attribution.base import LayerAttribution, normalize_maps, select
+
+WEIGHTINGS = ("probability", "channel_softmax")
+
+
+def _scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, probability: bool) -> torch.Tensor:
+    """The target's softmax probability (or logit) on each input; one target per input."""
+    out = model(inputs)
+    if probability:
+        out = F.softmax(out, 1)
+    return out.gather(1, targets[:, None])[:, 0]
+
+
+class ScoreCAM(LayerAttribution):
+    """Score-CAM: channel weights from the target's score on the input masked by each channel."""
+
+    def __init__(
+        self, model: nn.Module, layer: str, weighting: str = "probability", batch_size: int = 64
+    ) -> None:
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown Score-CAM weighting {weighting!r}; use one of {', '.join(WEIGHTINGS)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        super().__init__(model, layer)
+        self.weighting, self.batch_size = weighting, batch_size
+
+    def channel_masks(self, acts: torch.Tensor, rows: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The masks of (image, channel) ``rows`` of ``acts.flatten(0, 1)``: ``(len(rows), H, W)``."""
+        up = F.interpolate(acts.flatten(0, 1)[rows, None], size=size, mode="bilinear", align_corners=False)
+        return normalize_maps(up[:, 0])
+
+    def layer_maps(self, x: torch.Tensor, targets: torch.Tensor | list[int] | None = None) -> torch.Tensor:
+        if self._handle is None:
+            raise RuntimeError("use ScoreCAM as a context manager: with ScoreCAM(...) as m: m(x)")
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                logits = self.model(x)
+                t = select(logits, targets)
+                acts = self.store["activations"]
+                n, k = acts.shape[:2]
+                probability = self.weighting == "probability"
+                scores = torch.empty(n * k, device=x.device)
+                for a in range(0, n * k, self.batch_size):
+                    rows = torch.arange(a, min(a + self.batch_size, n * k), device=x.device)
+                    masks = self.channel_masks(acts, rows, x.shape[-2:])
+                    image = rows // k
+                    scores[rows] = _scores(self.model, x[image] * masks[:, None], t[image], probability)
+        finally:
+            self.model.train(was_training)
+        w = scores.view(n, k)
+        if not probability:
+            w = F.softmax(w, 1)
+        return (w[:, :, None, None] * acts).sum(1)
+
+
+class RISE:
+    """RISE: the probability-weighted average of random masks (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        n_masks: int = 500,
+        grid: int = 7,
+        p: float = 0.5,
+        seed: int = 0,
+        batch_size: int = 64,
+    ) -> None:
+        if n_masks < 1 or grid < 1 or batch_size < 1:
+            raise ValueError(
+                f"n_masks, grid and batch_size must be at least 1 ({n_masks}, {grid}, {batch_size})"
+            )
+        if not 0 < p <= 1:
+            raise ValueError(f"p must lie in (0, 1], got {p}")
+        self.model, self.n_masks, self.grid, self.p = model, n_masks, grid, p
+        self.seed, self.batch_size = seed, batch_size
+
+    def __enter__(self) -> RISE:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def masks(self, size: tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:
+        """``(n_masks, H, W)`` smooth masks in [0, 1], the same for the same seed (drawn on the CPU)."""
+        h, w = size
+        ch, cw = math.ceil(h / self.grid), math.ceil(w / self.grid)
+        gen = torch.Generator().manual_seed(self.seed)
+        cells = (torch.rand(self.n_masks, 1, self.grid, self.grid, generator=gen) < self.p).float()
+        up = F.interpolate(
+            cells, size=((self.grid + 1) * ch, (self.grid + 1) * cw), mode="bilinear", align_corners=False
+        )
+        dy = torch.randint(0, ch, (self.n_masks,), generator=gen)
+        dx = torch.randint(0, cw, (self.n_masks,), generator=gen)
+        rows = (dy[:, None] + torch.arange(h))[:, :, None]
+        cols = (dx[:, None] + torch.arange(w))[:, None, :]
+        return up[torch.arange(self.n_masks)[:, None, None], 0, rows, cols].to(device)
+
+    def saliency(self, x: torch.Tensor, targets: torch.Tensor | list[int] | None = None) -> torch.Tensor:
+        """``(N, H, W)``: the Monte Carlo estimate ``sum_i P_i M_i / (n_masks * p)``, unscaled."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                t = self.model(x).argmax(1) if targets is None else torch.as_tensor(targets, device=x.device)
+                if t.shape != (len(x),):
+                    raise ValueError(f"need one target per image ({len(x)}), got shape {tuple(t.shape)}")
+                masks = self.masks(x.shape[-2:], x.device)
+                sal = torch.zeros(len(x), *x.shape[-2:], device=x.device)
+                for i in range(len(x)):
+                    for a in range(0, self.n_masks, self.batch_size):
+                        m = masks[a : a + self.batch_size]
+                        s = _scores(self.model, x[i] * m[:, None], t[i].expand(len(m)), probability=True)
+                        sal[i] += (s[:, None, None] * m).sum(0)
+        finally:
+            self.model.train(was_training)
+        return sal / (self.n_masks * self.p)
+
+    def __call__(self, x: torch.Tensor, targets: torch.Tensor | list[int] | None = None) -> torch.Tensor:
+        """``(N, H, W)`` maps in [0, 1]: :meth:`saliency` min-max scaled per image."""
+        return normalize_maps(self.saliency(x, targets))
