@@ -20,6 +20,7 @@ from cnnscope.attribution import (
     GuidedBackprop,
     guided_cam,
 )
+from cnnscope.attribution.lcam import Attention
 from cnnscope.errors import ModelError
 from cnnscope.models.builtin import ConvNet
 
@@ -124,8 +125,13 @@ def test_a_model_without_relu_is_refused_for_backprop_rules():
         gb(torch.randn(2, 4))
 
 
-# Fewer masked forward passes than the defaults, for the perturbation methods' speed in the suite.
-QUICK = {"rise": {"n_masks": 32}, "scorecam": {"batch_size": 256}}
+# Fewer masked forward passes than the defaults, for the perturbation methods' speed in the suite;
+# L-CAM with an attention module of the right shape (tests/test_lcam.py trains real ones).
+QUICK = {
+    "rise": {"n_masks": 32},
+    "scorecam": {"batch_size": 256},
+    **{m: {"attention": Attention(32, 5)} for m in ("lcam_fm", "lcam_img")},
+}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -171,9 +177,12 @@ def test_every_method_runs_on_resnet18_and_leaves_it_unchanged():
     x = torch.randn(2, 3, 64, 64)
     for name, method in METHODS.items():
         layer = "layer4" if name == "cam" else "layer4.1.bn2"  # bn2's output is then += in place
+        opts = QUICK.get(name, {})
         if name == "scorecam":
             layer = "layer2.1.bn2"  # 128 channels, not 512: 4x fewer masked forward passes
-        out = method(net, layer, x, None, **QUICK.get(name, {}))
+        if name in ("lcam_fm", "lcam_img"):
+            opts = {"attention": torch.nn.Conv2d(512, 10, 1)}
+        out = method(net, layer, x, None, **opts)
         assert out.shape[0] == 2 and out.shape[-2:] == (64, 64) and torch.isfinite(out).all(), name
     with GradCAM(net, "layer4") as gc:
         gg = guided_cam(gc, x)

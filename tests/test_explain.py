@@ -12,12 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnscope.attribution.suite import DISPLAY_NAMES, METHODS, attribute
+from cnnscope.attribution.suite import DISPLAY_NAMES, METHODS, TRAINED, attribute
 from cnnscope.errors import CnnscopeError
 from cnnscope.explain import explain, load_images, overlay
 from cnnscope.models.builtin import BUILTIN
 from cnnscope.models.registry import LoadedModel
 
+UNTRAINED = [m for m in METHODS if m not in TRAINED]  # L-CAM needs a study's trained attention
 LAYER = "conv5"  # the built-in ConvNet's last conv block, before global average pooling
 SIZE = 64
 
@@ -54,15 +55,15 @@ def test_display_names_cover_every_method():
 
 
 def test_writes_page_maps_and_an_overlay_per_image_and_method(loaded, images, tmp_path):
-    out = explain(loaded, LAYER, images, list(METHODS), tmp_path / "out", SIZE, class_names=list("wxyz"))
+    out = explain(loaded, LAYER, images, list(UNTRAINED), tmp_path / "out", SIZE, class_names=list("wxyz"))
     assert out == tmp_path / "out"
     maps = np.load(out / "maps.npz")
-    assert set(maps.files) == set(METHODS)
-    for m in METHODS:
+    assert set(maps.files) == set(UNTRAINED)
+    for m in UNTRAINED:
         assert maps[m].dtype == np.float32 and maps[m].shape == (3, SIZE, SIZE)
         assert maps[m].min() >= 0 and maps[m].max() <= 1
     stems = ["cat", "dog", "my bird's nest"]
-    overlays = {f"overlays/{s}__{m}.png" for s in stems for m in METHODS}
+    overlays = {f"overlays/{s}__{m}.png" for s in stems for m in UNTRAINED}
     assert {str(p.relative_to(out)) for p in (out / "overlays").iterdir()} == overlays
     for name in overlays:
         assert Image.open(out / name).size == (SIZE, SIZE)
@@ -71,7 +72,7 @@ def test_writes_page_maps_and_an_overlay_per_image_and_method(loaded, images, tm
     assert overlays | {f"inputs/{s}.png" for s in stems} == sources
     assert all((out / s).is_file() for s in sources)
     headings = re.findall(r"<th>([^<]*)</th>", page)
-    assert [h for h in headings if h not in ("image", "input")] == [DISPLAY_NAMES[m] for m in METHODS]
+    assert [h for h in headings if h not in ("image", "input")] == [DISPLAY_NAMES[m] for m in UNTRAINED]
     assert "my bird&#x27;s nest" in page  # file names are escaped, not pasted into the HTML
     rows = pd.read_csv(out / "predictions.csv")
     assert rows["image"].tolist() == [str(p) for p in images]
@@ -81,18 +82,20 @@ def test_writes_page_maps_and_an_overlay_per_image_and_method(loaded, images, tm
 
 @pytest.mark.parametrize(("target", "batch_size"), [(None, 16), (2, 2)])
 def test_maps_are_what_the_attribution_step_computes(loaded, images, tmp_path, target, batch_size):
-    out = explain(loaded, LAYER, images, list(METHODS), tmp_path / "out", SIZE, None, target, batch_size)
+    out = explain(loaded, LAYER, images, list(UNTRAINED), tmp_path / "out", SIZE, None, target, batch_size)
     x = loaded.normalize(torch.from_numpy(load_images(images, SIZE)))
     with torch.no_grad():
         probs = loaded.module(x).softmax(1)
     targets = probs.argmax(1) if target is None else torch.full((3,), target)
     # the same batches as explain's: a batch's size changes the kernels' rounding, not the result
     batches = [
-        attribute(loaded.module, LAYER, x[i : i + batch_size], list(METHODS), targets[i : i + batch_size])[0]
+        attribute(loaded.module, LAYER, x[i : i + batch_size], list(UNTRAINED), targets[i : i + batch_size])[
+            0
+        ]
         for i in range(0, len(x), batch_size)
     ]
     maps = np.load(out / "maps.npz")
-    for m in METHODS:
+    for m in UNTRAINED:
         want = torch.cat([b[m] for b in batches]).numpy()
         np.testing.assert_allclose(maps[m], want, atol=1e-6, err_msg=m)
     rows = pd.read_csv(out / "predictions.csv")

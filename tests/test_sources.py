@@ -21,7 +21,8 @@ STEPS = [s for s in STEPS if s not in ("__init__", "runner", "schema", "compose"
 READERS = {
     "synthworld": ["prepare"],
     "prepare": ["extract", "dissect", "net2vec", "attribution"],
-    "train": ["extract", "cueconflict", "attribution", "featurevis"],
+    "train": ["extract", "cueconflict", "lcam", "attribution", "featurevis"],
+    "lcam": ["attribution"],
     "extract": ["dissect", "net2vec"],
     "dissect": ["featurevis", "net2vec"],
     "stimuli": ["cueconflict"],

@@ -34,7 +34,8 @@ def test_trained_weights_depend_on_the_thread_count():
     assert _trained_digest(1) == one  # deterministic for a thread count ...
     assert _trained_digest(2) != one  # ... but another count sums the gradients in another order
     assert schema("train").all_cores is False
-    assert schema("net2vec").all_cores is False  # the same holds for its learned embeddings
+    assert schema("net2vec").all_cores is False  # the same holds for its learned embeddings ...
+    assert schema("lcam").all_cores is False  # ... and for the L-CAM attention
     threaded = ("extract", "dissect", "attribution", "cueconflict", "featurevis", "prepare")
     assert all(issubclass(schema(s), Threaded) and schema(s).all_cores for s in threaded)
 

@@ -48,7 +48,17 @@ def test_study_runs_to_the_report(study):
     assert "Study config" in html and "At a glance" in html
     assert "<h2 id='attribution'>Attribution</h2>" in html and "maximized" in html
     metrics = (study / "results/attribution/synthworld/tiny/metrics.csv").read_text()
-    assert all(m in metrics for m in ("gradcam++", "guided_backprop", "deconvnet", "guided_gradcam"))
+    methods = (
+        "gradcam++",
+        "guided_backprop",
+        "deconvnet",
+        "guided_gradcam",
+        "scorecam",
+        "rise",
+        "lcam_fm",
+        "lcam_img",
+    )
+    assert all(m in metrics for m in methods)
     summary = json.loads((study / "results/cueconflict/world/tiny/summary.json").read_text())
     assert summary["conflict_trials"] == 16 * 15 and summary["name"] == "tiny"
     for step in (
@@ -61,6 +71,7 @@ def test_study_runs_to_the_report(study):
         "stimuli/world",
         "cueconflict/world/tiny",
         "attribution/synthworld/tiny",
+        "lcam/tiny",
         "featurevis/synthworld/tiny/conv5",
         "report",
     ):
@@ -164,6 +175,18 @@ def test_real_broden_study_dry_runs(tmp_path):
         **{"download": 1, "weights": 2, "prepare": 1},
         **{"extract": 2, "dissect": 2, "net2vec": 2, "report": 1, "all": 1},
     }
+
+
+def test_real_lcam_comparison_study_dry_runs(tmp_path):
+    """VGG-16 and ResNet-50 with L-CAM trained on an ImageNet-layout folder (not read by a dry run)."""
+    work = copy_repo(tmp_path)
+    res = snakemake(work, "-n", "-p", "--configfile", "config/studies/lcam_imagenet.yaml")
+    assert planned_jobs(res) == {
+        **{"download": 1, "weights": 2, "prepare": 1, "extract": 2, "dissect": 2, "net2vec": 2},
+        **{"lcam": 2, "attribution": 2, "report": 1, "all": 1},
+    }
+    out = res.stdout + res.stderr
+    assert "data=data/imagenet/train" in out and "layer=features.29" in out
 
 
 def test_real_imagenet_shape_bias_study_dry_runs(tmp_path):

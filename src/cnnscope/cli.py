@@ -165,7 +165,7 @@ def _models(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _explain(args: argparse.Namespace, extra: list[str]) -> int:
-    from cnnscope.attribution.suite import METHODS
+    from cnnscope.attribution.suite import METHODS, TRAINED
     from cnnscope.device import pick_device
     from cnnscope.explain import explain
     from cnnscope.models.catalog import layer_table
@@ -175,7 +175,7 @@ def _explain(args: argparse.Namespace, extra: list[str]) -> int:
     size = args.size or spec.input_size or EXPLAIN_SIZE
     layer = args.layer or _last_feature_maps(layer_table(skeleton(spec), size))
     loaded = load_model(spec, pick_device(args.device))
-    methods = args.methods or list(METHODS)
+    methods = args.methods or [m for m in METHODS if m not in TRAINED]
     out = explain(loaded, layer, args.images, methods, args.out, size, loaded.class_names, args.target)
     print(f"cnnscope: {len(args.images)} image(s), layer {layer} -> {out / 'index.html'}")
     return 0

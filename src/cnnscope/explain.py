@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from PIL import Image, ImageOps
 
-from cnnscope.attribution.suite import DISPLAY_NAMES, METHODS, attribute
+from cnnscope.attribution.suite import DISPLAY_NAMES, METHODS, TRAINED, attribute
 from cnnscope.errors import CnnscopeError
 from cnnscope.io import atomic_dir
 from cnnscope.models.layers import resolve_layer
@@ -98,9 +98,13 @@ def _check_inputs(
         raise CnnscopeError("no images given; name at least one image file")
     if not methods:
         raise CnnscopeError(f"no attribution methods given; valid: {', '.join(METHODS)}")
-    unknown = [m for m in methods if m not in METHODS]
+    valid = [m for m in METHODS if m not in TRAINED]
+    unknown = [m for m in methods if m not in valid]
     if unknown:
-        raise CnnscopeError(f"unknown attribution method(s) {unknown}; valid: {', '.join(METHODS)}")
+        raise CnnscopeError(
+            f"unknown attribution method(s) {unknown}; valid: {', '.join(valid)} "
+            f"({', '.join(sorted(TRAINED))} need an attention trained by a study's lcam step)"
+        )
     if batch_size < 1 or size < 1:
         raise CnnscopeError(f"batch_size={batch_size} and size={size} must both be at least 1")
     resolve_layer(loaded.module, layer, loaded.meta.get("arch", type(loaded.module).__name__))

@@ -2,9 +2,31 @@
 # of each dissected layer's top units.
 
 
+rule lcam:
+    input:
+        model_files=model_files,
+        code=code("lcam"),
+    output:
+        directory(artifact("lcam")),
+    log:
+        log_file("lcam"),
+    benchmark:
+        benchmark_file("lcam")
+    conda:
+        ENV
+    threads: step_threads("lcam")
+    resources:
+        **step_resources("lcam"),
+    params:
+        **step_params("lcam"),
+    shell:
+        STEP_SHELL
+
+
 rule attribution:
     input:
         packed=artifact("prepare"),
+        lcam=artifact("lcam") if LCAM else [],
         model_files=model_files,
         code=code("attribution"),
     output:

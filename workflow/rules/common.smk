@@ -56,6 +56,10 @@ ATTR_MODELS = [
     n for n, m in MODELS.items() if ATTR is not None and m.get("attribution", True)
 ]
 FEATUREVIS = bool(ATTR is not None and ATTR.get("featurevis", True))
+LCAM = bool(ATTR is not None and ATTR.get("lcam", True))
+LCAM_DATA = (
+    ATTR.get("lcam_data") if ATTR else None
+)  # training images of models not trained here
 NET2VEC = bool(config.get("net2vec", True))
 
 # The wildcards of each step's artifact, log and benchmark paths: the one place paths are written.
@@ -72,6 +76,7 @@ WILDCARDS = {
     "stimuli": "{stimset}",
     "cueconflict": "{stimset}/{model}",
     "attribution": "{dataset}/{model}",
+    "lcam": "{model}",
     "report": "",
 }
 
@@ -166,6 +171,7 @@ def study_jobs():
     if CC:
         jobs.append(("stimuli", {"stimset": STIMSET}))
         jobs += [("cueconflict", {"stimset": STIMSET, "model": m}) for m in CC_MODELS]
+    jobs += [("lcam", {"model": m}) for m in ATTR_MODELS if LCAM]
     jobs += [("attribution", {"dataset": DATASET, "model": m}) for m in ATTR_MODELS]
     return jobs
 
@@ -255,6 +261,12 @@ ITEMS = {
         f"name={hydra_value(wc.model)}",
         f"layer={hydra_value(cam_layer(wc.model))}",
     ],
+    "lcam": lambda wc: [
+        *model_overrides(wc.model),
+        f"name={hydra_value(wc.model)}",
+        f"layer={hydra_value(cam_layer(wc.model))}",
+        *lcam_data(wc.model),
+    ],
     "report": lambda wc: [
         f"inputs={hydra_value(report_inputs())}",
         f"study={hydra_value(json.dumps(config))}",
@@ -283,7 +295,9 @@ def step_params(step):
         return _composed(step, tuple(job_items(step, wildcards)))
 
     def args(wildcards, input, output, threads, resources):
-        io = {k: v for k, v in input.items() if k in keys}
+        io = {
+            k: v for k, v in input.items() if k in keys and v
+        }  # [] is an input the study lacks
         io["out"] = output[0]
         if "threads" in keys:
             job = resources.get("cpus_per_task") if schema(step).all_cores else None
@@ -331,6 +345,14 @@ def model_files(wildcards):
     return [f for f in (spec.checkpoint, spec.classes) if f is not None]
 
 
+def lcam_data(name):
+    """What the model's L-CAM trains on: the world in its regime, or the study's image folder."""
+    m = MODELS[name]
+    if m.get("train"):
+        return overrides({"data": "world", "regime": m.get("regime", "standard")})
+    return overrides({"data": LCAM_DATA}) if LCAM_DATA else []
+
+
 def dataset_dir(wildcards):
     step = "synthworld" if wildcards.dataset == "synthworld" else "download"
     return artifact(step, dataset=wildcards.dataset)
@@ -345,6 +367,11 @@ def _check_model(name, m):
     if m.get("train") and spec.source != "builtin":
         raise CnnscopeError(f"model {name!r} has train: true but is not built-in")
     check_layers(spec, [*m["layers"], cam_layer(name)], name)
+    if name in ATTR_MODELS and LCAM and not m.get("train") and not LCAM_DATA:
+        raise CnnscopeError(
+            f"model {name!r}: L-CAM needs the model's training images; set attribution.lcam_data to an "
+            "ImageNet-layout folder, or attribution.lcam: false"
+        )
     if name in CC_MODELS:
         names = read_class_names(spec.classes) if spec.classes else None
         problem = head_problem(output_count(spec), CLASS_SETS[CC["classes"]], names)

@@ -17,6 +17,7 @@ from torch import nn
 from cnnscope.attribution.backprop import DeconvNet, GuidedBackprop, guided_cam
 from cnnscope.attribution.base import normalize_maps
 from cnnscope.attribution.cam import CAM, CounterfactualGradCAM, GradCAM, GradCAMPlusPlus
+from cnnscope.attribution.lcam import LCAM
 from cnnscope.attribution.metrics import deletion_insertion, drop_and_increase
 from cnnscope.attribution.perturbation import RISE, ScoreCAM
 from cnnscope.bounds import choice
@@ -55,6 +56,18 @@ def _guided(cls: type) -> Method:
     return run
 
 
+def _learned(variant: str) -> Method:
+    def run(
+        model: nn.Module, layer: str, x: torch.Tensor, targets: torch.Tensor, attention=None
+    ) -> torch.Tensor:
+        if attention is None:
+            raise CnnscopeError(f"L-CAM-{variant} needs a trained attention module (the lcam step's)")
+        with LCAM(model, layer, attention, variant) as m:
+            return m(x, targets)
+
+    return run
+
+
 def _model_only(cls: type) -> Method:
     def run(model: nn.Module, layer: str, x: torch.Tensor, targets: torch.Tensor, **options) -> torch.Tensor:
         with cls(model, **options) as m:
@@ -75,7 +88,11 @@ METHODS: dict[str, Method] = {
     "guided_gradcam++": _guided(GradCAMPlusPlus),
     "scorecam": _class_activation(ScoreCAM),
     "rise": _model_only(RISE),
+    "lcam_fm": _learned("fm"),
+    "lcam_img": _learned("img"),
 }
+# Methods that need a module trained for the model first (the lcam step's attention).
+TRAINED = frozenset({"lcam_fm", "lcam_img"})
 # Methods that run hundreds of forward passes per image (a study runs them on fewer images).
 PERTURBATION = frozenset({"scorecam", "rise"})
 MethodName = choice("MethodName", METHODS)
@@ -91,6 +108,8 @@ DISPLAY_NAMES: dict[str, str] = {
     "guided_gradcam++": "Guided Grad-CAM++",
     "scorecam": "Score-CAM",
     "rise": "RISE",
+    "lcam_fm": "L-CAM-Fm",
+    "lcam_img": "L-CAM-Img",
 }
 
 
