@@ -2,7 +2,8 @@
 
     python benchmarks/attribution.py [--arch resnet18 --layer layer4 --size 224 --batch 8 --device cuda]
 
-Random weights and inputs (timing does not depend on them). Prints one table row per method.
+Random weights and inputs (timing does not depend on them), L-CAM with an untrained attention of
+the right shape. Prints one table row per method: time per image and forward/backward passes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import time
 import torch
 import torchvision
 
-from cnnscope.attribution.suite import METHODS, attribute
+from cnnscope.attribution.lcam import Attention
+from cnnscope.attribution.suite import METHODS, TRAINED, attribute
 from cnnscope.device import pick_device
 from cnnscope.featurevis import invert, maximize
 from cnnscope.models.registry import IMAGENET_MEAN, IMAGENET_STD
@@ -25,6 +27,20 @@ def _timed(fn, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t
+
+
+def _lcam_options(model: torch.nn.Module, layer: str, size: int, device: torch.device) -> dict:
+    """An untrained L-CAM attention of the layer's width for each L-CAM method (timing only)."""
+    from cnnscope.features import LayerCapture
+    from cnnscope.models.layers import resolve_layer
+
+    x = torch.zeros(1, 3, size, size, device=device)
+    with torch.no_grad():
+        classes = model(x).shape[1]
+        with LayerCapture(resolve_layer(model, layer)) as cap:
+            feats = cap(model, x)
+    attention = Attention(feats.shape[1], classes).to(device)
+    return {m: {"attention": attention} for m in TRAINED}
 
 
 def main() -> None:
@@ -42,8 +58,9 @@ def main() -> None:
     x = torch.randn(a.batch, 3, a.size, a.size, device=device)
     with torch.no_grad():
         targets = model(x).argmax(1)
-    attribute(model, a.layer, x[:1], list(METHODS), targets[:1])  # warm-up
-    _, seconds = attribute(model, a.layer, x, list(METHODS), targets)
+    options = _lcam_options(model, a.layer, a.size, device)
+    attribute(model, a.layer, x[:1], list(METHODS), targets[:1], options=options)  # warm-up
+    _, cost = attribute(model, a.layer, x, list(METHODS), targets, options=options)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     am = _timed(lambda: maximize(model, a.layer, 0, mean, std, size=a.size, steps=a.steps), device)
     inv = _timed(lambda: invert(model, a.layer, x[0].sigmoid(), mean, std, steps=a.steps), device)
@@ -51,9 +68,10 @@ def main() -> None:
         f"device: {device}  model: {a.arch} {a.layer}  images: {a.batch} at {a.size}px  "
         f"threads: {torch.get_num_threads()}"
     )
-    print(f"{'method':<34} {'ms / image':>12}")
-    for name, s in seconds.items():
-        print(f"{name:<34} {1000 * s:12.1f}")
+    print(f"{'method':<34} {'ms / image':>12} {'forward':>8} {'backward':>8}")
+    for r in cost.itertuples():
+        ms = 1000 * r.seconds_per_image
+        print(f"{r.method:<34} {ms:12.1f} {r.forward_passes:8.0f} {r.backward_passes:8.0f}")
     print(f"{'activation maximization (per step)':<34} {1000 * am / a.steps:12.1f}")
     print(f"{'inversion (per step)':<34} {1000 * inv / a.steps:12.1f}")
 

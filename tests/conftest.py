@@ -60,7 +60,7 @@ TINY = {
         "net2vec": {"segmentation.epochs": 1, "classification.steps": 20},
         "stimuli": {"world.size": 32, "world.poses": 1, "world.singles": 1},
         "attribution": {"images": 2, "metric_images": 4, "deletion_steps": 4, "perturbation.rise_masks": 64},
-        "featurevis": {"units": 1, "steps": 4, "size": 32},
+        "featurevis": {"units": 1, "steps": 4, "size": 32, "inversion_steps": 5},
         "lcam": {"lcam.steps": 6, "lcam.batch_size": 8, "world_images": 32, "image_size": 32},
         "report": {"top_units": 2, "top_images": 2},
     },

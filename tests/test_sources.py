@@ -20,7 +20,7 @@ STEPS = [s for s in STEPS if s not in ("__init__", "runner", "schema", "compose"
 # What reads each step's artifact in the tiny study (the report reads every job's).
 READERS = {
     "synthworld": ["prepare"],
-    "prepare": ["extract", "dissect", "net2vec", "attribution"],
+    "prepare": ["extract", "dissect", "net2vec", "attribution", "featurevis"],
     "train": ["extract", "cueconflict", "lcam", "attribution", "featurevis"],
     "lcam": ["attribution"],
     "extract": ["dissect", "net2vec"],

@@ -47,6 +47,9 @@ def test_study_runs_to_the_report(study):
     assert {"train", "extract", "dissect", "cueconflict", "attribution"} <= stages
     assert "Study config" in html and "At a glance" in html
     assert "<h2 id='attribution'>Attribution</h2>" in html and "maximized" in html
+    assert "Network inversion" in html and "L-CAM-Img" in html and "Score-CAM" in html
+    inversions = sorted((study / "results/featurevis/synthworld/tiny/conv5").glob("inversion_*.png"))
+    assert len(inversions) == 2
     metrics = (study / "results/attribution/synthworld/tiny/metrics.csv").read_text()
     methods = (
         "gradcam++",

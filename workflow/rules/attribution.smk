@@ -26,7 +26,7 @@ rule lcam:
 rule attribution:
     input:
         packed=artifact("prepare"),
-        lcam=artifact("lcam") if LCAM else [],
+        lcam=lcam_input,
         model_files=model_files,
         code=code("attribution"),
     output:
@@ -49,6 +49,7 @@ rule attribution:
 rule featurevis:
     input:
         dissection=artifact("dissect"),
+        packed=artifact("prepare"),
         model_files=model_files,
         code=code("featurevis"),
     output:

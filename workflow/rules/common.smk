@@ -57,9 +57,10 @@ ATTR_MODELS = [
 ]
 FEATUREVIS = bool(ATTR is not None and ATTR.get("featurevis", True))
 LCAM = bool(ATTR is not None and ATTR.get("lcam", True))
-LCAM_DATA = (
-    ATTR.get("lcam_data") if ATTR else None
-)  # training images of models not trained here
+# L-CAM needs a model's training images: the world's for the models trained here, else the study's
+# lcam_data folder; the other models are compared without L-CAM (the report says which).
+LCAM_DATA = ATTR.get("lcam_data") if ATTR else None
+LCAM_MODELS = [n for n in ATTR_MODELS if LCAM and (MODELS[n].get("train") or LCAM_DATA)]
 NET2VEC = bool(config.get("net2vec", True))
 
 # The wildcards of each step's artifact, log and benchmark paths: the one place paths are written.
@@ -171,7 +172,7 @@ def study_jobs():
     if CC:
         jobs.append(("stimuli", {"stimset": STIMSET}))
         jobs += [("cueconflict", {"stimset": STIMSET, "model": m}) for m in CC_MODELS]
-    jobs += [("lcam", {"model": m}) for m in ATTR_MODELS if LCAM]
+    jobs += [("lcam", {"model": m}) for m in LCAM_MODELS]
     jobs += [("attribution", {"dataset": DATASET, "model": m}) for m in ATTR_MODELS]
     return jobs
 
@@ -353,6 +354,15 @@ def lcam_data(name):
     return overrides({"data": LCAM_DATA}) if LCAM_DATA else []
 
 
+def lcam_input(wildcards):
+    """The model's trained L-CAM attention, when the study trains one for it."""
+    return (
+        artifact("lcam", model=wildcards.model)
+        if wildcards.model in LCAM_MODELS
+        else []
+    )
+
+
 def dataset_dir(wildcards):
     step = "synthworld" if wildcards.dataset == "synthworld" else "download"
     return artifact(step, dataset=wildcards.dataset)
@@ -367,11 +377,6 @@ def _check_model(name, m):
     if m.get("train") and spec.source != "builtin":
         raise CnnscopeError(f"model {name!r} has train: true but is not built-in")
     check_layers(spec, [*m["layers"], cam_layer(name)], name)
-    if name in ATTR_MODELS and LCAM and not m.get("train") and not LCAM_DATA:
-        raise CnnscopeError(
-            f"model {name!r}: L-CAM needs the model's training images; set attribution.lcam_data to an "
-            "ImageNet-layout folder, or attribution.lcam: false"
-        )
     if name in CC_MODELS:
         names = read_class_names(spec.classes) if spec.classes else None
         problem = head_problem(output_count(spec), CLASS_SETS[CC["classes"]], names)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import json
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +240,14 @@ def attribution_metrics(page: Page, table: pd.DataFrame) -> None:
         "and RISE (hundreds of forward passes each) are computed and scored on fewer images (the "
         "images column).</p>"
     )
+    learned = {"L-CAM-Fm", "L-CAM-Img"}
+    without = [m for m, g in table.groupby("model", sort=False) if not learned & set(g["method"])]
+    if without:
+        page.add(
+            f"<p class='meta'>No L-CAM for {html.escape(', '.join(without))}: L-CAM trains on a model's "
+            "training images, which the study has only for models it trains (give others "
+            "<code>attribution.lcam_data</code>, an ImageNet-layout folder).</p>"
+        )
     page.table(table, "attribution_metrics")
 
 
@@ -251,6 +260,33 @@ def _featurevis_image(r: LayerResult, unit: int, figs: Path) -> str:
     Image.open(src).resize((96, 96), Image.NEAREST).save(figs / name)
     alt = f"unit {unit} maximized"
     return f"<img class='strip' src='figures/{name}' alt='{alt}' title='activation maximization'> "
+
+
+def _inversions(r: LayerResult, data: PackedDataset, figs: Path, scale: int) -> str:
+    """The layer's inversions beside their probe images, or nothing when none were made."""
+    listing = r.featurevis_dir / "inversions.json" if r.featurevis_dir else None
+    if listing is None or not listing.is_file():
+        return ""
+    cells = []
+    for inv in json.loads(listing.read_text()):
+        i = inv["image"]
+        pair = np.concatenate(
+            [np.array(data.images[i]), np.array(Image.open(r.featurevis_dir / f"inversion_{i}.png"))], 1
+        )
+        name = f"{r.model}_{r.layer}_inversion{i}.png".replace("/", "_")
+        Image.fromarray(pair).resize((pair.shape[1] * scale, pair.shape[0] * scale), Image.NEAREST).save(
+            figs / name
+        )
+        cells.append(
+            f"<img class='strip' src='figures/{name}' alt='probe image {i} and its reconstruction' "
+            f"title='feature loss {inv['feature_loss']:.3f}'>"
+        )
+    if not cells:
+        return ""
+    return (
+        "<p class='meta'>Network inversion (Mahendran &amp; Vedaldi 2015): each probe image beside the "
+        "image reconstructed from this layer's features alone.</p>" + " ".join(cells)
+    )
 
 
 def layers(
@@ -268,6 +304,7 @@ def layers(
         )
         det = r.detectors.pivot(index="category", columns="rule", values="unique").reset_index()
         page.add(det.to_html(index=False, border=0))
+        page.add(_inversions(r, data, page.figs, scale))
         for _, u in r.units.sort_values("iou", ascending=False).head(top_units).iterrows():
             unit = int(u["unit"])
             name = f"{r.model}_{r.layer}_unit{unit}.png".replace("/", "_")
