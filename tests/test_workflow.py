@@ -188,8 +188,9 @@ def test_real_lcam_comparison_study_dry_runs(tmp_path):
         **{"download": 1, "weights": 2, "prepare": 1, "extract": 2, "dissect": 2, "net2vec": 2},
         **{"lcam": 2, "attribution": 2, "report": 1, "all": 1},
     }
-    out = res.stdout + res.stderr
-    assert "data=data/imagenet/train" in out and "layer=features.29" in out
+    lcam = [line for line in (res.stdout + res.stderr).splitlines() if "cnnscope.steps.lcam" in line]
+    assert len(lcam) == 2 and all("data/imagenet/train" in line for line in lcam)
+    assert any("features.29" in line for line in lcam)
 
 
 def test_real_imagenet_shape_bias_study_dry_runs(tmp_path):

@@ -54,6 +54,7 @@ def _sampler(cfg: dict, loaded: LoadedModel, classes: int, device: torch.device)
     bs = cfg["lcam"]["batch_size"]
     if cfg["data"] == WORLD:
         agreement = shapetexture.REGIMES[cfg["regime"]]
+        # A sample of the world in the model's regime, seeded apart from the train step's (10,000+).
         images, labels, _ = shapetexture.training_set(
             cfg["world_images"], cfg["image_size"], agreement, seed=40_000
         )
