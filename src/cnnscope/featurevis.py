@@ -26,7 +26,7 @@ from torch import nn
 
 from cnnscope.attribution.backprop import ReLURule, redirected_rule
 from cnnscope.features import LayerCapture
-from cnnscope.models.layers import resolve_layer
+from cnnscope.models.layers import evaluating, resolve_layer
 from cnnscope.models.normalize import normalize
 
 # Colour correlation of natural images (square root of the covariance, from ImageNet statistics, as
@@ -140,10 +140,8 @@ def maximize(
     if octaves and param != "pixel":
         raise ValueError("multi-scale octaves need param='pixel'")
     image: nn.Module = PARAMETRISATIONS[param](size, gen, device)
-    was_training = model.training
-    model.eval()
     values: list[float] = []
-    try:
+    with evaluating(model):
         step = 0
         for stage_size in [size, *octaves]:
             if stage_size != size:
@@ -160,8 +158,6 @@ def maximize(
                 (-act).backward()
                 opt.step()
                 values.append(act.item())
-    finally:
-        model.train(was_training)
     return Trace(image()[0].detach(), values)
 
 
@@ -190,9 +186,7 @@ def invert(
     """
     device = _device(model)
     layer_module = resolve_layer(model, layer)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         with torch.no_grad(), LayerCapture(layer_module) as cap:
             phi0 = cap(model, normalize(target[None].to(device), mean, std))
         gen = torch.Generator().manual_seed(seed)
@@ -211,8 +205,6 @@ def invert(
             with torch.no_grad():
                 x.clamp_(0, 1)
             losses.append(feature.item())
-    finally:
-        model.train(was_training)
     return x.detach()[0], losses
 
 

@@ -21,6 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 from cnnscope.attribution.base import LayerAttribution, normalize_maps, select
 from cnnscope.errors import ModelError
+from cnnscope.models.layers import evaluating
 
 _RELUS = {F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
 
@@ -87,17 +88,13 @@ class _Backprop:
         self, x: torch.Tensor, targets: torch.Tensor | list[int] | None = None, normalize: bool = False
     ) -> torch.Tensor:
         """``(N, C, H, W)`` gradients of each image's target score with respect to the image."""
-        was_training = self.model.training
-        self.model.eval()
         x = x.detach().requires_grad_(True)
         mode = ReLURule(self.rule)
-        try:
+        with evaluating(self.model):
             with torch.enable_grad(), mode:
                 logits = self.model(x)
                 t = select(logits, targets)
             (grad,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), x)
-        finally:
-            self.model.train(was_training)
         if mode.calls == 0:
             raise ModelError(
                 f"{type(self).__name__} changes the ReLU backward rule, but {type(self.model).__name__} "

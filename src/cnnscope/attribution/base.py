@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnscope.models.layers import resolve_layer
+from cnnscope.models.layers import evaluating, resolve_layer
 
 
 class _Tap(torch.autograd.Function):
@@ -76,16 +76,11 @@ class LayerAttribution:
         """``(N, h, w)`` maps at the layer's resolution, before ReLU, upsampling or scaling."""
         if self._handle is None:
             raise RuntimeError(f"use {type(self).__name__} as a context manager: with ... as m: m(x)")
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.enable_grad():
-                logits = self.model(x)
-                t = select(logits, targets)
-                self.model.zero_grad(set_to_none=True)
-                logits.gather(1, t[:, None]).sum().backward()
-        finally:
-            self.model.train(was_training)
+        with evaluating(self.model), torch.enable_grad():
+            logits = self.model(x)
+            t = select(logits, targets)
+            self.model.zero_grad(set_to_none=True)
+            logits.gather(1, t[:, None]).sum().backward()
         acts, grads = self.store["activations"], self.store["gradients"]
         with torch.no_grad():
             w = self.weights(acts, grads, logits.detach(), t)

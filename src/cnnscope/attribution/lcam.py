@@ -36,7 +36,7 @@ from torch import nn
 from cnnscope.attribution.base import normalize_maps, select
 from cnnscope.bounds import bounded, positive
 from cnnscope.checkpoint import Checkpoint, resume
-from cnnscope.models.layers import resolve_layer
+from cnnscope.models.layers import evaluating, resolve_layer
 from cnnscope.optim import Optimizer
 from cnnscope.progress import track
 
@@ -146,13 +146,11 @@ def train_lcam(
         raise ValueError(f"unknown L-CAM variant {variant!r}; use one of {', '.join(VARIANTS)}")
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(params.seed)
-    was_training = model.training
     grads = [p.requires_grad for p in model.parameters()]
-    model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        with _Features(model, layer) as feats:
+        with evaluating(model), _Features(model, layer) as feats:
             with torch.no_grad():
                 model(sample(torch.Generator().manual_seed(params.seed))[0][:1])
             attention = Attention(feats.output.shape[1], classes).to(device)
@@ -190,7 +188,6 @@ def train_lcam(
     finally:
         for p, g in zip(model.parameters(), grads, strict=True):
             p.requires_grad_(g)
-        model.train(was_training)
     return attention, losses
 
 
@@ -217,14 +214,9 @@ class LCAM:
         """``(N, H, W)`` maps in [0, 1] for ``targets`` (default: the predicted class)."""
         if self._feats is None:
             raise RuntimeError("use LCAM as a context manager: with LCAM(...) as m: m(x)")
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                logits = self.model(x)
-                a = _pick(self.attention(self._feats.output), select(logits, targets))
-        finally:
-            self.model.train(was_training)
+        with evaluating(self.model), torch.no_grad():
+            logits = self.model(x)
+            a = _pick(self.attention(self._feats.output), select(logits, targets))
         size = x.shape[-2:]
         if self.variant == "fm":
             m = F.interpolate(torch.sigmoid(a)[:, None], size=size, mode="bilinear", align_corners=False)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnscope.attribution.base import LayerAttribution, normalize_maps, select
+from cnnscope.models.layers import evaluating
 
 WEIGHTINGS = ("probability", "channel_softmax")
 
@@ -64,23 +65,18 @@ class ScoreCAM(LayerAttribution):
     def layer_maps(self, x: torch.Tensor, targets: torch.Tensor | list[int] | None = None) -> torch.Tensor:
         if self._handle is None:
             raise RuntimeError("use ScoreCAM as a context manager: with ScoreCAM(...) as m: m(x)")
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                logits = self.model(x)
-                t = select(logits, targets)
-                acts = self.store["activations"]
-                n, k = acts.shape[:2]
-                probability = self.weighting == "probability"
-                scores = torch.empty(n * k, device=x.device)
-                for a in range(0, n * k, self.batch_size):
-                    rows = torch.arange(a, min(a + self.batch_size, n * k), device=x.device)
-                    masks = self.channel_masks(acts, rows, x.shape[-2:])
-                    image = rows // k
-                    scores[rows] = _scores(self.model, x[image] * masks[:, None], t[image], probability)
-        finally:
-            self.model.train(was_training)
+        with evaluating(self.model), torch.no_grad():
+            logits = self.model(x)
+            t = select(logits, targets)
+            acts = self.store["activations"]
+            n, k = acts.shape[:2]
+            probability = self.weighting == "probability"
+            scores = torch.empty(n * k, device=x.device)
+            for a in range(0, n * k, self.batch_size):
+                rows = torch.arange(a, min(a + self.batch_size, n * k), device=x.device)
+                masks = self.channel_masks(acts, rows, x.shape[-2:])
+                image = rows // k
+                scores[rows] = _scores(self.model, x[image] * masks[:, None], t[image], probability)
         w = scores.view(n, k)
         if not probability:
             w = F.softmax(w, 1)
@@ -131,22 +127,17 @@ class RISE:
 
     def saliency(self, x: torch.Tensor, targets: torch.Tensor | list[int] | None = None) -> torch.Tensor:
         """``(N, H, W)``: the Monte Carlo estimate ``sum_i P_i M_i / (n_masks * p)``, unscaled."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                t = self.model(x).argmax(1) if targets is None else torch.as_tensor(targets, device=x.device)
-                if t.shape != (len(x),):
-                    raise ValueError(f"need one target per image ({len(x)}), got shape {tuple(t.shape)}")
-                masks = self.masks(x.shape[-2:], x.device)
-                sal = torch.zeros(len(x), *x.shape[-2:], device=x.device)
-                for i in range(len(x)):
-                    for a in range(0, self.n_masks, self.batch_size):
-                        m = masks[a : a + self.batch_size]
-                        s = _scores(self.model, x[i] * m[:, None], t[i].expand(len(m)), probability=True)
-                        sal[i] += (s[:, None, None] * m).sum(0)
-        finally:
-            self.model.train(was_training)
+        with evaluating(self.model), torch.no_grad():
+            t = self.model(x).argmax(1) if targets is None else torch.as_tensor(targets, device=x.device)
+            if t.shape != (len(x),):
+                raise ValueError(f"need one target per image ({len(x)}), got shape {tuple(t.shape)}")
+            masks = self.masks(x.shape[-2:], x.device)
+            sal = torch.zeros(len(x), *x.shape[-2:], device=x.device)
+            for i in range(len(x)):
+                for a in range(0, self.n_masks, self.batch_size):
+                    m = masks[a : a + self.batch_size]
+                    s = _scores(self.model, x[i] * m[:, None], t[i].expand(len(m)), probability=True)
+                    sal[i] += (s[:, None, None] * m).sum(0)
         return sal / (self.n_masks * self.p)
 
     def __call__(self, x: torch.Tensor, targets: torch.Tensor | list[int] | None = None) -> torch.Tensor:

@@ -1,6 +1,10 @@
-"""Addressing layers by dotted module name (``layer4``, ``features.10``, ``layer3.1.conv2``)."""
+"""Addressing layers by dotted module name (``layer4``, ``features.10``, ``layer3.1.conv2``), and
+running a model in eval mode for a while."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from torch import nn
 
@@ -21,3 +25,15 @@ def resolve_layer(model: nn.Module, name: str, model_name: str = "model") -> nn.
             f"unknown layer {name!r} for {model_name}. Valid layers ({len(valid)}): " + ", ".join(valid)
         )
     return modules[name]
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the block, then in the mode it was in, even after an error: every
+    method that runs a model for its own ends leaves it as it found it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
