@@ -197,13 +197,93 @@ def test_single_unit_set_iou_is_dissections_iou():
     np.testing.assert_allclose(scores.iou()[0], ref[labels, units], rtol=1e-12)
 
 
-def test_upsampled_logits_are_the_combination_of_upsampled_units():
-    x = torch.rand(2, 4, 3, 5)
-    w, b = torch.randn(3, 4), torch.randn(3)
-    scale = torch.tensor([1.0, 2.0, 0.5, 4.0])
-    up = torch.nn.functional.interpolate(x / scale.view(1, -1, 1, 1), size=(6, 10), mode="bilinear")
-    ref = torch.einsum("lk,bkhw->blhw", w, up) + b.view(1, -1, 1, 1)
-    torch.testing.assert_close(segmentation.logits(x, w, b, scale, (6, 10)), ref, rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize(("grid", "size"), [((3, 5), (6, 10)), ((7, 7), (112, 112)), ((4, 4), (4, 4))])
+def test_upsampling_is_dissections_bilinear_and_down_its_transpose(grid, size):
+    up = segmentation.Upsampling.between(grid, size, CPU)
+    z = torch.randn(5, *grid)
+    ref = torch.nn.functional.interpolate(z[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(up.up(z), ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn(5, *size)
+    torch.testing.assert_close((up.up(z) * g).sum(), (z * up.down(g)).sum(), rtol=1e-4, atol=1e-4)
+
+
+def _dense_loss(problem: Problem, a: int, rows: np.ndarray, weight, bias, pos, neg):
+    """The definition, densely and through autograd: every concept at every pixel, weighted
+    ``pos``/``neg``, 0 where the image does not carry the concept's category, over the batch's pixels."""
+    x = torch.as_tensor(np.asarray(problem.acts[a : a + problem.batch_size]))[rows].float()
+    pix = torch.as_tensor(problem.data.masks[a : a + problem.batch_size].astype(np.int64))[rows]
+    up = torch.nn.functional.interpolate(
+        x / problem.scale_tensor.view(1, -1, 1, 1), size=problem.size, mode="bilinear", align_corners=False
+    )
+    z = torch.einsum("lk,bkhw->blhw", weight, up) + bias.view(1, -1, 1, 1)
+    labels = torch.as_tensor(problem.labels)
+    y = (pix[:, :, None] == labels.view(1, 1, -1, 1, 1)).any(1).float()  # (B, L, H, W)
+    valid = torch.as_tensor(problem.universe[a + rows]).float()[:, :, None, None]
+    w = valid * (y * pos.view(1, -1, 1, 1) + (1 - y) * neg.view(1, -1, 1, 1))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y, weight=w, reduction="sum")
+    return loss / (len(x) * y[0, 0].numel())
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_loss_and_gradients_are_the_dense_definitions(balance):
+    """On a layer coarser than the masks, with pairs outside a concept's category, logits from about -40
+    to 45 and dense buffers of three maps (several chunks per batch)."""
+    data, acts = planted(n=20)
+    acts = np.ascontiguousarray(acts[:, :, ::2, ::2] * 5)  # 5 x 5 grid under 10 x 10 masks
+    params = SegmentationParams(batch_size=8, balance=balance)
+    problem = _problem(data, acts, [PAIR, SOLO, SPECK], params)
+    problem.universe = problem.universe.copy()
+    problem.universe[::3, 1] = False  # solo's category missing from every third image
+    problem.chunk = 3 * 100
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(3, 6, generator=gen) * 2
+    bias = torch.randn(3, generator=gen)
+    alpha = torch.as_tensor(problem.alpha, dtype=torch.float32)
+    pos, neg = (1 - alpha, alpha) if balance else (torch.ones(3), torch.ones(3))
+    a, rows = problem.blocks("train")[0]
+    batch = problem.batch(a, rows, problem.lut())
+    assert len(batch.pairs) < 3 * len(rows)  # the missing-category pairs are left out
+    loss, g_w, g_b = segmentation.loss_and_grad(problem, batch, weight, bias, pos, neg)
+    w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+    ref = _dense_loss(problem, a, rows, w, b, pos, neg)
+    ref.backward()
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_w, w.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(g_b, b.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_evaluation_counts_are_the_dense_counts():
+    """Upsampling only the maps that can cross their threshold changes no count: the set-IoU sums
+    equal a dense pass over every pair and pixel, for the single units and the combinations."""
+    data, acts = planted(n=30, splits=["val"] * 30)
+    acts = np.ascontiguousarray(acts[:, :, ::2, ::2])  # 5 x 5 grid under 10 x 10 masks
+    params = SegmentationParams()
+    problem = _problem(data, acts, [PAIR, SOLO, SPECK], params)
+    problem.universe = problem.universe.copy()
+    problem.universe[::4, 0] = False
+    gen = torch.Generator().manual_seed(1)
+    weight = torch.randn(3, 6, generator=gen)
+    bias = torch.tensor([-1.0, -3.0, -0.5])
+    units, thr = np.array([0, 2, 3]), np.full(6, THRESHOLD, np.float32)
+    scores = segmentation.evaluate(problem, weight.numpy(), bias.numpy(), units, thr, [2], progress=False)
+
+    x = torch.as_tensor(acts)
+    pix = torch.as_tensor(data.masks.astype(np.int64))
+    y = (pix[:, :, None] == torch.tensor([PAIR, SOLO, SPECK]).view(1, 1, -1, 1, 1)).any(1)
+    valid = torch.as_tensor(problem.universe)[:, :, None, None]
+    up = torch.nn.functional.interpolate(x / THRESHOLD, size=(10, 10), mode="bilinear")
+    single = up[:, units] > 1  # each concept's unit over its threshold (scale = threshold)
+    top2 = segmentation.top_k(weight, 2)
+    preds = [single] + [
+        torch.einsum("lk,bkhw->blhw", w, up) + bias.view(1, -1, 1, 1) > 0 for w in (weight, top2)
+    ]
+    for v, pred in enumerate(preds):
+        pred = pred & valid
+        np.testing.assert_array_equal(scores.predicted[v], pred.sum((0, 2, 3)).double().numpy())
+        np.testing.assert_array_equal(scores.inter[v], (pred & y).sum((0, 2, 3)).double().numpy())
+    np.testing.assert_array_equal(scores.truth, (y & valid).sum((0, 2, 3)).double().numpy())
+    fires = preds[1].flatten(2).any(2)  # the combination's maps with a pixel: some, not all
+    assert fires.any() and not fires.all() and (scores.inter[1] > 0).any()
 
 
 def test_unit_scale():

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnscope.checkpoint import Checkpoint, resume
-from cnnscope.data.packed import PackedDataset
+from cnnscope.data.packed import PackedDataset, read_labels
 from cnnscope.progress import track
 from cnnscope.quantile import HistogramQuantile, TopKQuantile
 from cnnscope.rows import Rows, read_rows
@@ -51,6 +51,11 @@ def batch_elements(max_elements: int, device: torch.device | str) -> int:
     if max_elements:
         return max_elements
     return 1 << 26 if torch.device(device).type == "cuda" else 1 << 22
+
+
+def image_elements(acts: Rows, data: PackedDataset) -> int:
+    """Values one image adds to a batch's largest tensor: its activations or its mask pixels."""
+    return max(int(np.prod(acts.shape[1:])), data.masks.shape[1] * int(np.prod(data.meta["mask_size"])))
 
 
 def unit_thresholds(
@@ -133,18 +138,26 @@ def unit_masks(maps: torch.Tensor, thresholds: torch.Tensor, size: tuple[int, in
     return up > thresholds.view(-1, 1, 1)
 
 
+def may_exceed(maps: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """bool: which maps ``(..., h, w)`` can have an upsampled pixel above their thresholds ``(...)``.
+
+    Bilinear interpolation is a convex combination of neighbouring cells, so no pixel of a map whose
+    maximum stays below its threshold can exceed it (a relative margin of 1e-5 covers float rounding;
+    at threshold 0 none is needed, as a weighted sum of values <= 0 with weights >= 0 stays <= 0).
+    """
+    margin = 1e-5 * thresholds.abs() + 1e-30
+    return maps.flatten(-2).amax(-1) >= thresholds - margin
+
+
 def _active_pixels(
     x: torch.Tensor, thr: torch.Tensor, size: tuple[int, int], max_elements: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``(image, unit, pixel)`` indices where the upsampled map exceeds the unit's threshold, in chunks
     of at most ``max_elements`` upsampled pixels.
 
-    Only maps whose maximum reaches the threshold are upsampled: bilinear interpolation is a convex
-    combination of neighbouring cells, so no pixel of any other map can exceed it (a relative margin
-    of 1e-5 covers float rounding). Each upsampled map is computed exactly as a dense pass would.
+    Only maps that :func:`may_exceed` their thresholds are upsampled, each exactly as a dense pass would.
     """
-    margin = 1e-5 * thr.abs() + 1e-30
-    hb, hu = (x.flatten(2).amax(2) >= thr[None, :] - margin[None, :]).nonzero(as_tuple=True)
+    hb, hu = may_exceed(x, thr[None, :]).nonzero(as_tuple=True)
     chunk = max(1, max_elements // (size[0] * size[1]))
     for s in range(0, len(hb), chunk):
         cb, cu = hb[s : s + chunk], hu[s : s + chunk]
@@ -207,7 +220,7 @@ def tally(
     thr = torch.as_tensor(thresholds, dtype=torch.float32, device=device)
     masks = data.stream("masks")
     max_elements = batch_elements(max_elements, device)
-    bs = batch_size or max(1, max_elements // max(int(np.prod(acts.shape[1:])), masks.shape[1] * p))
+    bs = batch_size or max(1, max_elements // image_elements(acts, data))
 
     counts = _Counts.zeros(n_labels, c, ncat, device)
     both = counts.both.view(n_labels, c)
@@ -218,9 +231,7 @@ def tally(
         # Widened on the device: the host holds only the stored dtypes (float16, uint16).
         x = read_rows(acts, a, a + bs).to(device).float()
         b = len(x)
-        # uint16 travels as int16 (every device supports it) and is widened back: & 0xFFFF.
-        pix = read_rows(masks, a, a + bs).view(torch.int16).to(device).long() & 0xFFFF
-        pix = pix.flatten(2)  # (B, K, P) label numbers, 0 = unlabelled
+        pix = read_labels(masks, a, a + bs, device).flatten(2)  # (B, K, P) label numbers, 0 = unlabelled
         pcat = torch.where(pix > 0, label_cat[pix], -1)  # (B, K, P) their categories
         sca = torch.from_numpy(data.scalars[a : a + bs].astype(np.int64)).to(device)  # (B, S)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,7 +25,10 @@ from cnnscope.data.broden import BrodenDataset
 from cnnscope.errors import DatasetError
 from cnnscope.io import read_json, write_json
 from cnnscope.progress import track
-from cnnscope.rows import RowReader, RowWriter
+from cnnscope.rows import RowReader, Rows, RowWriter, read_rows
+
+if TYPE_CHECKING:  # torch is imported when masks are read as tensors, not by the prepare step
+    import torch
 
 FORMAT_VERSION = 1
 
@@ -176,3 +180,12 @@ class PackedDataset:
         for lb in self.meta["labels"]:
             out[lb["number"]] = cats.index(lb["primary"])
         return out
+
+
+def read_labels(masks: Rows, start: int, stop: int, device: torch.device) -> torch.Tensor:
+    """Label numbers ``long (B, layers, sh, sw)`` of the mask rows ``[start, stop)``, widened on
+    ``device``: the host holds only the stored uint16, which travels as int16 (every device supports
+    it) and is widened back with ``& 0xFFFF``. The one reader of packed masks as tensors."""
+    import torch
+
+    return read_rows(masks, start, stop).view(torch.int16).to(device).long() & 0xFFFF

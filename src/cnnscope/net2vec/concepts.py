@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cnnscope.data.packed import PackedDataset
+from cnnscope.data.packed import PackedDataset, read_labels
 from cnnscope.progress import track
 from cnnscope.rows import Rows, read_rows
 
@@ -75,7 +75,7 @@ def concept_stats(
         x = read_rows(acts, a, a + batch_size).to(device).float()
         b = len(x)
         means[a : a + b] = x.mean((2, 3)).cpu().numpy()
-        pix = (read_rows(masks, a, a + b).view(torch.int16).to(device).long() & 0xFFFF).flatten(1)
+        pix = read_labels(masks, a, a + b, device).flatten(1)
         img = torch.arange(b, device=device)[:, None].expand_as(pix)
         counts = torch.bincount((img * slots + pix).flatten(), minlength=b * slots).view(b, slots)
         counts[:, 0] = 0
