@@ -273,8 +273,12 @@ def test_timm_models_load_from_a_local_file_and_fail_clearly_offline(tmp_path, m
         loaded.input_size == net.pretrained_cfg["input_size"][-1]
         and loaded.mean == net.pretrained_cfg["mean"]
     )
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    # The hub reads HF_HUB_OFFLINE and its cache folder once, when it is imported (a user sets them
+    # before starting), so the test sets what it read: setting the variables now would leave the hub
+    # online, retrying for 45 s, and reading the machine's cache.
+    hub = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(ModelError, match="pretrained weights for resnet10t.*HF_HUB_OFFLINE"):
         load_model(ModelSpec(source="timm", arch="resnet10t", weights="DEFAULT"))
     with pytest.raises(ModelError, match="unknown timm model 'resnet10q'; did you mean"):
