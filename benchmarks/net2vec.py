@@ -25,7 +25,7 @@ import torch
 from dissect import _Peak, _random_activations, build_packed
 
 from cnnscope.device import pick_device
-from cnnscope.dissection import batch_elements, image_elements, tally, unit_thresholds
+from cnnscope.dissection import batch_elements, batch_images, tally, unit_thresholds
 from cnnscope.features import extract_layer
 from cnnscope.models.registry import ModelSpec, load_model
 from cnnscope.net2vec import classification, segmentation
@@ -100,9 +100,7 @@ def main() -> None:
         stats = stage(
             "net2vec concept pass",
             len(data),
-            lambda: concept_stats(
-                acts, data, max(1, elements // image_elements(acts, data)), device, progress=False
-            ),
+            lambda: concept_stats(acts, data, batch_images(acts, data, elements), device, progress=False),
         )
         labels = stats.concepts("segmentation", 1)
         params = SegmentationParams(epochs=1, batch_size=a.batch_size)

@@ -53,9 +53,11 @@ def batch_elements(max_elements: int, device: torch.device | str) -> int:
     return 1 << 26 if torch.device(device).type == "cuda" else 1 << 22
 
 
-def image_elements(acts: Rows, data: PackedDataset) -> int:
-    """Values one image adds to a batch's largest tensor: its activations or its mask pixels."""
-    return max(int(np.prod(acts.shape[1:])), data.masks.shape[1] * int(np.prod(data.meta["mask_size"])))
+def batch_images(acts: Rows, data: PackedDataset, max_elements: int) -> int:
+    """Images per batch (at least 1) such that a batch's largest tensor, its activations or its mask
+    pixels, holds at most ``max_elements`` values."""
+    per_image = max(int(np.prod(acts.shape[1:])), data.masks.shape[1] * int(np.prod(data.meta["mask_size"])))
+    return max(1, max_elements // per_image)
 
 
 def unit_thresholds(
@@ -220,7 +222,7 @@ def tally(
     thr = torch.as_tensor(thresholds, dtype=torch.float32, device=device)
     masks = data.stream("masks")
     max_elements = batch_elements(max_elements, device)
-    bs = batch_size or max(1, max_elements // image_elements(acts, data))
+    bs = batch_size or batch_images(acts, data, max_elements)
 
     counts = _Counts.zeros(n_labels, c, ncat, device)
     both = counts.both.view(n_labels, c)

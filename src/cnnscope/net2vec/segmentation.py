@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from cnnscope.bounds import Range, bounded, choice, positive
 from cnnscope.checkpoint import Checkpoint, resume
 from cnnscope.data.packed import PackedDataset, read_labels
-from cnnscope.dissection import image_elements, may_exceed, unit_masks
+from cnnscope.dissection import batch_images, may_exceed, unit_masks
 from cnnscope.net2vec.concepts import ConceptStats
 from cnnscope.net2vec.embedding import top_k
 from cnnscope.optim import OPTIMIZERS, Optimizer
@@ -262,7 +262,7 @@ class Problem:
         train_images = universe[stats.split == "train"].sum(0)
         p = int(np.prod(data.meta["mask_size"]))
         alpha = stats.train_pixels[labels] / np.maximum(train_images * p, 1)
-        bs = max(1, min(batch_size, max_elements // image_elements(acts, data)))
+        bs = min(batch_size, batch_images(acts, data, max_elements))
         chunk = max_elements if device.type == "cuda" else min(max_elements, CPU_CHUNK)
         masks = data.stream("masks")
         return cls(acts, data, masks, labels, universe, stats.split, scale, alpha, bs, chunk, device)

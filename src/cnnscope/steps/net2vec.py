@@ -16,7 +16,7 @@ from cnnscope.bounds import bounded, positive
 from cnnscope.checkpoint import Checkpoint
 from cnnscope.data.packed import PackedDataset
 from cnnscope.device import pick_device
-from cnnscope.dissection import batch_elements, image_elements
+from cnnscope.dissection import batch_elements, batch_images
 from cnnscope.errors import DatasetError
 from cnnscope.io import resumable_dir, verify, write_json, write_yaml
 from cnnscope.net2vec import classification, segmentation
@@ -76,8 +76,7 @@ def body(cfg: dict) -> None:
     with resumable_dir(cfg["out"], fingerprint) as (tmp, resumed):
         if resumed:
             log.info("net2vec: continuing the work a killed run left in %s", tmp)
-        batch = max(1, max_elements // image_elements(acts, data))
-        stats = concept_stats(acts, data, batch, device, cfg["progress"])
+        stats = concept_stats(acts, data, batch_images(acts, data, max_elements), device, cfg["progress"])
         seg_labels = stats.concepts("segmentation", cfg["min_train_images"])
         cls_labels = stats.concepts("classification", cfg["min_train_images"])
         if len(seg_labels) + len(cls_labels) == 0:
