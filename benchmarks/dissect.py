@@ -1,13 +1,16 @@
 """Time extraction, thresholds and the IoU tally on a Broden-shaped packed set, and print a table.
 
     python benchmarks/dissect.py --images 63305 --arch resnet18 resnet50 --layer layer4 [--device cuda]
+        [--json rows.json] [--keep-activations]
 
 The packed set is random content with Broden's shapes (224 px images, 112 px masks, 4 pixel-label
 layers of blob-shaped labels from ~1,200 labels over 6 categories, 1 image-level label), built once
 into ``--cache`` and reused. Model weights are random (timing does not depend on them). Each stage
 reports its own peak host RSS (``VmHWM``, reset between stages) and peak GPU memory.
 ``--random-activations`` skips the model, to time the dissect step at full scale on a machine too
-slow to extract.
+slow to extract. ``--json`` appends the table's rows to a file for other scripts
+(``benchmarks/profile_stage.py`` picks the slowest stage from it); ``--keep-activations`` keeps each
+model's activations in :func:`activations_dir` for ``benchmarks/net2vec.py --activations``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +30,7 @@ from cnnscope.data.packed import FORMAT_VERSION, PackedDataset
 from cnnscope.device import pick_device
 from cnnscope.dissection import batch_elements, tally, unit_thresholds
 from cnnscope.features import LayerCapture, extract_layer
-from cnnscope.io import write_json
+from cnnscope.io import read_json, write_json
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import ModelSpec, load_model
 from cnnscope.rows import RowReader, RowWriter
@@ -110,11 +114,37 @@ def _random_activations(out: Path, shape: tuple[int, ...], seed: int = 0) -> Non
     np.save(out / "unit_range.npy", np.array([[0.0] * shape[1], [60.0] * shape[1]], np.float32))
 
 
-def bench(arch: str, layer: str, data: PackedDataset, a: argparse.Namespace, device: torch.device) -> list:
+def activations_dir(cache: Path, arch: str, layer: str, images: int, size: int) -> Path:
+    """Where ``--keep-activations`` leaves a model's activations of the ``images``-image packed set."""
+    return cache / f"acts-{arch}-{layer}-{images}-{size}"
+
+
+class _Rows(list):
+    """The rows of one model's stages, each passed to ``emit`` as it is measured (a run stopped by a
+    time limit has printed and saved what it measured)."""
+
+    def __init__(self, emit: Callable[[tuple], None]) -> None:
+        super().__init__()
+        self.emit = emit
+
+    def append(self, row: tuple) -> None:
+        super().append(row)
+        self.emit(row)
+
+
+def bench(
+    arch: str,
+    layer: str,
+    data: PackedDataset,
+    a: argparse.Namespace,
+    device: torch.device,
+    emit: Callable[[tuple], None],
+) -> list:
     """``(stage, seconds, host GB, GPU GB)`` for extraction (or random activations), thresholds, tally."""
-    rows, peak = [], _Peak(device)
+    rows, peak = _Rows(emit), _Peak(device)
     loaded = load_model(ModelSpec("torchvision", arch), device)
     out = Path(tempfile.mkdtemp(prefix="acts-", dir=a.cache))
+    keep = a.keep_activations and not a.random_activations
     try:
         peak.reset()
         t = time.perf_counter()
@@ -158,9 +188,16 @@ def bench(arch: str, layer: str, data: PackedDataset, a: argparse.Namespace, dev
         t = time.perf_counter()
         tally(acts, thr, data, device=device, max_elements=a.max_elements, progress=False)
         rows.append(("IoU tally (both modes)", time.perf_counter() - t, *peak.read()))
+        if keep:
+            kept = activations_dir(a.cache, arch, layer, len(data), a.size)
+            shutil.rmtree(kept, ignore_errors=True)  # the benchmark's own earlier copy
+            out.rename(kept)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return rows
+
+
+STAGES = ("extract", "thresholds", "tally")  # the stage each of bench()'s rows times, in its order
 
 
 def main() -> None:
@@ -179,6 +216,8 @@ def main() -> None:
     )
     p.add_argument("--extract-only", action="store_true", help="stop after extraction (its memory, timing)")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "cnnscope-bench")
+    p.add_argument("--json", type=Path, help="append the rows to this file (arch, stage, seconds, memory)")
+    p.add_argument("--keep-activations", action="store_true", help="keep them for net2vec.py --activations")
     a = p.parse_args()
     device = pick_device(a.device)
     if device.type == "cuda":
@@ -192,10 +231,32 @@ def main() -> None:
     elements = batch_elements(a.max_elements, device)
     print(f"device: {device} ({gpu})  threads: {torch.get_num_threads()}  max_elements: {elements}")
     print(f"{'stage':<52} {'seconds':>8} {'images/s':>9} {'host GB':>8} {'GPU GB':>7}")
+    table = read_json(a.json) if a.json and a.json.is_file() else []  # --json appends to its rows
+    start = len(table)
     for arch in a.arch:
-        rows = bench(arch, a.layer, data, a, device)
-        for name, s, host, gpu_gb in rows:
+
+        def emit(row: tuple, arch: str = arch) -> None:
+            name, s, host, gpu_gb = row
+            stage = STAGES[sum(r["arch"] == arch for r in table[start:])]
             print(f"{name:<52} {s:8.2f} {a.images / s:9.1f} {host:8.2f} {gpu_gb:7.2f}")
+            table.append(
+                {
+                    "arch": arch,
+                    "layer": a.layer,
+                    "stage": stage,
+                    "what": name,
+                    "images": a.images,
+                    "seconds": s,
+                    "host_gb": host,
+                    "gpu_gb": gpu_gb,
+                    "device": str(device),
+                    "gpu": gpu,
+                }
+            )
+            if a.json:
+                write_json(a.json, table)
+
+        rows = bench(arch, a.layer, data, a, device, emit)
         if len(rows) < 3:
             continue
         total = sum(r[1] for r in rows)

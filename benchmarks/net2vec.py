@@ -1,11 +1,13 @@
 """Time Net2Vec on a Broden-shaped packed set beside a dissection tally pass, and print a table.
 
     python benchmarks/net2vec.py --images 63305 --arch resnet18 --layer layer4 [--device cuda]
+        [--activations DIR]
 
 The packed set is the one ``benchmarks/dissect.py`` builds (random content in Broden's shapes: 224 px
 images, 112 px masks, ~1,200 labels, every fifth image in val), so every label is a concept and all
 of them are learned at once, as in a full Broden run. Activations come from the model with random
-weights (``--random-activations``: gamma noise of the layer's shape, to skip a slow extraction).
+weights (``--random-activations``: gamma noise of the layer's shape, to skip a slow extraction;
+``--activations``: those ``benchmarks/dissect.py --keep-activations`` left, to skip it altogether).
 Stages: the concept pass, thresholds, one IoU tally pass (the yardstick: the issue asks an epoch to
 cost at most about three), one segmentation epoch, the val evaluation and the classification
 embeddings; each with its seconds (the fastest of ``--repeat`` runs), images/s, peak host RSS and
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dissect import _Peak, _random_activations, build_packed
+from dissect import _Peak, _random_activations, activations_dir, build_packed
 
 from cnnscope.device import pick_device
 from cnnscope.dissection import batch_elements, batch_images, tally, unit_thresholds
@@ -45,6 +47,11 @@ def main() -> None:
     p.add_argument("--max-elements", type=int, default=0, help="values per batch tensor (0: per device)")
     p.add_argument("--batch-size", type=int, default=16, help="segmentation images per step")
     p.add_argument("--random-activations", action="store_true", help="gamma noise instead of the model")
+    p.add_argument(
+        "--activations",
+        action="store_true",
+        help="reuse the model's activations that dissect.py --keep-activations left for this set",
+    )
     p.add_argument("--repeat", type=int, default=1, help="runs per stage; the fastest is reported")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "cnnscope-bench")
     a = p.parse_args()
@@ -54,7 +61,12 @@ def main() -> None:
     elements = batch_elements(a.max_elements, device)
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else "none"
     print(f"device: {device} ({gpu})  threads: {torch.get_num_threads()}  max_elements: {elements}")
-    out = Path(tempfile.mkdtemp(prefix="acts-", dir=a.cache))
+    if a.activations:
+        out = activations_dir(a.cache, a.arch, a.layer, a.images, a.size)
+        if not (out / "activations.npy").is_file():
+            p.error(f"no activations in {out}: run dissect.py --keep-activations with these sizes first")
+    else:
+        out = Path(tempfile.mkdtemp(prefix="acts-", dir=a.cache))
     rows = []
 
     def stage(name: str, images: int, fn):
@@ -72,7 +84,9 @@ def main() -> None:
 
     print(f"{'stage':<44} {'seconds':>8} {'images/s':>9} {'host GB':>8} {'GPU GB':>7}")
     try:
-        if a.random_activations:
+        if a.activations:
+            print(f"activations: {out} (kept by dissect.py)")
+        elif a.random_activations:
             shape = {"resnet18": (512, 7, 7), "resnet50": (2048, 7, 7)}[a.arch]
             stage("random activations", len(data), lambda: _random_activations(out, (len(data), *shape)))
         else:
@@ -125,7 +139,8 @@ def main() -> None:
             lambda: classification.fit(stats, cls, ClassificationParams(), device),
         )
     finally:
-        shutil.rmtree(out, ignore_errors=True)
+        if not a.activations:
+            shutil.rmtree(out, ignore_errors=True)
     tally_s = next(r[1] for r in rows if r[0].startswith("IoU tally"))
     epoch_s = next(r[1] for r in rows if r[0].endswith("epoch"))
     print(f"{'segmentation epoch / tally pass':<44} {epoch_s / tally_s:8.1f}x")
