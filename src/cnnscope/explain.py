@@ -22,9 +22,10 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from cnnscope.attribution.suite import DISPLAY_NAMES, METHODS, TRAINED, attribute
+from cnnscope.data.rgb import read_rgb
 from cnnscope.errors import CnnscopeError
 from cnnscope.io import atomic_dir
 from cnnscope.models.layers import resolve_layer
@@ -45,15 +46,12 @@ th{background:#f3f3f3}img{display:block;width:160px;height:160px}.meta{color:#55
 def load_images(paths: Sequence[Path], size: int) -> np.ndarray:
     """``uint8 (N, size, size, 3)`` RGB: each image's short side resized to ``size`` (bilinear), then
     centre-cropped, so the model sees the whole central square undistorted. The EXIF orientation is
-    applied first, so a phone photo is explained the way up it is viewed. Every file is read before
-    the caller does any model work, and a missing or unreadable one fails naming it."""
+    applied first, so a phone photo is explained the way up it is viewed, and every mode is read with
+    its real intensities (:mod:`cnnscope.data.rgb`). Every file is read before the caller does any
+    model work, and a missing or unreadable one fails naming it."""
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as im:
-                rgb = ImageOps.exif_transpose(im).convert("RGB")
-        except (OSError, Image.DecompressionBombError) as e:  # missing, a directory, not an image, truncated
-            raise CnnscopeError(f"cannot read image {path}: {e}") from e
+        rgb = read_rgb(path, transpose=True)
         w, h = rgb.size
         scale = size / min(w, h)
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cnnscope.data.rgb import read_rgb
 from cnnscope.errors import DatasetError
 
 INDEX_FIXED = ("image", "split", "ih", "iw", "sh", "sw")
@@ -149,11 +150,7 @@ class BrodenDataset:
     def image(self, i: int) -> np.ndarray:
         """The RGB image of record ``i`` as ``uint8`` (H, W, 3)."""
         path = self.root / "images" / self.records[i].image
-        try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))
-        except (OSError, ValueError) as e:
-            raise DatasetError(f"image {path} is missing or unreadable ({e})") from e
+        return np.asarray(read_rgb(path))
 
     def mask(self, i: int, file: str) -> np.ndarray:
         """Decode one mask PNG of record ``i`` to label numbers (R + 256 * G) as ``int32``."""

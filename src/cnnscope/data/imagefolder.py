@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cnnscope.data.rgb import read_rgb
 from cnnscope.errors import DatasetError
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG"}
@@ -56,11 +57,10 @@ def load_images(paths: list[Path], size: int) -> np.ndarray:
     """``uint8 (B, size, size, 3)``: each image's shorter side resized to ``size``, centre-cropped."""
     out = np.empty((len(paths), size, size, 3), np.uint8)
     for i, p in enumerate(paths):
-        with Image.open(p) as im:
-            im = im.convert("RGB")
-            scale = size / min(im.size)
-            w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
-            im = im.resize((w, h), Image.BILINEAR)
-            left, top = (w - size) // 2, (h - size) // 2
-            out[i] = np.asarray(im.crop((left, top, left + size, top + size)))
+        im = read_rgb(p)
+        scale = size / min(im.size)
+        w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
+        im = im.resize((w, h), Image.BILINEAR)
+        left, top = (w - size) // 2, (h - size) // 2
+        out[i] = np.asarray(im.crop((left, top, left + size, top + size)))
     return out

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from cnnscope.data.rgb import read_rgb
 from cnnscope.errors import DatasetError
 from cnnscope.shapebias.classes import CLASSES
 
@@ -83,11 +83,7 @@ def load_rgb(stimuli: list[Stimulus]) -> np.ndarray:
     """The images as ``uint8 (N, H, W, 3)`` at their native size (all must share one size)."""
     arrays = []
     for s in stimuli:
-        try:
-            with Image.open(s.path) as im:
-                arrays.append(np.asarray(im.convert("RGB")))
-        except OSError as e:
-            raise DatasetError(f"stimulus {s.path} is unreadable ({e})") from e
+        arrays.append(np.asarray(read_rgb(s.path)))
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
         raise DatasetError(f"stimuli have several sizes {sorted(shapes)}; they must share one")
