@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from cnnscope.data.broden import BrodenDataset
-from cnnscope.data.download import fetch, unpack
+from cnnscope.data.download import Fetching, fetch, unpack
 from cnnscope.errors import DownloadError
+
+RATIO = Fetching().max_unpack_ratio  # the steps' default
 
 
 class _Server:
@@ -96,7 +98,7 @@ def test_clean_download_unpacks_a_readable_dataset(archive, tmp_path):
         )
     assert zp.read_bytes() == archive
     out = tmp_path / "broden1_224"
-    unpack(zp, out, progress=False)
+    unpack(zp, out, RATIO, progress=False)
     assert len(BrodenDataset(out)) == 60
     assert srv.requests == [None]
 
@@ -147,7 +149,7 @@ def test_corrupt_archive_fails_its_crc_and_leaves_nothing(archive, tmp_path):
     zp = tmp_path / "broden1_224.zip"
     zp.write_bytes(bytes(bad))
     with pytest.raises(DownloadError, match="corrupt|CRC"):
-        unpack(zp, tmp_path / "broden1_224", progress=False)
+        unpack(zp, tmp_path / "broden1_224", RATIO, progress=False)
     assert not (tmp_path / "broden1_224").exists()
     assert not zp.exists()
     assert [p.name for p in tmp_path.iterdir()] == []
@@ -157,7 +159,7 @@ def test_truncated_archive_is_not_a_zip(archive, tmp_path):
     zp = tmp_path / "broden1_224.zip"
     zp.write_bytes(archive[: len(archive) // 3])
     with pytest.raises(DownloadError, match="not a zip archive"):
-        unpack(zp, tmp_path / "out", progress=False)
+        unpack(zp, tmp_path / "out", RATIO, progress=False)
     assert not (tmp_path / "out").exists()
 
 
@@ -179,7 +181,7 @@ def test_a_write_error_while_unpacking_keeps_the_verified_archive(archive, tmp_p
     out.mkdir()
     (out / "_zip").write_text("a file where a directory must go")  # writing fails, as on a full disk
     with pytest.raises(DownloadError, match="cannot unpack .* The verified archive is kept"):
-        unpack(zp, out, progress=False)
+        unpack(zp, out, RATIO, progress=False)
     assert zp.read_bytes() == archive
 
 
@@ -191,3 +193,24 @@ def test_an_md5_pin_is_checked(archive, tmp_path):
         assert not dest.exists()
         fetch(srv.url, dest, md5=hashlib.md5(archive).hexdigest(), progress=False)
     assert dest.read_bytes() == archive
+
+
+def test_an_archive_declaring_far_more_than_its_size_is_refused_before_writing(archive, tmp_path):
+    """A zip bomb: 64 MiB of zeros in about 64 KiB. Refused from its declared sizes alone, in one line,
+    and kept (the bound is a setting: a user who meant it raises max_unpack_ratio)."""
+    zp = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(zp, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("broden1_224/index.csv", "image,split,ih,iw,sh,sw\n")
+        zf.writestr("broden1_224/zeros.bin", bytes(64 << 20))
+    out = tmp_path / "out"
+    with pytest.raises(DownloadError, match=r"would unpack to 67,108,\d+ bytes, \d+x its size") as e:
+        unpack(zp, out, RATIO, progress=False)
+    assert "max_unpack_ratio=4" in str(e.value) and "\n" not in str(e.value)
+    assert not out.exists() and zp.is_file()
+    real = tmp_path / "broden1_224.zip"
+    real.write_bytes(archive)
+    with zipfile.ZipFile(real) as zf:
+        ratio = sum(m.file_size for m in zf.infolist()) / len(archive)
+    assert ratio < RATIO  # the Broden-format world itself passes
+    unpack(real, tmp_path / "ok", RATIO, progress=False)
+    assert len(BrodenDataset(tmp_path / "ok")) == 60

@@ -221,6 +221,20 @@ def test_a_duplicate_label_number_is_refused(world, tmp_path):
         BrodenDataset(tmp_path / "w")
 
 
+def test_a_duplicate_label_name_is_refused(world, tmp_path):
+    """Tables and figures key labels by name: two numbers with one name would mix their rows."""
+    import shutil
+
+    shutil.copytree(world, tmp_path / "w")
+    path = tmp_path / "w" / "label.csv"
+    header, first, second, *rest = path.read_text().splitlines()
+    name = first.split(",")[1]
+    cells = second.split(",")
+    path.write_text("\n".join([header, first, ",".join([cells[0], name, *cells[2:]]), *rest]) + "\n")
+    with pytest.raises(DatasetError, match=rf"label name '{name}' is given to numbers \d+ and {cells[0]}"):
+        BrodenDataset(tmp_path / "w")
+
+
 def test_provenance_counts_only_the_jobs_it_is_given(tmp_path):
     for name, s in (("mine", 2.0), ("theirs", 50.0)):
         (tmp_path / f"{name}.tsv").write_text(f"s\tmax_rss\n{s}\t10\n")

@@ -92,7 +92,8 @@ class BrodenDataset:
                     coverage.setdefault(int(r["number"]), {})[cat] = float(r["coverage"])
                 except ValueError as e:
                     raise DatasetError(f"{path}: bad number or coverage in row {r}: {e}") from e
-        labels = {}
+        labels: dict[int, Label] = {}
+        by_name: dict[str, int] = {}  # tables and figures key labels by name, so names must be unique
         for r in rows:
             try:
                 num = int(r["number"])
@@ -105,6 +106,13 @@ class BrodenDataset:
                     f"{self.root / 'label.csv'}: label number {num} is given twice ({labels[num].name!r} and "
                     f"{r['name']!r}); every label needs its own number"
                 )
+            if r["name"] in by_name:
+                raise DatasetError(
+                    f"{self.root / 'label.csv'}: label name {r['name']!r} is given to numbers "
+                    f"{by_name[r['name']]} and {num}; every label needs its own name (Broden adds a "
+                    "suffix such as -s or -c)"
+                )
+            by_name[r["name"]] = num
             cats = coverage.get(num, {})
             if not cats:
                 raise DatasetError(

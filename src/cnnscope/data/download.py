@@ -33,12 +33,15 @@ MD5 = r"[0-9a-fA-F]{32}"
 
 @dataclass
 class Fetching:
-    """How a step fetches its archive (part of the download and stimuli steps' configs): where the
-    resumable archive is cached, and each attempt's timeout and the number of retries."""
+    """How a step fetches and unpacks its archive (part of the download and stimuli steps' configs):
+    where the resumable archive is cached, each attempt's timeout, the number of retries, and how many
+    times its own size the archive may unpack to (a zip that declares more is refused before anything
+    is written: Broden's JPEGs and PNGs barely compress, so a real release unpacks to about 1x)."""
 
     cache_dir: str = "data/downloads"
     timeout_s: float = bounded(60.0, 0, open_lo=True)
     retries: int = bounded(3, 0)
+    max_unpack_ratio: float = bounded(4.0, 1)
 
 
 def _total_size(resp, offset: int) -> int | None:
@@ -143,6 +146,10 @@ def _verify(
             )
 
 
+class _TooLarge(DownloadError):
+    """An archive that would unpack to more than its step allows (kept: the bound is a setting)."""
+
+
 def _dataset_root(extracted: Path, marker: str) -> Path:
     """The shallowest directory holding ``marker`` (archives wrap everything in ``<name>/``)."""
     hits = sorted(extracted.rglob(marker), key=lambda p: len(p.parts))
@@ -151,22 +158,37 @@ def _dataset_root(extracted: Path, marker: str) -> Path:
     return hits[0].parent
 
 
-def unpack(archive: Path, out: Path, progress: bool = True, marker: str = "index.csv") -> None:
-    """Check every member's CRC, then unpack into the work directory ``out`` the archive's directory
-    that holds ``marker`` (``index.csv`` for Broden, ``stimuli`` for a texture-vs-shape checkout).
+def unpack(
+    archive: Path, out: Path, max_ratio: float, progress: bool = True, marker: str = "index.csv"
+) -> None:
+    """Check the unpacked size and every member's CRC, then unpack into the work directory ``out`` the
+    archive's directory that holds ``marker`` (``index.csv`` for Broden, ``stimuli`` for a
+    texture-vs-shape checkout).
 
-    An archive that is not a zip, fails a CRC or lacks ``marker`` is deleted (it cannot be trusted);
-    a failure to write (permissions, a full disk) is reported as such and keeps the verified archive.
+    The members' declared sizes must sum to at most ``max_ratio`` times the archive's size (checked
+    before anything is decompressed; the CRC check then holds each member to its declared size). An
+    archive that fails this is refused and kept, since the bound is a setting. One that is not a zip,
+    fails a CRC or lacks ``marker`` is deleted (it cannot be trusted); a failure to write
+    (permissions, a full disk) is reported as such and keeps the verified archive.
     """
     archive, out = Path(archive), Path(out)
     try:
         if not zipfile.is_zipfile(archive):
             raise DownloadError(f"{archive} is not a zip archive (truncated or corrupt)")
         with zipfile.ZipFile(archive) as zf:
+            declared, size = sum(m.file_size for m in zf.infolist()), archive.stat().st_size
+            if declared > max_ratio * size:
+                raise _TooLarge(
+                    f"{archive} would unpack to {declared:,} bytes, {declared / size:.0f}x its size of "
+                    f"{size:,} (max_unpack_ratio={max_ratio:g}); nothing was unpacked. If it is the "
+                    "dataset you meant, raise max_unpack_ratio for this step"
+                )
             bad = zf.testzip()
             if bad is not None:
                 raise DownloadError(f"{archive}: member {bad} fails its CRC check")
             members = zf.infolist()
+    except _TooLarge:
+        raise
     except (zipfile.BadZipFile, DownloadError, EOFError, zlib.error) as e:
         archive.unlink(missing_ok=True)
         why = str(e) if isinstance(e, DownloadError) else f"{archive} is corrupt ({e})"

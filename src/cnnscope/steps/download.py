@@ -55,7 +55,7 @@ def body(cfg: dict) -> None:
         ds["md5"],
     )
     with atomic_dir(cfg["out"]) as tmp:
-        unpack(archive, tmp, progress=cfg["progress"])
+        unpack(archive, tmp, progress=cfg["progress"], max_ratio=cfg["max_unpack_ratio"])
         BrodenDataset(tmp)  # refuse (loudly) anything the loader cannot read
         write_yaml(tmp / "download.yaml", cfg)
     log.info("download: %s unpacked to %s (archive kept at %s)", ds["name"], cfg["out"], archive)

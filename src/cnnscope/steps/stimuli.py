@@ -76,7 +76,9 @@ def body(cfg: dict) -> None:
             w = cfg["world"]
             shapetexture.write_stimuli(tmp, w["size"], w["seed"], w["poses"], w["singles"], cfg["progress"])
         elif source == "download":
-            unpack(archive, tmp, progress=cfg["progress"], marker="stimuli")
+            unpack(
+                archive, tmp, progress=cfg["progress"], marker="stimuli", max_ratio=cfg["max_unpack_ratio"]
+            )
         else:
             _copy_checkout(Path(cfg["path"]), tmp)
         if source != "world":
