@@ -359,3 +359,57 @@ def test_run_lets_one_gpu_job_per_gpu_run_at_once(monkeypatch):
     assert cli._gpu_resources(["--resources", "gpu=1"]) == []  # the user's own setting stands
     monkeypatch.setattr("cnnscope.device.gpu_count", lambda: 1)
     assert cli._gpu_resources([]) == []  # the profile's gpu=1
+
+
+TUPLE_NET = """
+from torch import nn
+
+
+class Pair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        f = self.conv(x).mean((2, 3))
+        return self.fc(f), f
+
+
+def pair():
+    return Pair()
+
+
+def broken(depth=1):
+    raise ValueError(f"depth {depth} is not supported")
+"""
+
+
+def test_a_model_that_fails_in_a_job_fails_the_check_in_one_line(tmp_path, monkeypatch):
+    """A forward returning a tuple and a factory that raises were found only by a job, with a
+    traceback; ``cnnscope layers`` could not import a module from the folder it was run in."""
+    from cnnscope.errors import ModelError
+    from cnnscope.models.registry import check_layers
+
+    (tmp_path / "pairnet.py").write_text(TUPLE_NET)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(
+        ModelError, match=r"model 'p': pairnet:pair returns tuple, not a \(batch, classes\) tensor"
+    ):
+        check_layers(ModelSpec(source="import", factory="pairnet:pair"), ["conv"], "p")
+    with pytest.raises(
+        ModelError, match=r"factory pairnet:broken\(\{'depth': 3\}\) raised ValueError: depth 3"
+    ):
+        check_layers(ModelSpec(source="import", factory="pairnet:broken", kwargs={"depth": 3}), ["conv"], "b")
+
+
+def test_cnnscope_layers_imports_a_module_of_the_folder_it_runs_in(tmp_path, monkeypatch, capsys):
+    from cnnscope import cli
+
+    (tmp_path / "pairnet2.py").write_text(TUPLE_NET)
+    (tmp_path / "m.yaml").write_text("source: import\nfactory: 'pairnet2:pair'\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert cli.main(["layers", "m.yaml"]) == 0
+    assert "conv" in capsys.readouterr().out

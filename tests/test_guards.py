@@ -92,6 +92,51 @@ def test_a_truncated_or_edited_artifact_is_reported_with_the_step_to_rerun(tmp_p
         verify(art, "extract")
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: text[: len(text) // 2],  # truncated
+        lambda text: "",
+        lambda text: "[1, 2]",
+        lambda text: '{"file": {}}',
+        lambda text: '{"files": {"a.npy": 10}}',
+        lambda text: None,  # not UTF-8
+    ],
+    ids=["truncated", "empty", "a-list", "no-files", "bad-entry", "binary"],
+)
+def test_a_damaged_manifest_makes_the_artifact_damaged(tmp_path, damage):
+    art = _sealed(tmp_path)
+    text = damage((art / MANIFEST).read_text())
+    if text is None:
+        (art / MANIFEST).write_bytes(b"\xff\xfe\x00")
+    else:
+        (art / MANIFEST).write_text(text)
+    with pytest.raises(
+        CnnscopeError, match=r"art is damaged: manifest.json is unreadable .*; rerun the extract step"
+    ):
+        verify(art, "extract")
+
+
+@pytest.mark.parametrize("stamp", ["", '{"config": ', "\x00\x00"])
+def test_unreadable_partial_state_starts_over_with_a_log_line(tmp_path, caplog, stamp):
+    """A killed run's fingerprint or checkpoint that cannot be read never blocks every later rerun."""
+    from cnnscope.checkpoint import Checkpoint
+
+    partial = tmp_path / ".x.partial"
+    partial.mkdir()
+    (partial / "fingerprint.json").write_text(stamp)
+    (partial / "rows.npy").write_bytes(b"stale")
+    with (
+        caplog.at_level(logging.INFO, "cnnscope"),
+        resumable_dir(tmp_path / "x", {"packed": "A"}) as (work, resumed),
+    ):
+        assert not resumed and not (work / "rows.npy").exists()
+        (work / "loop.ckpt").write_bytes(b"PK\x03\x04 not a whole checkpoint")
+        assert Checkpoint(work / "loop.ckpt").load() is None
+    assert "earlier partial work is unreadable; starting over" in caplog.text
+    assert "loop.ckpt is unreadable" in caplog.text
+
+
 def test_a_step_refuses_a_damaged_input_before_any_work(tmp_path, packed):
     res = _step(
         "extract", "model=resnet18", "model.weights=null", "layer=layer1", f"packed={packed.root}", "out=a",

@@ -89,6 +89,27 @@ def test_nothing_to_do_after_a_finished_run(study):
     assert planned_jobs(snakemake(study, "-n")) == {}
 
 
+def test_cnnscope_run_rebuilds_a_truncated_artifact_that_snakemake_thinks_up_to_date(study):
+    """A damaged input made every later run stop at the step that reads it (Snakemake judges outputs
+    by timestamps): ``cnnscope run`` now finds it and forces it, and what reads it, to rerun."""
+    from cnnscope.cli import _rebuild_damaged
+
+    art = "results/extract/synthworld/tiny/conv5"
+    victim = study / art / "activations.npy"
+    data, stat = victim.read_bytes(), victim.stat()
+    try:
+        with open(victim, "r+b") as f:  # in place: the folder's own timestamps stay
+            f.truncate(len(data) // 2)
+        assert _rebuild_damaged(study, ["-n"]) == ["-n", "--forcerun", art]
+        assert _rebuild_damaged(study, ["-R", "report", "-n"]) == ["-R", art, "report", "-n"]
+        jobs = planned_jobs(snakemake(study, *_rebuild_damaged(study, ["-n"])))
+        assert jobs["extract"] == 1 and jobs["dissect"] == 1 and "train" not in jobs, jobs
+    finally:
+        victim.write_bytes(data)
+        os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert _rebuild_damaged(study, ["-n"]) == ["-n"]
+
+
 def test_changing_the_quantile_reruns_only_dissect_and_what_reads_it(study, tmp_path):
     cfg = yaml.safe_load((study / "config" / "config.yaml").read_text())
     cfg["steps"]["dissect"]["quantile"] = 0.01
@@ -137,6 +158,18 @@ def test_editing_library_code_reruns_its_step(study):
         (
             {"models": [{"name": "m", "model": "resnet18", "layers": ["layer4"]}]},
             r"cannot decide among cue_conflict classes 'world'",
+        ),
+        (
+            {"models": [{"name": "m", "model": "convnet", "layers": ["conv5"]}]},
+            r"model 'm' is built-in with neither train: true nor a checkpoint",
+        ),
+        (
+            {"models": [{**TINY["models"][0], "overrides": {"width": 8, "mean": [0.5, 0.5]}}]},
+            r"model 'tiny': mean has 2 values",
+        ),
+        (
+            {"models": [{"name": "m", "model": "convnet", "train": True, "layers": ["fc"]}]},
+            r"model 'm': layer 'fc' gives no 4-D",
         ),
         (
             {"models": [{"name": "..", "model": "convnet", "train": True, "layers": ["conv5"]}]},

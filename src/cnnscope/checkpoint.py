@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cnnscope.io import atomic_file
+from cnnscope.io import atomic_file, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +31,26 @@ class Checkpoint:
         self._last = time.monotonic()
 
     def load(self) -> dict[str, Any] | None:
-        """The last saved state, or None when there is none."""
+        """The last saved state, or None when there is none or it cannot be read (damaged by hand or
+        by the disk: the loop then starts over, with a log line, rather than failing on every rerun)."""
         if not self.path.is_file():
             return None
-        return torch.load(self.path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+            log.info("%s is unreadable (%s); starting that loop over", self.path, e)
+            return None
+        if not isinstance(state, dict):
+            log.info("%s holds no checkpoint state; starting that loop over", self.path)
+            return None
+        return state
 
     def due(self) -> bool:
         return time.monotonic() - self._last >= self.every_s
 
     def save(self, state: dict[str, Any]) -> None:
         with atomic_file(self.path) as tmp:
-            torch.save(state, tmp)
+            save_torch(state, tmp)
         self._last = time.monotonic()
 
 

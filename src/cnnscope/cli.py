@@ -13,12 +13,13 @@ A bad argument is one line and exit status 2, like every cnnscope step.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
 
-from cnnscope.errors import CnnscopeError
+from cnnscope.errors import CnnscopeError, disk_fault
 from cnnscope.resources import CONFIG_DIR, DEFAULT_STUDY, PROFILES, ROOT, SNAKEFILE
 
 STUDY_FILE = "config.yaml"  # what `init` writes and `run` reads in a study folder
@@ -30,10 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command != "run" and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in ("layers", "explain") and "" not in sys.path:
+        sys.path.insert(0, "")  # a module in the folder imports, as in a study's steps (run there)
     try:
         return COMMANDS[args.command](args, extra)
     except CnnscopeError as e:
         print(f"cnnscope {args.command}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        line = disk_fault(e)
+        if line is None:
+            raise
+        print(f"cnnscope {args.command}: {line}", file=sys.stderr)
         return 2
 
 
@@ -96,6 +105,40 @@ def _init(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _check_writable(workdir: Path) -> None:
+    """Results and Snakemake's own state (``.snakemake/``) go into the study folder: a folder where
+    nothing can be written fails here in one line, not in Snakemake with a traceback."""
+    probe = workdir / f".cnnscope-write-test-{os.getpid()}"
+    try:
+        probe.touch()
+    except OSError as e:
+        raise CnnscopeError(
+            f"cannot write in the study folder {workdir}: {e.strerror}; run a study where you may write "
+            "(copy it with cnnscope init DIR)"
+        ) from e
+    probe.unlink()
+
+
+def _rebuild_damaged(workdir: Path, extra: list[str]) -> list[str]:
+    """``extra`` with every damaged artifact of the study's results (a file missing or truncated, an
+    unreadable manifest: :func:`~cnnscope.io.damaged_artifacts`) forced to rerun. Snakemake judges
+    outputs by their timestamps alone, so without this a damaged artifact stays "up to date" and every
+    later run stops at the step that reads it."""
+    from cnnscope.io import damaged_artifacts
+
+    damaged = damaged_artifacts(workdir / "results")
+    if not damaged:
+        return extra
+    paths = [str(art.relative_to(workdir)) for art, _ in damaged]
+    for art, why in damaged:
+        print(f"cnnscope: {art.relative_to(workdir)} is damaged ({why}); rebuilding it", file=sys.stderr)
+    for flag in ("--forcerun", "-R"):  # the user's own list keeps its place and gains ours
+        if flag in extra:
+            i = extra.index(flag) + 1
+            return [*extra[:i], *paths, *extra[i:]]
+    return [*extra, "--forcerun", *paths]
+
+
 def _run(args: argparse.Namespace, extra: list[str]) -> int:
     workdir = args.directory.resolve()
     if not workdir.is_dir():
@@ -104,6 +147,8 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     if not studies:
         studies = [str(workdir / STUDY_FILE if (workdir / STUDY_FILE).is_file() else DEFAULT_STUDY)]
     profile = _existing(args.profile, "--profile", PROFILES)
+    _check_writable(workdir)
+    extra = _rebuild_damaged(workdir, extra)
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir)]
     cmd += ["--profile", str(profile), *_gpu_resources(extra), *extra, "--configfile", *studies]
     code = subprocess.call(cmd, cwd=workdir)  # the study folder's own modules import (model: import)

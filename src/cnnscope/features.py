@@ -90,6 +90,20 @@ def _checkpoint(
         write_json(tmp, {"done": done, "shape": acts.shape, "lo": lo.tolist(), "hi": hi.tolist()})
 
 
+def _progress(path: Path) -> dict | None:
+    """What a killed run's :func:`_checkpoint` recorded, or None (none, or unreadable: start over)."""
+    if not path.is_file():
+        return None
+    try:
+        state = read_json(path)
+        if not all(k in state for k in ("done", "shape", "lo", "hi")):
+            raise ValueError("keys missing")
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
+        log.info("extract: %s is unreadable (%s); starting over", path, e)
+        return None
+    return state
+
+
 def _prefetched(
     images: Rows, starts: range, batch_size: int, pin: bool
 ) -> Iterator[tuple[int, torch.Tensor]]:
@@ -140,8 +154,8 @@ def extract_layer(
     acts = maxima = None
     lo = hi = None
     start, progress_file = 0, out / "progress.json"
-    if progress_file.is_file():
-        state = read_json(progress_file)
+    state = _progress(progress_file)
+    if state is not None:
         acts = RowWriter(out / "activations.npy", state["shape"], store_dtype, mode="r+")
         maxima = RowWriter(out / "maxima.npy", state["shape"][:2], np.float32, mode="r+")
         start = state["done"]

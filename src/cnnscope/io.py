@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import socket
 import time
@@ -99,6 +100,12 @@ def seal(work: Path) -> None:
     write_json(work / MANIFEST, {"files": entries})
 
 
+def _rerun(step: str, path: Path) -> str:
+    """What to do about a damaged artifact: ``cnnscope run`` rebuilds a truncated or missing file by
+    itself (:func:`damaged_artifacts`); a file edited in place (same size) needs the artifact forced."""
+    return f"rerun the {step} step (in a study: cnnscope run --forcerun {shlex.quote(str(path))})"
+
+
 def verify(path: str | os.PathLike[str], step: str) -> str:
     """Check an input artifact against its manifest before it is used; return the manifest's digest,
     the artifact's identity. A missing, truncated or edited file fails with "rerun step ...".
@@ -107,20 +114,58 @@ def verify(path: str | os.PathLike[str], step: str) -> str:
     manifest = path / MANIFEST
     if not manifest.is_file():
         raise CnnscopeError(f"{path} is not a sealed artifact (no {MANIFEST}); run the {step} step")
-    for name, want in read_json(manifest)["files"].items():
+    for name, want in _manifest_files(path, step).items():
         f = path / name
         if not f.is_file():
-            raise CnnscopeError(f"{path} is damaged: {name} is missing; rerun the {step} step")
+            raise CnnscopeError(f"{path} is damaged: {name} is missing; {_rerun(step, path)}")
         if f.stat().st_size != want["size"]:
             raise CnnscopeError(
                 f"{path} is damaged: {name} has {f.stat().st_size} bytes, not {want['size']} "
-                f"(truncated?); rerun the {step} step"
+                f"(truncated?); {_rerun(step, path)}"
             )
         if file_digest(f) != want["sha256"]:
             raise CnnscopeError(
-                f"{path} is damaged: {name} was changed after it was written; rerun the {step} step"
+                f"{path} is damaged: {name} was changed after it was written; {_rerun(step, path)}"
             )
     return file_digest(manifest)
+
+
+def _manifest_files(path: Path, step: str) -> dict[str, dict]:
+    """The manifest's ``{file: {"size", "sha256"}}``; a manifest that is unreadable or not of that
+    shape (truncated, emptied, edited) makes the artifact damaged like any of its files."""
+    try:
+        files = read_json(path / MANIFEST)["files"]
+        if not isinstance(files, dict) or not all(
+            isinstance(w, dict) and isinstance(w.get("size"), int) and isinstance(w.get("sha256"), str)
+            for w in files.values()
+        ):
+            raise TypeError("its file entries are not {size, sha256}")
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
+        why = f"no {e} entry" if isinstance(e, KeyError) else str(e)
+        raise CnnscopeError(
+            f"{path} is damaged: {MANIFEST} is unreadable ({why}); {_rerun(step, path)}"
+        ) from e
+    return files
+
+
+def damaged_artifacts(root: str | os.PathLike[str]) -> list[tuple[Path, str]]:
+    """``(artifact, why)`` for every sealed artifact under ``root`` whose manifest is unreadable or
+    one of whose files is missing or of another size: the cheap half of :func:`verify` (no digests),
+    for ``cnnscope run`` to rebuild them before Snakemake, which sees only timestamps, trusts them."""
+    out = []
+    for manifest in sorted(Path(root).rglob(MANIFEST)):
+        art = manifest.parent
+        try:
+            files = _manifest_files(art, "its")
+        except CnnscopeError:
+            out.append((art, f"{MANIFEST} is unreadable"))
+            continue
+        for name, want in files.items():
+            f = art / name
+            if not f.is_file() or f.stat().st_size != want["size"]:
+                out.append((art, f"{name} is {'missing' if not f.is_file() else 'truncated or grown'}"))
+                break
+    return out
 
 
 def verify_if_sealed(path: str | os.PathLike[str], step: str) -> str | None:
@@ -157,6 +202,16 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         _replace(tmp, path)
 
 
+_UNREADABLE = object()  # a fingerprint file that cannot be read: the partial work is not resumed
+
+
+def _read_stamp(stamp: Path) -> Any:
+    try:
+        return read_json(stamp)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return _UNREADABLE
+
+
 @contextmanager
 def resumable_dir(path: str | os.PathLike[str], fingerprint: dict) -> Iterator[tuple[Path, bool]]:
     """Like :func:`atomic_dir`, but the work directory ``.<name>.partial`` survives a crash, so a later
@@ -170,13 +225,16 @@ def resumable_dir(path: str | os.PathLike[str], fingerprint: dict) -> Iterator[t
     partial = path.parent / f".{path.name}.partial"
     stamp = partial / "fingerprint.json"
     with _writer_lock(path):
-        resumed = stamp.is_file() and read_json(stamp) == json.loads(json.dumps(fingerprint, default=str))
+        earlier = _read_stamp(stamp) if stamp.is_file() else None
+        resumed = earlier == json.loads(json.dumps(fingerprint, default=str))
         if not resumed:
             if partial.exists():
-                log.info("%s: earlier partial work was for other inputs or settings; starting over", path)
+                why = "is unreadable" if earlier is _UNREADABLE else "was for other inputs or settings"
+                log.info("%s: earlier partial work %s; starting over", path, why)
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-            write_json(stamp, fingerprint)
+            with atomic_file(stamp) as tmp:  # a kill mid-write leaves no stamp, never a broken one
+                write_json(tmp, fingerprint)
         try:
             yield partial, resumed
         except BaseException:
@@ -199,6 +257,18 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+
+
+def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` through a Python file: a full or read-only disk then raises an :class:`OSError`
+    naming ``path`` (given a path, torch's C++ writer raises an opaque ``RuntimeError``)."""
+    import torch  # only the steps that save tensors pay for it
+
+    try:
+        with open(path, "wb") as f:
+            torch.save(obj, f)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from e
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

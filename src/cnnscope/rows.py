@@ -106,12 +106,18 @@ class RowWriter(_RowFile):
             raise ValueError(f"rows {block.shape} at {start} do not fit {self.path} {self.shape}")
         view = memoryview(block.reshape(-1).view(np.uint8))
         pos, offset = 0, self.offset + start * self.row_bytes
-        while pos < len(view):
-            pos += os.pwrite(self._fd, view[pos:], offset + pos)
+        try:
+            while pos < len(view):
+                pos += os.pwrite(self._fd, view[pos:], offset + pos)
+        except OSError as e:  # a full disk: name the file (pwrite's error names none)
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
 
     def sync(self) -> None:
         """Make what was written durable (survives the node, not only the process, going down)."""
-        os.fdatasync(self._fd)
+        try:
+            os.fdatasync(self._fd)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
 
 
 Rows = np.ndarray | RowReader

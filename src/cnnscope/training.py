@@ -20,6 +20,7 @@ from cnnscope.bounds import bounded, choice, positive
 from cnnscope.checkpoint import Checkpoint, resume
 from cnnscope.data import shapetexture
 from cnnscope.errors import CnnscopeError
+from cnnscope.io import save_torch
 from cnnscope.models.builtin import BUILTIN
 from cnnscope.models.normalize import normalize, to_unit
 from cnnscope.progress import track
@@ -62,7 +63,7 @@ def _normalize(images: torch.Tensor) -> torch.Tensor:
 def save_model(model: torch.nn.Module, arch: str, path: Path) -> None:
     """Write a trained model's state dict with its architecture and input normalisation."""
     meta = {"arch": arch, "mean": list(WORLD_MEAN), "std": list(WORLD_STD)}
-    torch.save({"state_dict": model.state_dict(), **meta}, path)
+    save_torch({"state_dict": model.state_dict(), **meta}, path)
 
 
 @torch.no_grad()

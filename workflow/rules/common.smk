@@ -376,6 +376,11 @@ def _check_model(name, m):
     spec = model_spec(name)
     if m.get("train") and spec.source != "builtin":
         raise CnnscopeError(f"model {name!r} has train: true but is not built-in")
+    if spec.source == "builtin" and not m.get("train") and spec.checkpoint is None:
+        raise CnnscopeError(
+            f"model {name!r} is built-in with neither train: true nor a checkpoint; "
+            "give it one of them"
+        )
     check_layers(spec, [*m["layers"], cam_layer(name)], name)
     if name in CC_MODELS:
         names = read_class_names(spec.classes) if spec.classes else None

@@ -168,6 +168,10 @@ def _download_weights(spec: ModelSpec, weights: torchvision.models.WeightsEnum) 
         ) from e
 
 
+class FactoryError(ModelError):
+    """A user's factory that fails (raises, or refuses its kwargs)."""
+
+
 def _call_factory(spec: ModelSpec) -> nn.Module:
     """What ``spec.factory`` returns for ``spec.kwargs``; every failure is the user's, named as such."""
     module_name, _, attr = spec.factory.partition(":")
@@ -185,7 +189,11 @@ def _call_factory(spec: ModelSpec) -> nn.Module:
     try:
         model = obj(**spec.kwargs)
     except TypeError as e:
-        raise ModelError(f"factory {spec.factory} refused kwargs {dict(spec.kwargs)}: {e}") from e
+        raise FactoryError(f"factory {spec.factory} refused kwargs {dict(spec.kwargs)}: {e}") from e
+    except Exception as e:  # the user's own code: its message, without our stack
+        raise FactoryError(
+            f"factory {spec.factory}({dict(spec.kwargs)}) raised {type(e).__name__}: {e}"
+        ) from e
     if not isinstance(model, nn.Module):
         raise ModelError(f"factory {spec.factory} returned a {type(model).__name__}, not a torch nn.Module")
     return model
@@ -334,6 +342,8 @@ def skeleton(spec: ModelSpec) -> nn.Module:
     try:
         with torch.device("meta"):
             return build_architecture(spec)
+    except FactoryError:
+        return build_architecture(spec)  # raises again, with the factory's own message, if it fails there too
     except ModelError:
         raise
     except Exception:
@@ -355,8 +365,29 @@ def output_count(spec: ModelSpec, input_size: int = 224) -> int:
     return out.shape[-1]
 
 
-def check_layers(spec: ModelSpec, layers: Sequence[str], name: str) -> None:
-    """Fail fast on unknown architectures or layers, on the model's skeleton."""
+def check_layers(spec: ModelSpec, layers: Sequence[str], name: str, input_size: int = 224) -> None:
+    """Fail fast, on the model's skeleton, on what would fail only in a job: a ``mean``/``std`` that is
+    not one value per RGB channel, an unknown layer, a layer whose output is not 4-D feature maps (an
+    ``nn.Linear``, say), and a forward whose output is not a ``(batch, classes)`` logits tensor."""
+    from cnnscope.models.catalog import layer_table
+
+    for key in ("mean", "std"):
+        value = getattr(spec, key)
+        if value is not None and len(value) != 3:
+            raise ModelError(
+                f"model {name!r}: {key} has {len(value)} values {list(value)}; give one per RGB channel"
+            )
     model = skeleton(spec)
+    size = spec.input_size or input_size
+    maps = {row.name for row in layer_table(model, size)}
     for layer in layers:
         resolve_layer(model, layer, name)
+        if layer not in maps:
+            raise ModelError(
+                f"model {name!r}: layer {layer!r} gives no 4-D (batch, units, h, w) feature maps on a "
+                f"{size}x{size} input; dissect a convolutional layer (cnnscope layers lists them)"
+            )
+    try:
+        output_count(spec, size)
+    except ModelError as e:
+        raise ModelError(f"model {name!r}: {e}; its forward must return the logits tensor alone") from e

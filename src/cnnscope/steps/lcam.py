@@ -21,7 +21,7 @@ from cnnscope.checkpoint import Checkpoint
 from cnnscope.data import shapetexture
 from cnnscope.data.imagefolder import image_folder, load_images
 from cnnscope.device import pick_device
-from cnnscope.io import resumable_dir, write_json, write_yaml
+from cnnscope.io import atomic_file, resumable_dir, save_torch, write_json, write_yaml
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import LoadedModel, ModelSpec, load_model
 from cnnscope.steps.runner import result_config, run_step
@@ -109,7 +109,8 @@ def body(cfg: dict) -> None:
                 "layer": cfg["layer"],
                 "losses": losses,
             }
-            torch.save(state, done)
+            with atomic_file(done) as t:  # a kill mid-save must not leave a 'finished' variant
+                save_torch(state, t)
             ckpt.path.unlink(missing_ok=True)
             metrics[variant] = losses
         write_json(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import sys
 from collections.abc import Callable
@@ -12,22 +11,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from cnnscope.errors import CnnscopeError
+from cnnscope.errors import CnnscopeError, disk_fault
 from cnnscope.resources import CONFIG_DIR
 from cnnscope.steps.schema import RUN_ONLY, validate
 
 log = logging.getLogger("cnnscope")
-# Failures of the disk a user can fix (permissions, space, a read-only file system, a path through a
-# file), not bugs.
-USER_ERRNOS = {
-    errno.EACCES,
-    errno.EPERM,
-    errno.ENOSPC,
-    errno.EDQUOT,
-    errno.EROFS,
-    errno.ENOTDIR,
-    errno.EEXIST,
-}
 
 
 def config_dir() -> Path:
@@ -49,8 +37,8 @@ def plain(cfg: DictConfig) -> dict[str, Any]:
 def run_step(name: str, body: Callable[[dict[str, Any]], None]) -> None:
     """Run ``body`` on the resolved plain-dict config of step ``name``.
 
-    A value out of its range, or a :class:`CnnscopeError` (bad input), is printed as one line and
-    exits with status 2.
+    A value out of its range, a :class:`CnnscopeError` (bad input) or a disk fault the user can fix
+    (:func:`~cnnscope.errors.disk_fault`) is printed as one line and exits with status 2.
     """
 
     @hydra.main(config_path=str(config_dir()), config_name=name, version_base="1.3")
@@ -73,14 +61,10 @@ def run_step(name: str, body: Callable[[dict[str, Any]], None]) -> None:
             log.error("%s failed: %s", name, e)
             sys.exit(2)
         except OSError as e:
-            if e.errno not in USER_ERRNOS:
+            line = disk_fault(e, f"a file under {values.get('out', 'its output')}")
+            if line is None:
                 raise
-            log.error(
-                "%s failed: cannot use %s: %s; free space or fix its permissions",
-                name,
-                e.filename,
-                e.strerror,
-            )
+            log.error("%s failed: %s", name, line)
             sys.exit(2)
 
     _main()
