@@ -24,7 +24,7 @@ from PIL import Image
 from setuptools import find_packages
 
 from cnnscope import cli
-from cnnscope.errors import ModelError
+from cnnscope.errors import CnnscopeError, ModelError
 from cnnscope.models.registry import ModelSpec, load_model, output_count, read_checkpoint
 
 README = (REPO / "README.md").read_text()
@@ -413,3 +413,34 @@ def test_cnnscope_layers_imports_a_module_of_the_folder_it_runs_in(tmp_path, mon
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
     assert cli.main(["layers", "m.yaml"]) == 0
     assert "conv" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("model", "overrides", "message"),
+    [
+        ("convnett", {}, r"unknown model 'convnett'; did you mean convnet\?; the models are the files of"),
+        (
+            "convnet",
+            {"widht": 8},
+            r"unknown overrides key 'widht'; did you mean width.*the keys are source",
+        ),
+        ("convnet", {"width": "abc"}, r"overrides width: 'abc' is refused \(Value 'abc' .* Integer\)"),
+    ],
+)
+def test_a_typo_in_a_model_entry_is_said_in_the_studys_words(model, overrides, message):
+    """Hydra's own messages (and its advice to write ``+model.widht=8``) never reach the user."""
+    from cnnscope.steps.compose import check_model_entry
+
+    with pytest.raises(CnnscopeError, match=message) as e:
+        check_model_entry("m", model, overrides)
+    assert str(e.value).startswith("model 'm': ") and "+model" not in str(e.value)
+
+
+def test_a_model_setting_that_fails_only_in_a_job_fails_the_check(tmp_path):
+    from cnnscope.models.registry import check_layers
+
+    spec = ModelSpec(source="builtin", arch="convnet", width=8, mean=[0.5, 0.5])
+    with pytest.raises(ModelError, match=r"model 'm': mean has 2 values \[0.5, 0.5\]; give one per RGB"):
+        check_layers(spec, ["conv5"], "m")
+    with pytest.raises(ModelError, match=r"model 'm': layer 'fc' gives no 4-D \(batch, units, h, w\)"):
+        check_layers(ModelSpec(source="builtin", arch="convnet", width=8), ["conv5", "fc"], "m")

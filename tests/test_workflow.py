@@ -164,12 +164,8 @@ def test_editing_library_code_reruns_its_step(study):
             r"model 'm' is built-in with neither train: true nor a checkpoint",
         ),
         (
-            {"models": [{**TINY["models"][0], "overrides": {"width": 8, "mean": [0.5, 0.5]}}]},
-            r"model 'tiny': mean has 2 values",
-        ),
-        (
-            {"models": [{"name": "m", "model": "convnet", "train": True, "layers": ["fc"]}]},
-            r"model 'm': layer 'fc' gives no 4-D",
+            {"models": [{**TINY["models"][0], "overrides": {"widht": 8}}]},
+            r"model 'tiny': unknown overrides key 'widht'; did you mean width",
         ),
         (
             {"models": [{"name": "..", "model": "convnet", "train": True, "layers": ["conv5"]}]},

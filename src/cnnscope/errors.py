@@ -9,7 +9,9 @@ folder must go) is an :class:`OSError` with one of :data:`USER_ERRNOS`; :func:`d
 into the same kind of one line, naming the path and the fix, for the steps and the ``cnnscope`` command.
 """
 
+import difflib
 import errno
+from collections.abc import Sequence
 
 
 class CnnscopeError(Exception):
@@ -49,3 +51,9 @@ def disk_fault(e: OSError, where: str | None = None) -> str | None:
         return None
     path = e.filename if e.filename is not None else where
     return f"cannot use {path or 'a file'}: {e.strerror}; {fix}"
+
+
+def did_you_mean(name: str, known: Sequence[str]) -> str:
+    """``"; did you mean a, b?"`` for the names of ``known`` close to ``name``, else ``""``."""
+    close = difflib.get_close_matches(name, known, n=5)
+    return f"; did you mean {', '.join(close)}?" if close else ""

@@ -22,6 +22,7 @@ from cnnscope.shapebias.classes import head_problem
 from cnnscope.shapebias.evaluate import CLASS_SETS
 from cnnscope.sources import closure
 from cnnscope.steps.compose import (
+    check_model_entry,
     compose_step,
     hydra_value,
     model_items,
@@ -402,6 +403,8 @@ def _check_study():
         raise CnnscopeError(
             f"model name(s) {', '.join(twice)} given twice; every model needs its own name"
         )
+    for n, m in MODELS.items():  # before anything composes them (study_jobs does)
+        check_model_entry(n, m["model"], m.get("overrides") or {})
     checks = [(f"models.{n}", partial(_check_model, n, m)) for n, m in MODELS.items()]
     checks += [
         (

@@ -21,7 +21,6 @@ come from the spec's ``classes`` file, else the torchvision weights' categories.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib
 import os
@@ -35,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnscope.bounds import bounded, choice, positive
-from cnnscope.errors import ModelError
+from cnnscope.errors import ModelError, did_you_mean
 from cnnscope.models.builtin import BUILTIN
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.normalize import normalize, to_unit
@@ -115,9 +114,7 @@ def _timm() -> Any:
 
 
 def _unknown(what: str, name: str, known: Sequence[str]) -> ModelError:
-    close = difflib.get_close_matches(name, known, n=5)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return ModelError(f"unknown {what} {name!r}{hint} (`cnnscope models` lists them)")
+    return ModelError(f"unknown {what} {name!r}{did_you_mean(name, known)} (`cnnscope models` lists them)")
 
 
 def _check_arch(spec: ModelSpec) -> None:

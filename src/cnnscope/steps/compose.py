@@ -7,6 +7,7 @@ params), and passes the study's overrides on the command line in Hydra's overrid
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,11 +16,12 @@ from typing import Any
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cnnscope.errors import CnnscopeError
+from cnnscope.errors import CnnscopeError, did_you_mean
 from cnnscope.models.builtin import BUILTIN
-from cnnscope.models.registry import torchvision_archs
+from cnnscope.models.registry import ModelSpec, torchvision_archs
 from cnnscope.steps.runner import config_dir, plain
 from cnnscope.steps.schema import schema, validate
 
@@ -60,6 +62,32 @@ def compose_model(model: str, sets: Sequence[str] = ()) -> dict[str, Any]:
         return compose_step("weights", [*items, *given])["model"]
     except (HydraException, OmegaConfBaseException) as e:
         raise CnnscopeError(f"model {model}: {' '.join(str(e).split())}") from None
+
+
+def check_model_entry(name: str, model: str, values: dict[str, Any]) -> None:
+    """A study's model entry, in the study's own words, before Hydra composes it (whose messages
+    speak of its config tree and advise ``+model.key=...``): ``model`` must name a ``config/model/``
+    file, each of ``values`` (its ``overrides``) a ``ModelSpec`` field of the right type."""
+    known = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
+    if model not in known:
+        raise CnnscopeError(
+            f"model {name!r}: unknown model {model!r}{did_you_mean(model, known)}; "
+            f"the models are the files of config/model/: {', '.join(known)}"
+        )
+    keys = [f.name for f in dataclasses.fields(ModelSpec)]
+    for key in values:
+        if key not in keys:
+            raise CnnscopeError(
+                f"model {name!r}: unknown overrides key {key!r}{did_you_mean(key, keys)}; "
+                f"the keys are {', '.join(keys)}"
+            )
+    spec = OmegaConf.structured(ModelSpec)
+    for key, value in values.items():
+        try:
+            OmegaConf.merge(spec, {key: value})
+        except OmegaConfBaseException as e:
+            why = str(e).splitlines()[0]
+            raise CnnscopeError(f"model {name!r}: overrides {key}: {value!r} is refused ({why})") from None
 
 
 def model_items(values: dict[str, Any]) -> list[str]:
