@@ -413,6 +413,13 @@ def test_cnnscope_layers_imports_a_module_of_the_folder_it_runs_in(tmp_path, mon
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
     assert cli.main(["layers", "m.yaml"]) == 0
     assert "conv" in capsys.readouterr().out
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (90, 90, 90)).save(tmp_path / "x.png")
+    assert cli.main(["explain", "x.png", "--model", "m.yaml", "--size", "32", "--out", "e"]) == 2
+    err = capsys.readouterr().err
+    assert "pairnet2:pair returns tuple, not a (batch, classes) tensor" in err and err.count("\n") == 1
+    assert not (tmp_path / "e").exists()
 
 
 @pytest.mark.parametrize(

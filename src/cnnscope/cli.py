@@ -214,11 +214,12 @@ def _explain(args: argparse.Namespace, extra: list[str]) -> int:
     from cnnscope.device import pick_device
     from cnnscope.explain import explain
     from cnnscope.models.catalog import layer_table
-    from cnnscope.models.registry import load_model, skeleton
+    from cnnscope.models.registry import check_layers, load_model, skeleton
 
     spec = _model(args.model, args.set)
     size = args.size or spec.input_size or EXPLAIN_SIZE
     layer = args.layer or _last_feature_maps(layer_table(skeleton(spec), size))
+    check_layers(spec, [layer], args.model, size)  # a logits tensor out, feature maps at the layer
     loaded = load_model(spec, pick_device(args.device))
     methods = args.methods or [m for m in METHODS if m not in TRAINED]
     out = explain(loaded, layer, args.images, methods, args.out, size, loaded.class_names, args.target)
