@@ -389,7 +389,7 @@ def test_a_model_that_fails_in_a_job_fails_the_check_in_one_line(tmp_path, monke
     """A forward returning a tuple and a factory that raises were found only by a job, with a
     traceback; ``cnnscope layers`` could not import a module from the folder it was run in."""
     from cnnscope.errors import ModelError
-    from cnnscope.models.registry import check_layers
+    from cnnscope.models.catalog import check_layers
 
     (tmp_path / "pairnet.py").write_text(TUPLE_NET)
     monkeypatch.chdir(tmp_path)
@@ -444,7 +444,7 @@ def test_a_typo_in_a_model_entry_is_said_in_the_studys_words(model, overrides, m
 
 
 def test_a_model_setting_that_fails_only_in_a_job_fails_the_check(tmp_path):
-    from cnnscope.models.registry import check_layers
+    from cnnscope.models.catalog import check_layers
 
     spec = ModelSpec(source="builtin", arch="convnet", width=8, mean=[0.5, 0.5])
     with pytest.raises(ModelError, match=r"model 'm': mean has 2 values \[0.5, 0.5\]; give one per RGB"):

@@ -7,10 +7,12 @@ ran a shell command from a config value, or ended in a traceback.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ from cnnscope.data.broden import BrodenDataset
 from cnnscope.errors import CnnscopeError, DatasetError
 from cnnscope.features import extract_layer
 from cnnscope.io import MANIFEST, atomic_dir, resumable_dir, verify
+from cnnscope.io import file_digest as io_digest
 from cnnscope.models.builtin import ConvNet
 from cnnscope.models.registry import LoadedModel, ModelSpec, load_model
 from cnnscope.provenance import stage_times
@@ -89,6 +92,50 @@ def test_a_truncated_or_edited_artifact_is_reported_with_the_step_to_rerun(tmp_p
     (art / "sub" / "b.txt").unlink()
     (art / "a.npy").write_bytes(b"0123456789")
     with pytest.raises(CnnscopeError, match="sub/b.txt is missing"):
+        verify(art, "extract")
+
+
+def test_the_routine_check_costs_a_stat_and_the_full_one_catches_an_edit_that_kept_size_and_time(
+    tmp_path, monkeypatch, capsys
+):
+    import shutil
+
+    from cnnscope import cli, io
+
+    art = _sealed(tmp_path)
+    hashed = []
+    real = io.file_digest
+    monkeypatch.setattr(io, "file_digest", lambda f, a="sha256": hashed.append(Path(f).name) or real(f, a))
+    identity = verify(art, "extract")
+    assert hashed == [MANIFEST]  # the files themselves were only stat'ed
+    copy = shutil.copytree(art, tmp_path / "copy")  # new inodes: every file is hashed, and passes
+    hashed.clear()
+    assert verify(copy, "extract") == identity and sorted(hashed) == ["a.npy", "b.txt", MANIFEST]
+
+    victim = art / "a.npy"
+    st = victim.stat()
+    with open(victim, "r+b") as f:  # a deliberate edit in place that keeps the size...
+        f.write(b"9")
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))  # ...and the time
+    assert verify(art, "extract") == identity  # what the routine check cannot see (README says so)
+    with pytest.raises(CnnscopeError, match="a.npy was changed after it was written"):
+        verify(art, "extract", full=True)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["verify", "--full", "art", "copy"]) == 2
+    out = capsys.readouterr()
+    assert "a.npy was changed after it was written" in out.err and "1 of 2 artifacts intact" in out.out
+    assert cli.main(["verify", "art"]) == 0
+
+
+def test_a_manifest_of_an_earlier_version_still_verifies(tmp_path):
+    art = _sealed(tmp_path)
+    (art / MANIFEST).write_text(
+        json.dumps({"files": {n: {"size": (art / n).stat().st_size, "sha256": io_digest(art / n)}
+                              for n in ("a.npy", "sub/b.txt")}})
+    )  # fmt: skip
+    verify(art, "extract")
+    (art / "a.npy").write_bytes(b"0123456780")
+    with pytest.raises(CnnscopeError, match="a.npy was changed"):
         verify(art, "extract")
 
 

@@ -11,7 +11,7 @@ import torchvision
 from cnnscope.errors import ModelError
 from cnnscope.models import ModelSpec, load_model, resolve_layer
 from cnnscope.models.builtin import ConvNet
-from cnnscope.models.registry import check_layers
+from cnnscope.models.catalog import check_layers
 
 
 def test_unknown_torchvision_model_names_the_closest_and_where_all_are_listed():

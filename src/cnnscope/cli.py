@@ -5,7 +5,8 @@
   the packaged workflow; results, logs and Snakemake's state go to DIR, never into the install;
 * ``cnnscope layers MODEL``: the dissectable layers of a model, with output shapes and unit counts;
 * ``cnnscope models``: the built-in, torchvision and configured models;
-* ``cnnscope explain IMAGES... --model MODEL``: attribution maps of your own images, and a page.
+* ``cnnscope explain IMAGES... --model MODEL``: attribution maps of your own images, and a page;
+* ``cnnscope verify [--full] [PATHS...]``: check artifacts against their manifests.
 
 A bad argument is one line and exit status 2, like every cnnscope step.
 """
@@ -86,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--size", type=int, help="image size (default: the model's, else 224)")
     explain.add_argument("--out", type=Path, default=Path("explain"), help="output folder (default: explain)")
     explain.add_argument("--device", default="auto")
+    check = sub.add_parser("verify", help="check artifacts against their manifests (--full: every digest)")
+    check.add_argument("paths", nargs="*", type=Path, help="artifacts (default: every one under ./results)")
+    check.add_argument("--full", action="store_true", help="hash every file, not only changed ones")
     return parser
 
 
@@ -213,8 +217,8 @@ def _explain(args: argparse.Namespace, extra: list[str]) -> int:
     from cnnscope.attribution.suite import METHODS, TRAINED
     from cnnscope.device import pick_device
     from cnnscope.explain import explain
-    from cnnscope.models.catalog import layer_table
-    from cnnscope.models.registry import check_layers, load_model, skeleton
+    from cnnscope.models.catalog import check_layers, layer_table
+    from cnnscope.models.registry import load_model, skeleton
 
     spec = _model(args.model, args.set)
     size = args.size or spec.input_size or EXPLAIN_SIZE
@@ -239,7 +243,36 @@ def _last_feature_maps(rows: list) -> str:
     return top.name if top.shape == last.shape else last.name
 
 
-COMMANDS = {"init": _init, "run": _run, "layers": _layers, "models": _models, "explain": _explain}
+def _verify(args: argparse.Namespace, extra: list[str]) -> int:
+    """Each artifact checked as a step checks its inputs, or (``--full``) with every file hashed, which
+    also catches an edit in place that kept the file's size and modification time."""
+    from cnnscope.io import MANIFEST, verify
+
+    paths = args.paths or sorted(m.parent for m in Path("results").rglob(MANIFEST))
+    if not paths:
+        raise CnnscopeError("no artifacts under ./results: give their paths, or run this in a study folder")
+    damaged = 0
+    for path in paths:
+        parts = path.resolve().parts
+        step = parts[parts.index("results") + 1] if "results" in parts[:-1] else "its"
+        try:
+            verify(path, step, full=args.full)
+        except CnnscopeError as e:
+            print(f"cnnscope verify: {e}", file=sys.stderr)
+            damaged += 1
+    kind = "every digest" if args.full else "sizes, times and inodes; digests where they differ"
+    print(f"cnnscope: {len(paths) - damaged} of {len(paths)} artifacts intact ({kind})")
+    return 2 if damaged else 0
+
+
+COMMANDS = {
+    "init": _init,
+    "run": _run,
+    "layers": _layers,
+    "models": _models,
+    "explain": _explain,
+    "verify": _verify,
+}
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ from omegaconf.errors import OmegaConfBaseException
 from snakemake.utils import validate
 
 from cnnscope.errors import CnnscopeError
+from cnnscope.models.catalog import check_layers
 from cnnscope.models.registry import (
     ModelSpec,
-    check_layers,
     needs_download,
     output_count,
     read_class_names,

@@ -9,7 +9,7 @@ the layers of a large network costs neither memory nor compute.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,8 @@ from torch import nn
 
 from cnnscope.errors import ModelError
 from cnnscope.models.builtin import BUILTIN
-from cnnscope.models.registry import torchvision_archs
+from cnnscope.models.layers import resolve_layer
+from cnnscope.models.registry import ModelSpec, output_count, skeleton, torchvision_archs
 
 MODEL_KINDS = ("built-in", "torchvision", "config")
 
@@ -188,3 +189,29 @@ def format_models(entries: list[dict[str, str]]) -> str:
             lines += [f"  {e['name'].ljust(width)}  {e['detail']}".rstrip() for e in group]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def check_layers(spec: ModelSpec, layers: Sequence[str], name: str, input_size: int = 224) -> None:
+    """Fail fast, on the model's skeleton, on what would fail only in a job: a ``mean``/``std`` that is
+    not one value per RGB channel, an unknown layer, a layer whose output is not 4-D feature maps (an
+    ``nn.Linear``, say), and a forward whose output is not a ``(batch, classes)`` logits tensor."""
+    for key in ("mean", "std"):
+        value = getattr(spec, key)
+        if value is not None and len(value) != 3:
+            raise ModelError(
+                f"model {name!r}: {key} has {len(value)} values {list(value)}; give one per RGB channel"
+            )
+    model = skeleton(spec)
+    size = spec.input_size or input_size
+    maps = {row.name for row in layer_table(model, size)}
+    for layer in layers:
+        resolve_layer(model, layer, name)
+        if layer not in maps:
+            raise ModelError(
+                f"model {name!r}: layer {layer!r} gives no 4-D (batch, units, h, w) feature maps on a "
+                f"{size}x{size} input; dissect a convolutional layer (cnnscope layers lists them)"
+            )
+    try:
+        output_count(spec, size)
+    except ModelError as e:
+        raise ModelError(f"model {name!r}: {e}; its forward must return the logits tensor alone") from e

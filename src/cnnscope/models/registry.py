@@ -36,7 +36,6 @@ from torch.nn import functional as F
 from cnnscope.bounds import bounded, choice, positive
 from cnnscope.errors import ModelError, did_you_mean
 from cnnscope.models.builtin import BUILTIN
-from cnnscope.models.layers import resolve_layer
 from cnnscope.models.normalize import normalize, to_unit
 
 if TYPE_CHECKING:  # torchvision takes a second or two to import: only models from it load it
@@ -360,31 +359,3 @@ def output_count(spec: ModelSpec, input_size: int = 224) -> int:
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise ModelError(f"{model_name(spec)} returns {type(out).__name__}, not a (batch, classes) tensor")
     return out.shape[-1]
-
-
-def check_layers(spec: ModelSpec, layers: Sequence[str], name: str, input_size: int = 224) -> None:
-    """Fail fast, on the model's skeleton, on what would fail only in a job: a ``mean``/``std`` that is
-    not one value per RGB channel, an unknown layer, a layer whose output is not 4-D feature maps (an
-    ``nn.Linear``, say), and a forward whose output is not a ``(batch, classes)`` logits tensor."""
-    from cnnscope.models.catalog import layer_table
-
-    for key in ("mean", "std"):
-        value = getattr(spec, key)
-        if value is not None and len(value) != 3:
-            raise ModelError(
-                f"model {name!r}: {key} has {len(value)} values {list(value)}; give one per RGB channel"
-            )
-    model = skeleton(spec)
-    size = spec.input_size or input_size
-    maps = {row.name for row in layer_table(model, size)}
-    for layer in layers:
-        resolve_layer(model, layer, name)
-        if layer not in maps:
-            raise ModelError(
-                f"model {name!r}: layer {layer!r} gives no 4-D (batch, units, h, w) feature maps on a "
-                f"{size}x{size} input; dissect a convolutional layer (cnnscope layers lists them)"
-            )
-    try:
-        output_count(spec, size)
-    except ModelError as e:
-        raise ModelError(f"model {name!r}: {e}; its forward must return the logits tensor alone") from e
