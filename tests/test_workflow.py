@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -89,25 +90,35 @@ def test_nothing_to_do_after_a_finished_run(study):
     assert planned_jobs(snakemake(study, "-n")) == {}
 
 
-def test_cnnscope_run_rebuilds_a_truncated_artifact_that_snakemake_thinks_up_to_date(study):
+def test_cnnscope_run_rebuilds_a_damaged_artifact_snakemake_thinks_up_to_date(study, capsys, monkeypatch):
     """A damaged input made every later run stop at the step that reads it (Snakemake judges outputs
-    by timestamps): ``cnnscope run`` now finds it and forces it, and what reads it, to rerun."""
+    by timestamps): ``cnnscope run`` now finds it and forces it, and what reads it, to rerun. A damaged
+    artifact of another study (here a model the study does not have) is named and left alone."""
     from cnnscope.cli import _rebuild_damaged
 
+    monkeypatch.setenv("PYTHONPATH", str(study / "src"))  # the study copy's code, as snakemake() runs it
+    plan = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/default", "--cores", "2"]
     art = "results/extract/synthworld/tiny/conv5"
     victim = study / art / "activations.npy"
+    ghost = study / "results" / "extract" / "synthworld" / "ghost"
     data, stat = victim.read_bytes(), victim.stat()
     try:
         with open(victim, "r+b") as f:  # in place: the folder's own timestamps stay
             f.truncate(len(data) // 2)
-        assert _rebuild_damaged(study, ["-n"]) == ["-n", "--forcerun", art]
-        assert _rebuild_damaged(study, ["-R", "report", "-n"]) == ["-R", art, "report", "-n"]
-        jobs = planned_jobs(snakemake(study, *_rebuild_damaged(study, ["-n"])))
+        (ghost / "conv5").mkdir(parents=True)
+        (ghost / "conv5" / "manifest.json").write_text("{")
+        assert _rebuild_damaged(study, plan, ["-n"]) == ["-n", "--forcerun", art]
+        err = capsys.readouterr().err
+        assert f"{art} is damaged (activations.npy is truncated or grown); rebuilding it" in err
+        assert "ghost/conv5 is damaged (manifest.json is unreadable); not an output of this study" in err
+        assert _rebuild_damaged(study, plan, ["-R", "report", "-n"]) == ["-R", art, "report", "-n"]
+        jobs = planned_jobs(snakemake(study, *_rebuild_damaged(study, plan, ["-n"])))
         assert jobs["extract"] == 1 and jobs["dissect"] == 1 and "train" not in jobs, jobs
     finally:
         victim.write_bytes(data)
         os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert _rebuild_damaged(study, ["-n"]) == ["-n"]
+        shutil.rmtree(ghost, ignore_errors=True)
+    assert _rebuild_damaged(study, plan, ["-n"]) == ["-n"]
 
 
 def test_changing_the_quantile_reruns_only_dissect_and_what_reads_it(study, tmp_path):

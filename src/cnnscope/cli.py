@@ -123,19 +123,26 @@ def _check_writable(workdir: Path) -> None:
     probe.unlink()
 
 
-def _rebuild_damaged(workdir: Path, extra: list[str]) -> list[str]:
-    """``extra`` with every damaged artifact of the study's results (a file missing or truncated, an
-    unreadable manifest: :func:`~cnnscope.io.damaged_artifacts`) forced to rerun. Snakemake judges
-    outputs by their timestamps alone, so without this a damaged artifact stays "up to date" and every
-    later run stops at the step that reads it."""
+def _rebuild_damaged(workdir: Path, study: list[str], extra: list[str]) -> list[str]:
+    """``extra`` with every damaged artifact of the study (a file missing or truncated, an unreadable
+    manifest: :func:`~cnnscope.io.damaged_artifacts`) forced to rerun. Snakemake judges outputs by
+    their timestamps alone, so without this a damaged artifact stays "up to date" and every later run
+    stops at the step that reads it. Only when something is damaged does this ask Snakemake for the
+    study's outputs (``--summary``, one more DAG build): a damaged artifact of another study, which
+    this one cannot rebuild, is named and left as it is."""
     from cnnscope.io import damaged_artifacts
 
-    damaged = damaged_artifacts(workdir / "results")
+    damaged = {str(art.relative_to(workdir)): why for art, why in damaged_artifacts(workdir / "results")}
     if not damaged:
         return extra
-    paths = [str(art.relative_to(workdir)) for art, _ in damaged]
-    for art, why in damaged:
-        print(f"cnnscope: {art.relative_to(workdir)} is damaged ({why}); rebuilding it", file=sys.stderr)
+    summary = subprocess.run([*study, "--summary"], cwd=workdir, capture_output=True, text=True)
+    outputs = {line.split("\t")[0] for line in summary.stdout.splitlines()[1:]}
+    paths = [path for path in damaged if path in outputs]
+    for path, why in damaged.items():
+        what = "rebuilding it" if path in outputs else "not an output of this study: left as it is"
+        print(f"cnnscope: {path} is damaged ({why}); {what}", file=sys.stderr)
+    if not paths:
+        return extra
     for flag in ("--forcerun", "-R"):  # the user's own list keeps its place and gains ours
         if flag in extra:
             i = extra.index(flag) + 1
@@ -152,9 +159,10 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
         studies = [str(workdir / STUDY_FILE if (workdir / STUDY_FILE).is_file() else DEFAULT_STUDY)]
     profile = _existing(args.profile, "--profile", PROFILES)
     _check_writable(workdir)
-    extra = _rebuild_damaged(workdir, extra)
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir)]
-    cmd += ["--profile", str(profile), *_gpu_resources(extra), *extra, "--configfile", *studies]
+    snakemake = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE)]
+    snakemake += ["--directory", str(workdir), "--profile", str(profile)]
+    extra = _rebuild_damaged(workdir, [*snakemake, "--configfile", *studies], extra)
+    cmd = [*snakemake, *_gpu_resources(extra), *extra, "--configfile", *studies]
     code = subprocess.call(cmd, cwd=workdir)  # the study folder's own modules import (model: import)
     if code == 0 and not {"-n", "--dry-run", "--dryrun"} & set(extra):
         print(f"cnnscope: report at {workdir / 'results' / 'report' / 'index.html'}")

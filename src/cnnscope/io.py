@@ -18,6 +18,7 @@ import os
 import shlex
 import shutil
 import socket
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -147,9 +148,9 @@ def verify(path: str | os.PathLike[str], step: str, full: bool = False) -> str:
         f = path / name
         try:
             st = f.stat()
-        except FileNotFoundError:
+        except OSError:  # missing, or a path through a file
             st = None
-        if st is None or not f.is_file():
+        if st is None or not stat.S_ISREG(st.st_mode):
             raise CnnscopeError(f"{path} is damaged: {name} is missing; {_rerun(step, path)}")
         if st.st_size != want["size"]:
             raise CnnscopeError(
