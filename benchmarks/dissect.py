@@ -16,6 +16,7 @@ model's activations in :func:`activations_dir` for ``benchmarks/net2vec.py --act
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import tempfile
 import time
@@ -86,9 +87,15 @@ class _Peak:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self.resettable = True
 
     def reset(self) -> None:
-        Path("/proc/self/clear_refs").write_text("5")
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError as e:  # a sandboxed kernel (gVisor) may not offer it: say so once, keep measuring
+            if self.resettable:
+                print(f"note: peak RSS cannot be reset here ({e}); it is the peak since the process started")
+            self.resettable = False
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -97,11 +104,11 @@ class _Peak:
         """``(host GB, GPU GB)`` since the last reset."""
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        hwm = next(
-            line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM")
-        )
+        status = Path("/proc/self/status").read_text().splitlines()
+        hwm = [line for line in status if line.startswith("VmHWM")]
+        kib = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         gpu = torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else 0.0
-        return int(hwm.split()[1]) / 2**20, gpu
+        return kib / 2**20, gpu
 
 
 def _random_activations(out: Path, shape: tuple[int, ...], seed: int = 0) -> None:

@@ -212,6 +212,6 @@ def check_layers(spec: ModelSpec, layers: Sequence[str], name: str, input_size: 
                 f"{size}x{size} input; dissect a convolutional layer (cnnscope layers lists them)"
             )
     try:
-        output_count(spec, size)
+        output_count(spec, size, model)
     except ModelError as e:
         raise ModelError(f"model {name!r}: {e}; its forward must return the logits tensor alone") from e

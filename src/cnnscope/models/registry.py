@@ -348,9 +348,10 @@ def skeleton(spec: ModelSpec) -> nn.Module:
         return build_architecture(spec)
 
 
-def output_count(spec: ModelSpec, input_size: int = 224) -> int:
-    """How many outputs (logits) the model's head has, from one forward pass of its skeleton."""
-    model = skeleton(spec).eval()
+def output_count(spec: ModelSpec, input_size: int = 224, model: nn.Module | None = None) -> int:
+    """How many outputs (logits) the model's head has, from one forward pass of its skeleton (``model``:
+    one already built from ``spec``, so a caller that has it does not build it again)."""
+    model = (skeleton(spec) if model is None else model).eval()
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("meta")
     size = spec.input_size or input_size
