@@ -86,7 +86,7 @@ else
 fi
 step attribution 45 attribution.txt "$py" benchmarks/attribution.py --size "$size" --batch "$attribution_batch" \
   --device "$device"
-step net2vec 120 net2vec.txt "$py" benchmarks/net2vec.py --images "$images" --size "$size" --device "$device" \
+step net2vec 150 net2vec.txt "$py" benchmarks/net2vec.py --images "$images" --size "$size" --device "$device" \
   --cache "$cache" --activations
 step dissect_resnet50 200 - "$py" benchmarks/dissect.py --images "$images" --size "$size" --arch resnet50 \
   --device "$device" --batch-size "$batch" --cache "$cache" --json "$out/dissect.json"

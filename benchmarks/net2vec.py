@@ -52,6 +52,11 @@ def main() -> None:
         action="store_true",
         help="reuse the model's activations that dissect.py --keep-activations left for this set",
     )
+    p.add_argument(
+        "--classification-only",
+        action="store_true",
+        help="only the concept pass and the classification embeddings (no tally, no segmentation)",
+    )
     p.add_argument("--repeat", type=int, default=1, help="runs per stage; the fastest is reported")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "cnnscope-bench")
     a = p.parse_args()
@@ -99,51 +104,59 @@ def main() -> None:
                 ),
             )
         acts = RowReader(out / "activations.npy")
-        thr, _, _ = stage(
-            "thresholds",
-            len(data),
-            lambda: unit_thresholds(
-                acts, 0.005, np.load(out / "unit_range.npy"), device=device, progress=False
-            ),
-        )
-        stage(
-            "IoU tally pass (the yardstick)",
-            len(data),
-            lambda: tally(acts, thr, data, device=device, progress=False),
-        )
+        if not a.classification_only:
+            thr, _, _ = stage(
+                "thresholds",
+                len(data),
+                lambda: unit_thresholds(
+                    acts, 0.005, np.load(out / "unit_range.npy"), device=device, progress=False
+                ),
+            )
+            stage(
+                "IoU tally pass (the yardstick)",
+                len(data),
+                lambda: tally(acts, thr, data, device=device, progress=False),
+            )
         stats = stage(
             "net2vec concept pass",
             len(data),
             lambda: concept_stats(acts, data, batch_images(acts, data, elements), device, progress=False),
         )
-        labels = stats.concepts("segmentation", 1)
-        params = SegmentationParams(epochs=1, batch_size=a.batch_size)
-        problem = Problem.build(
-            acts, data, stats, labels, unit_scale(thr, "threshold"), device, elements, a.batch_size
-        )
-        n_train, n_val = int((stats.split == "train").sum()), int((stats.split == "val").sum())
-        print(f"  {len(labels)} segmentation concepts, batch {problem.batch_size} images")
-        w, b, _ = stage(
-            "net2vec segmentation epoch", n_train, lambda: segmentation.train(problem, params, progress=False)
-        )
-        single = np.zeros(len(labels), np.int64)
-        stage(
-            "net2vec evaluation (val, 7 variants)",
-            n_val,
-            lambda: segmentation.evaluate(problem, w, b, single, thr, params.top_k, progress=False),
-        )
+        if not a.classification_only:
+            _segmentation(stage, acts, data, stats, thr, device, elements, a.batch_size)
         cls = stats.concepts("classification", 1)
         stage(
-            "net2vec classification",
-            n_train,
+            f"net2vec classification ({len(cls)} concepts)",
+            int((stats.split == "train").sum()),
             lambda: classification.fit(stats, cls, ClassificationParams(), device),
         )
     finally:
         if not a.activations:
             shutil.rmtree(out, ignore_errors=True)
-    tally_s = next(r[1] for r in rows if r[0].startswith("IoU tally"))
-    epoch_s = next(r[1] for r in rows if r[0].endswith("epoch"))
-    print(f"{'segmentation epoch / tally pass':<44} {epoch_s / tally_s:8.1f}x")
+    if not a.classification_only:
+        tally_s = next(r[1] for r in rows if r[0].startswith("IoU tally"))
+        epoch_s = next(r[1] for r in rows if r[0].endswith("epoch"))
+        print(f"{'segmentation epoch / tally pass':<44} {epoch_s / tally_s:8.1f}x")
+
+
+def _segmentation(stage, acts, data, stats, thr, device, elements: int, batch_size: int) -> None:
+    """Time one segmentation epoch over every segmentation concept, and the val evaluation."""
+    labels = stats.concepts("segmentation", 1)
+    params = SegmentationParams(epochs=1, batch_size=batch_size)
+    problem = Problem.build(
+        acts, data, stats, labels, unit_scale(thr, "threshold"), device, elements, batch_size
+    )
+    n_train, n_val = int((stats.split == "train").sum()), int((stats.split == "val").sum())
+    print(f"  {len(labels)} segmentation concepts, batch {problem.batch_size} images")
+    w, b, _ = stage(
+        "net2vec segmentation epoch", n_train, lambda: segmentation.train(problem, params, progress=False)
+    )
+    single = np.zeros(len(labels), np.int64)
+    stage(
+        "net2vec evaluation (val, 7 variants)",
+        n_val,
+        lambda: segmentation.evaluate(problem, w, b, single, thr, params.top_k, progress=False),
+    )
 
 
 if __name__ == "__main__":

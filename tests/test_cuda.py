@@ -133,3 +133,27 @@ def test_whole_chain_on_the_device_labels_units_as_the_cpu_does(world, activatio
     assert rel <= 1e-2
     assert (margin[differ] <= TIE).all(), "a unit's best label differs where the CPU's labels are no tie"
     np.testing.assert_allclose(ious["device"].max(0), ious["cpu"].max(0), atol=0.02)
+
+
+def test_net2vec_ap_and_best_units_on_the_device_equal_the_cpus():
+    """Net2Vec's single-unit baseline (one sort per unit, integer cumulative counts) runs on the device
+    at full scale; with tied scores and concepts of different universes it must give the CPU's APs up
+    to the order of the final float64 sum, and units whose CPU AP is the best (exact ties may go
+    either way)."""
+    from cnnscope.net2vec.classification import average_precision, best_units
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 40, (3000, 64)).astype(np.float32)  # many ties
+    y = rng.random((3000, 200)) < 0.05
+    valid = rng.random((3000, 200)) < 0.8
+    units_cpu, ap_cpu = best_units(x, y, valid)
+    units_dev, ap_dev = best_units(x, y, valid, torch.device(DEVICE))
+    np.testing.assert_allclose(ap_dev, ap_cpu, rtol=1e-12)
+    every = np.stack([average_precision(np.repeat(x[:, [u]], 200, 1), y, valid) for u in range(64)])
+    np.testing.assert_allclose(every[units_dev, np.arange(200)], ap_cpu, rtol=1e-12)
+    scores = x[:, units_cpu]
+    np.testing.assert_allclose(
+        average_precision(scores, y, valid, torch.device(DEVICE)),
+        average_precision(scores, y, valid),
+        rtol=1e-12,
+    )

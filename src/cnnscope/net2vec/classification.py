@@ -69,44 +69,53 @@ def fit_weights(
 
 def _ap_sorted(scores: torch.Tensor, y: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Average precision per column of rows already sorted by descending ``scores`` (``(N, M)``, or
-    ``(N, 1)`` shared by every column); rows not ``valid`` are left out."""
+    ``(N, 1)`` shared by every column); rows not ``valid`` are left out. Counts are integer cumulative
+    sums (exact at any N); only the precisions are floating point (float64)."""
     n = y.shape[0]
-    hit = (y & valid).double()
-    tp = hit.cumsum(0)
-    seen = valid.double().cumsum(0)
+    hit = y & valid
+    tp = hit.cumsum(0, dtype=torch.int32)  # exact below 2**31 rows
+    seen = valid.cumsum(0, dtype=torch.int32)
     # Precision at the last row of each run of tied scores: every row of the run gets it.
     last = torch.ones_like(scores, dtype=torch.bool)
     last[:-1] = scores[:-1] != scores[1:]
     pos = torch.arange(n, device=scores.device).view(-1, 1).expand_as(last)
     end = torch.where(last, pos, n).flip(0).cummin(0).values.flip(0)
     end = end.expand(n, y.shape[1])
-    precision = tp.gather(0, end) / seen.gather(0, end).clamp(min=1)
+    precision = tp.gather(0, end).double() / seen.gather(0, end).clamp(min=1)
     return (hit * precision).sum(0) / hit.sum(0)
 
 
-def average_precision(scores: np.ndarray, y: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+def average_precision(
+    scores: np.ndarray, y: np.ndarray, valid: np.ndarray | None = None, device: torch.device | None = None
+) -> np.ndarray:
     """AP of each column of ``scores`` ``(N, M)`` for labels ``y`` over the ``valid`` rows (NaN for a
-    column without a positive)."""
-    s, yt = torch.as_tensor(scores, dtype=torch.float64), torch.as_tensor(y, dtype=torch.bool)
-    vt = torch.ones_like(yt) if valid is None else torch.as_tensor(valid, dtype=torch.bool)
+    column without a positive), computed on ``device`` (the CPU by default)."""
+    s = torch.as_tensor(scores, dtype=torch.float64, device=device)
+    yt = torch.as_tensor(y, dtype=torch.bool, device=device)
+    vt = torch.ones_like(yt) if valid is None else torch.as_tensor(valid, dtype=torch.bool, device=device)
     order = torch.sort(s, dim=0, descending=True, stable=True).indices
-    return _ap_sorted(s.gather(0, order), yt.gather(0, order), vt.gather(0, order)).numpy()
+    return _ap_sorted(s.gather(0, order), yt.gather(0, order), vt.gather(0, order)).cpu().numpy()
 
 
-def best_units(x: np.ndarray, y: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def best_units(
+    x: np.ndarray, y: np.ndarray, valid: np.ndarray, device: torch.device | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per concept, the unit (column of ``x`` ``(N, K)``) with the highest AP for ``y`` ``(N, L)`` over
-    the ``valid`` rows, and that AP. One sort per unit serves every concept."""
-    xt = torch.as_tensor(x, dtype=torch.float64)
-    yt, vt = torch.as_tensor(y, dtype=torch.bool), torch.as_tensor(valid, dtype=torch.bool)
-    best = torch.full((y.shape[1],), -1.0, dtype=torch.float64)
-    unit = torch.zeros(y.shape[1], dtype=torch.long)
+    the ``valid`` rows, and that AP. One sort per unit serves every concept; each unit costs a few
+    passes over ``(N, L)``, so on a GPU the whole search is seconds at full Broden size (on a CPU it
+    is the step's slowest part there: minutes)."""
+    xt = torch.as_tensor(x, dtype=torch.float64, device=device)
+    yt = torch.as_tensor(y, dtype=torch.bool, device=device)
+    vt = torch.as_tensor(valid, dtype=torch.bool, device=device)
+    best = torch.full((y.shape[1],), -1.0, dtype=torch.float64, device=xt.device)
+    unit = torch.zeros(y.shape[1], dtype=torch.long, device=xt.device)
     for u in range(x.shape[1]):
         order = torch.sort(xt[:, u], descending=True, stable=True).indices
         ap = _ap_sorted(xt[order, u : u + 1], yt[order], vt[order])
         better = ap > best
         best = torch.where(better, ap, best)
         unit[better] = u
-    return unit.numpy(), best.numpy()
+    return unit.cpu().numpy(), best.cpu().numpy()
 
 
 def fit(stats: ConceptStats, labels: np.ndarray, params: ClassificationParams, device: torch.device) -> dict:
@@ -122,12 +131,12 @@ def fit(stats: ConceptStats, labels: np.ndarray, params: ClassificationParams, d
         torch.as_tensor(valid[train], device=device),
         params,
     )
-    units, _ = best_units(stats.means[train], y[train], valid[train])
+    units, _ = best_units(stats.means[train], y[train], valid[train], device)
     return {
         "labels": labels,
         "weight": weight,
         "bias": bias,
         "unit": units,
-        "ap_single": average_precision(stats.means[val][:, units], y[val], valid[val]),
-        "ap_net2vec": average_precision(x[val] @ weight.T + bias, y[val], valid[val]),
+        "ap_single": average_precision(stats.means[val][:, units], y[val], valid[val], device),
+        "ap_net2vec": average_precision(x[val] @ weight.T + bias, y[val], valid[val], device),
     }
