@@ -1,7 +1,7 @@
 # cnnscope: a reproducible interpretability study as a Snakemake DAG of Hydra-configured steps.
-#   data (synthworld | download) -> prepare -> [train] -> extract -> dissect -> net2vec -> report
-#   stimuli (world | download | local) ---------> cueconflict (per model) -------^
-# The study is config/config.yaml; each step's own config tree is config/<step>.yaml. This file,
+# Its stages are declared once, in src/cnnscope/stages.py (STAGES: inputs, jobs, settings, resources);
+# workflow/rules/stages.smk makes one rule of each. The study is config/config.yaml; each step's own
+# config tree is config/<step>.yaml. This file,
 # workflow/ and config/ also ship inside the installed package (cnnscope.resources), so `cnnscope run`
 # works in any folder: results, logs and Snakemake's state go there, never into the install.
 import os
@@ -28,23 +28,7 @@ envvars:
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/weights.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/extract.smk"
-include: "workflow/rules/dissect.smk"
-include: "workflow/rules/net2vec.smk"
-include: "workflow/rules/cueconflict.smk"
-include: "workflow/rules/attribution.smk"
-include: "workflow/rules/report.smk"
-
-
-# Jobs that need the network (or only the submit host's files) run there, never on compute nodes.
-localrules:
-    download,
-    stimuli,
-    weights,
-    report,
+include: "workflow/rules/stages.smk"
 
 
 rule all:

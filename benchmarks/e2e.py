@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from cnnscope.data.synthworld import WorldSpec, generate
-from cnnscope.steps.compose import hydra_value
+from cnnscope.overrides import hydra_value
 
 STEPS = ("prepare", "extract", "dissect")
 

@@ -112,3 +112,50 @@ def study(tmp_path_factory) -> Path:
     res = snakemake(repo)
     assert res.returncode == 0, res.stdout + res.stderr
     return repo
+
+
+def study_plan(config: dict | Path) -> dict[str, int]:
+    """Rule -> count of a whole study's jobs as its stage declarations derive them (``report`` and
+    ``all`` included), with each model composed as the workflow composes it to know whether its
+    weights are fetched: what a dry run of a fresh study must plan."""
+    from cnnscope.models.registry import ModelSpec, needs_download
+    from cnnscope.stages import Study
+    from cnnscope.steps.compose import compose_step
+
+    if isinstance(config, Path):
+        config = yaml.safe_load(config.read_text())
+    probe = Study(config)
+
+    def fetched(name: str) -> bool:
+        spec = compose_step("extract", probe.model_overrides(name))["model"]
+        return needs_download(ModelSpec(**spec))
+
+    study = Study(config, fetched)
+    plan: dict[str, int] = {}
+    for stage, _ in study.all_jobs():
+        plan[stage] = plan.get(stage, 0) + 1
+    return {**plan, "report": 1, "all": 1}
+
+
+def downstream(study: dict, *stages: str) -> dict[str, int]:
+    """Rule -> count of the jobs that rerun when every job of ``stages`` must: theirs, those of every
+    stage that reads them (the stage declarations' inputs; model files are the train stage's artifact,
+    the models being trained in the pipeline), and the report."""
+    from cnnscope.stages import EVERY_JOB, MODEL_FILES, STAGES, Study
+
+    jobs = {s: len(Study(study).jobs(s)) for s in STAGES}
+    rerun, todo = set(), list(stages)
+    while todo:
+        s = todo.pop()
+        if s in rerun or not jobs[s]:
+            continue
+        rerun.add(s)
+        todo += [
+            reader.name
+            for reader in STAGES.values()
+            for given in reader.inputs
+            if s in given.stages
+            or (s == "train" and MODEL_FILES in given.stages)
+            or EVERY_JOB in given.stages
+        ]
+    return {s: jobs[s] for s in rerun} | {"all": 1}

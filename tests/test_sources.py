@@ -11,27 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, planned_jobs, snakemake
+from conftest import REPO, TINY, downstream, planned_jobs, snakemake
 
 from cnnscope.sources import closure
+from cnnscope.stages import STAGES
 
-STEPS = [p.stem for p in (REPO / "src/cnnscope/steps").glob("*.py")]
-STEPS = [s for s in STEPS if s not in ("__init__", "runner", "schema", "compose")]
-# What reads each step's artifact in the tiny study (the report reads every job's).
-READERS = {
-    "synthworld": ["prepare"],
-    "prepare": ["extract", "dissect", "net2vec", "attribution", "featurevis"],
-    "train": ["extract", "cueconflict", "lcam", "attribution", "featurevis"],
-    "lcam": ["attribution"],
-    "extract": ["dissect", "net2vec"],
-    "dissect": ["featurevis", "net2vec"],
-    "stimuli": ["cueconflict"],
-}
+STEPS = list(STAGES)
 # Steps that fetch from the network, which the tiny study has no job of.
 FETCHING = {"download", "weights"}
-# Jobs of each rule in the tiny study (test_workflow.TINY: one model, two layers).
-PER_LAYER = {"extract": 2, "dissect": 2, "net2vec": 2, "featurevis": 2}
-JOBS = {s: 1 for s in STEPS if s not in FETCHING} | PER_LAYER
 
 
 def _imported(src: Path) -> dict[str, set[Path]]:
@@ -85,17 +72,6 @@ def test_every_rule_has_exactly_its_steps_imports_as_inputs(study, imports):
         assert inputs[step] == imports[step], step
 
 
-def _expected(importers: set[str]) -> dict[str, int]:
-    todo, rerun = list(importers), set()
-    while todo:
-        s = todo.pop()
-        if s not in rerun:
-            rerun.add(s)
-            todo.extend(READERS.get(s, []))
-    rerun |= {"report", "all"}
-    return {s: JOBS.get(s, 1) for s in rerun}
-
-
 # Steps whose own module the edit test changes: the DAG's root (every job downstream reruns), a middle
 # step (its per-layer jobs and their readers) and the leaf. The test above shows every other step's
 # module is an input of exactly that step's rule; each dry run costs about 7 s.
@@ -128,4 +104,4 @@ def test_editing_a_module_reruns_exactly_the_steps_that_import_it(study, imports
             jobs = planned_jobs(snakemake(study, "-n"))
         finally:
             edited.write_text(original)
-        assert jobs == _expected(set(steps)), (module, sorted(steps))
+        assert jobs == downstream(TINY, *steps), (module, sorted(steps))

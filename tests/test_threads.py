@@ -8,7 +8,7 @@ import re
 import torch
 from conftest import copy_repo, snakemake
 
-from cnnscope.steps.schema import Threaded, schema
+from cnnscope.stages import STAGES
 from cnnscope.training import TrainSpec, train
 
 
@@ -33,11 +33,11 @@ def test_trained_weights_depend_on_the_thread_count():
     one = _trained_digest(1)
     assert _trained_digest(1) == one  # deterministic for a thread count ...
     assert _trained_digest(2) != one  # ... but another count sums the gradients in another order
-    assert schema("train").all_cores is False
-    assert schema("net2vec").all_cores is False  # the same holds for its learned embeddings ...
-    assert schema("lcam").all_cores is False  # ... and for the L-CAM attention
+    assert STAGES["train"].threads == "one"
+    assert STAGES["net2vec"].threads == "one"  # the same holds for its learned embeddings ...
+    assert STAGES["lcam"].threads == "one"  # ... and for the L-CAM attention
     threaded = ("extract", "dissect", "attribution", "cueconflict", "featurevis", "prepare")
-    assert all(issubclass(schema(s), Threaded) and schema(s).all_cores for s in threaded)
+    assert all(STAGES[s].threads == "all" for s in threaded)
 
 
 def _threads(res) -> dict[str, set[int]]:

@@ -29,7 +29,6 @@ from cnnscope.progress import track
 WORLD_MEAN = (0.5, 0.5, 0.5)
 WORLD_STD = (0.25, 0.25, 0.25)
 Regime = choice("Regime", shapetexture.REGIMES)
-MODEL_FILE = "model.pt"  # the trained model inside the train step's artifact
 
 
 @dataclass

@@ -31,8 +31,8 @@ def build_report(
     layers = [read.load_layer(e) for e in inputs.layers]
     models = list(dict.fromkeys(r.model for r in layers))
     metrics = {m.name: read.train_metrics(m) for m in inputs.models}
-    cue_models = [m for m in inputs.models if m.cueconflict]
-    attr_models = [m for m in inputs.models if m.attribution]
+    cue_models = [m for m in inputs.models if "cueconflict" in m.artifacts]
+    attr_models = [m for m in inputs.models if "attribution" in m.artifacts]
     colors = plots.model_colors(models)
 
     if cue_models:

@@ -20,26 +20,21 @@ from cnnscope.shapebias import analysis
 
 @dataclass
 class LayerInputs:
-    """One dissected layer's artifacts (``net2vec``: its learned unit combinations, ``featurevis``: its
-    activation-maximization images, each if made)."""
+    """One dissected layer's artifacts, by the stage that made them (every per-layer stage the report
+    reads, :data:`cnnscope.stages.STAGES`; a stage the study skips is absent)."""
 
     model: str
     layer: str
-    dissect: str
-    extract: str
-    net2vec: str | None = None
-    featurevis: str | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class ModelInputs:
-    """One model's artifacts beside its layers: training metrics, cue conflict and attribution (each
-    ``None`` when the study does not make it)."""
+    """One model's artifacts beside its layers, by stage (training metrics, cue conflict, attribution:
+    each absent when the study does not make it)."""
 
     name: str
-    train: str | None = None
-    cueconflict: str | None = None
-    attribution: str | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,16 +71,10 @@ class ReportInputs:
 
 
 def artifacts(inputs: ReportInputs) -> list[tuple[str, str]]:
-    """Every artifact the report reads, with the step that makes it."""
+    """Every artifact the report reads, with the stage that makes it."""
     out = [(inputs.packed, "prepare")]
-    for e in inputs.layers:
-        out += [(e.dissect, "dissect"), (e.extract, "extract")]
-        out += [(e.net2vec, "net2vec")] if e.net2vec else []
-        out += [(e.featurevis, "featurevis")] if e.featurevis else []
-    for m in inputs.models:
-        out += [
-            (getattr(m, step), step) for step in ("train", "cueconflict", "attribution") if getattr(m, step)
-        ]
+    for entry in [*inputs.layers, *inputs.models]:
+        out += [(path, stage) for stage, path in entry.artifacts.items()]
     return out
 
 
@@ -119,9 +108,10 @@ def read_json(path: Path) -> dict:
 
 def load_layer(entry: LayerInputs) -> LayerResult:
     """Read one dissected layer, with its Net2Vec results when the study makes them."""
-    d = Path(entry.dissect)
+    made = entry.artifacts
+    d = Path(made["dissect"])
     what = f"{entry.model}/{entry.layer}"
-    n2v = Path(entry.net2vec) if entry.net2vec else None
+    n2v = Path(made["net2vec"]) if "net2vec" in made else None
     return LayerResult(
         entry.model,
         entry.layer,
@@ -130,8 +120,8 @@ def load_layer(entry: LayerInputs) -> LayerResult:
         read_json(d / "summary.json"),
         float(yaml.safe_load((d / "config.yaml").read_text())["detector_iou"]),
         np.load(d / "thresholds.npy"),
-        Path(entry.extract),
-        Path(entry.featurevis) if entry.featurevis else None,
+        Path(made["extract"]),
+        Path(made["featurevis"]) if "featurevis" in made else None,
         pd.read_csv(_require(n2v / "concepts.csv", "net2vec", what)) if n2v else None,
         read_json(n2v / "summary.json") if n2v else None,
     )
@@ -139,12 +129,13 @@ def load_layer(entry: LayerInputs) -> LayerResult:
 
 def train_metrics(model: ModelInputs) -> dict:
     """The model's training metrics, or nothing for a model not trained in the pipeline."""
-    return read_json(Path(model.train) / "metrics.json") if model.train else {}
+    train = model.artifacts.get("train")
+    return read_json(Path(train) / "metrics.json") if train else {}
 
 
 def cue_conflict(model: ModelInputs) -> tuple[dict, pd.DataFrame]:
     """The model's cue-conflict summary and its cue-conflict trials."""
-    d = Path(model.cueconflict or "")
+    d = Path(model.artifacts["cueconflict"])
     summary = read_json(_require(d / "summary.json", "cueconflict", model.name))
     return summary, pd.read_csv(d / "cue-conflict.csv")
 
@@ -159,6 +150,6 @@ def reference_decisions(folder: str) -> pd.DataFrame:
 
 def attribution(model: ModelInputs) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, Path]:
     """The model's attribution metrics, gallery maps, gallery image indices and feature-grid image."""
-    d = Path(model.attribution or "")
+    d = Path(model.artifacts["attribution"])
     metrics = pd.read_csv(_require(d / "metrics.csv", "attribution", model.name))
     return metrics, dict(np.load(d / "maps.npz")), np.load(d / "images.npy"), d / "feature_grid.png"

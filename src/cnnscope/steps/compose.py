@@ -1,15 +1,14 @@
 """Composing step configs outside a step (the Snakefile), and turning values into CLI overrides.
 
 Snakemake only tracks params that are plain Python values, and never sees values pasted into a shell
-template, so the workflow composes each job's config here, converts it to plain dicts (tracked
-params), and passes the study's overrides on the command line in Hydra's override grammar.
+template, so the workflow composes each job's config here and converts it to plain dicts (tracked
+params); :mod:`cnnscope.overrides` writes the study's settings in Hydra's override grammar.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cnnscope.errors import CnnscopeError, did_you_mean
 from cnnscope.models.builtin import BUILTIN
-from cnnscope.models.registry import ModelSpec, torchvision_archs
+from cnnscope.models.catalog import check_layers
+from cnnscope.models.registry import ModelSpec, output_count, read_class_names, torchvision_archs
+from cnnscope.overrides import hydra_value, model_items
+from cnnscope.shapebias.classes import head_problem
+from cnnscope.shapebias.evaluate import CLASS_SETS
+from cnnscope.stages import STAGES, Study
 from cnnscope.steps.runner import config_dir, plain
 from cnnscope.steps.schema import schema, validate
 
@@ -90,34 +94,62 @@ def check_model_entry(name: str, model: str, values: dict[str, Any]) -> None:
             raise CnnscopeError(f"model {name!r}: overrides {key}: {value!r} is refused ({why})") from None
 
 
-def model_items(values: dict[str, Any]) -> list[str]:
-    """Overrides of a model config's fields; the factory's ``kwargs`` key by key (``++``: they are new
-    keys of a dict that Hydra's struct mode would refuse to extend)."""
-    items = [f"model.{k}={hydra_value(v)}" for k, v in values.items() if k != "kwargs"]
-    return items + [f"++model.kwargs.{k}={hydra_value(v)}" for k, v in (values.get("kwargs") or {}).items()]
+def _check_model(study: Study, name: str, spec: ModelSpec) -> None:
+    """One model of the study: its layers, its weights source, and a head that fits the cue-conflict
+    decision space."""
+    m = study.models[name]
+    if len(set(m["layers"])) < len(m["layers"]):
+        raise CnnscopeError(f"model {name!r} lists a layer twice: {m['layers']}")
+    if m.get("train") and spec.source != "builtin":
+        raise CnnscopeError(f"model {name!r} has train: true but is not built-in")
+    if spec.source == "builtin" and not m.get("train") and spec.checkpoint is None:
+        raise CnnscopeError(
+            f"model {name!r} is built-in with neither train: true nor a checkpoint; give it one of them"
+        )
+    check_layers(spec, [*m["layers"], study.cam_layer(name)], name)
+    if name in study.cc_models():
+        classes = (study.cc or {})["classes"]
+        names = read_class_names(spec.classes) if spec.classes else None
+        problem = head_problem(output_count(spec), CLASS_SETS[classes], names)
+        if problem:
+            raise CnnscopeError(
+                f"model {name!r} cannot decide among cue_conflict classes {classes!r}: "
+                f"{problem}; set cue_conflict: false on the model or change classes"
+            )
 
 
-def hydra_value(value: Any) -> str:
-    """A Python value in Hydra's override grammar (strings always quoted, so ``'true'`` stays text)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(hydra_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{text}'"
-
-
-def overrides(values: dict[str, Any]) -> list[str]:
-    """``{"a.b": 1}`` -> ``["a.b=1"]``; a key given as ``"group="`` selects a config group."""
-    return [f"{k}={hydra_value(v)}" if not k.endswith("=") else f"{k}{v}" for k, v in values.items()]
-
-
-def shell_args(items: list[str]) -> str:
-    """Overrides joined and quoted for the shell command of a rule."""
-    return " ".join(shlex.quote(a) for a in items)
+def check_study(
+    study: Study,
+    composed: Callable[[str, tuple[str, ...]], dict[str, Any]],
+    model_spec: Callable[[str], ModelSpec],
+) -> None:
+    """Fail before any job on a duplicate model or layer, an unknown one, an untrainable model, a head
+    that cannot decide the cue conflict, an unknown ``steps.<stage>``, or any job setting that its
+    step's schema refuses. ``composed(step, items)`` composes a job's config (the workflow's cached
+    composition, which its rules reuse) and ``model_spec(name)`` a model's spec.
+    """
+    names = [m["name"] for m in study.config["models"]]
+    if len(set(names)) < len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise CnnscopeError(f"model name(s) {', '.join(twice)} given twice; every model needs its own name")
+    for name in study.config.get("steps") or {}:
+        if name not in STAGES:
+            raise CnnscopeError(
+                f"steps.{name}: no such stage{did_you_mean(name, list(STAGES))}; the stages are "
+                f"{', '.join(STAGES)}"
+            )
+    for n, m in study.models.items():  # before anything composes them (the job list does)
+        check_model_entry(n, m["model"], m.get("overrides") or {})
+    checks = [(f"models.{n}", lambda n=n: _check_model(study, n, model_spec(n))) for n in study.models]
+    checks += [
+        (f"steps.{step}", lambda step=step, wc=wc: composed(step, tuple(study.job_items(step, wc))))
+        for step, wc in [*study.all_jobs(), ("report", {})]
+    ]
+    for where, check in checks:
+        try:
+            check()
+        except (HydraException, OmegaConfBaseException) as e:
+            why = f"{e}: {e.__cause__}" if e.__cause__ else str(e)
+            raise CnnscopeError(f"{where}: {' '.join(why.split())}") from None
+        except CnnscopeError as e:
+            raise CnnscopeError(f"{where}: {e}") from None

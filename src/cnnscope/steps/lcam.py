@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -34,8 +33,6 @@ WORLD = "world"
 
 @dataclass
 class Config(OnDevice, Resumable):
-    # Like training, the learned weights' last bits depend on the thread count: one thread.
-    all_cores: ClassVar[bool] = False
     model: ModelSpec = MISSING
     name: str = MISSING
     layer: str = MISSING  # the class-activation layer (the attribution stage's)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -33,9 +32,6 @@ log = logging.getLogger("cnnscope")
 
 @dataclass
 class Config(OnDevice, Resumable):
-    # The learned weights' last bits depend on the thread count (sums split differently), so, like
-    # training, the workflow runs it on one thread: every machine learns the same bytes.
-    all_cores: ClassVar[bool] = False
     activations: str = MISSING  # an extract step's output directory
     dissect: str = MISSING  # the same layer's dissect step output (thresholds, IoUs)
     packed: str = MISSING

@@ -20,7 +20,7 @@ import dataclasses
 import importlib
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -42,10 +42,9 @@ class Step:
 
 @dataclass
 class Threaded(Step):
-    """A step that computes on CPU threads: the workflow gives it every core of the run (or of its
-    cluster job) unless its results depend on the thread count (``all_cores`` False)."""
+    """A step that computes on CPU threads: how many the workflow gives it is its stage declaration's
+    ``threads`` (:mod:`cnnscope.stages`)."""
 
-    all_cores: ClassVar[bool] = True
     threads: int = positive(1)  # CPU threads (the rule's threads)
 
 
@@ -88,13 +87,3 @@ def schema(step: str) -> type:
 def validate(step: str, cfg: dict[str, Any]) -> None:
     """Refuse any value of the composed ``cfg`` outside its range (OmegaConf has checked the types)."""
     bounds.check(schema(step), cfg)
-
-
-def fields(step: str) -> set[str]:
-    """The top-level keys of ``step``'s config."""
-    return {f.name for f in dataclasses.fields(schema(step))}
-
-
-def uses_device(step: str) -> bool:
-    """Whether ``step`` runs on a device (a GPU job when the study has ``gpu: true``)."""
-    return issubclass(schema(step), OnDevice)

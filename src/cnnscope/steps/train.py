@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from omegaconf import MISSING
 
+from cnnscope.artifacts import MODEL_FILE
 from cnnscope.checkpoint import Checkpoint
 from cnnscope.errors import ModelError
 from cnnscope.io import resumable_dir, write_json, write_yaml
@@ -15,16 +15,13 @@ from cnnscope.models.builtin import BUILTIN
 from cnnscope.models.registry import ModelSpec
 from cnnscope.steps.runner import result_config, run_step
 from cnnscope.steps.schema import Resumable, Threaded, register
-from cnnscope.training import MODEL_FILE, TrainParams, TrainSpec, save_model, train
+from cnnscope.training import TrainParams, TrainSpec, save_model, train
 
 log = logging.getLogger("cnnscope")
 
 
 @dataclass
 class Config(Threaded, Resumable):
-    # The trained weights depend on the thread count (the backward pass sums in another order;
-    # tests/test_threads.py), so the workflow trains on one thread: every machine trains the same bytes.
-    all_cores: ClassVar[bool] = False
     model: ModelSpec = MISSING
     train: TrainParams = field(default_factory=TrainParams)
 

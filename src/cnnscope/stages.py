@@ -1,0 +1,440 @@
+"""The study's stages, each declared once, and what a study makes of them.
+
+A :class:`Stage` says everything the workflow and the report need to know about one step: its
+wildcards (one job per dataset, model, layer, stimulus set...), its inputs, each bound by name to the
+step setting it fills (or to none: a dependency only), which jobs a study asks of it, the settings
+each job gets from the study, its threads and whether it runs on a device, and whether the report
+reads its artifact. The workflow generates one rule per declaration (``workflow/rules/stages.smk``);
+:class:`Study` derives every job, path and the report's inputs from them; the tests derive their
+expected job counts from them too. Nothing here imports torch, Hydra or Snakemake, so parsing the DAG
+and the tests stay cheap.
+
+Adding a stage: its library module, its step module (``cnnscope.steps.<name>``, with its
+``config/<name>.yaml`` defaults list), one :class:`Stage` in :data:`STAGES`, its report section, and
+its test (README, "Adding a stage").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cnnscope.artifacts import MODEL_FILE
+from cnnscope.overrides import hydra_value, model_items, overrides
+
+MODEL_FILES = "model_files"  # what loading the job's model reads (checkpoint, fetched weights, files)
+EVERY_JOB = "jobs"  # the artifact of every other job of the study (the report's input)
+
+
+@dataclass(frozen=True)
+class In:
+    """One input of a stage: the artifact of the first of ``stages`` that has a job for the same
+    wildcards (or :data:`MODEL_FILES`), filling the step setting ``setting`` (``None``: the step finds
+    it otherwise, e.g. through its model config). ``optional``: a job without it runs without it."""
+
+    stages: tuple[str, ...]
+    setting: str | None = None
+    optional: bool = False
+
+    @property
+    def name(self) -> str:
+        """The rule input's name: the setting it fills, else its first source."""
+        return self.setting or self.stages[0]
+
+
+def _in(*stages: str, setting: str | None = None, optional: bool = False) -> In:
+    return In(stages, setting, optional)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the study (see the module docstring).
+
+    ``wildcards``: the job's wildcards, in path order. ``jobs``: the study's jobs of this stage (an empty
+    list turns it off). ``items``: the job's settings from the study, as Hydra overrides (the study's
+    ``steps.<name>`` overrides follow them). ``threads``: ``None`` for a step without a ``threads``
+    setting; ``"one"`` for one thread, where the result's bytes depend on the thread count (the backward
+    pass sums gradients in another order: training, Net2Vec's and L-CAM's learned weights;
+    ``tests/test_threads.py``), so that every machine learns the same bytes; ``"all"`` for every core of
+    the run or of its cluster job. ``device``: it runs on a GPU when the study has ``gpu: true``.
+    ``loads_model``: it loads the job's model (the model's settings, and :data:`MODEL_FILES` as an
+    input). ``local``: it runs on the submit host (it needs the network). ``report``: the report reads
+    its artifact. ``root``: ``"data"`` for artifacts kept outside ``results/`` (downloads).
+    """
+
+    name: str
+    doc: str
+    wildcards: tuple[str, ...]
+    jobs: Callable[[Study], list[dict[str, str]]]
+    inputs: tuple[In, ...] = ()
+    items: Callable[[Study, dict[str, str]], list[str]] = lambda study, wc: []
+    threads: Literal["one", "all"] | None = None
+    device: bool = False
+    loads_model: bool = False
+    local: bool = False
+    report: bool = False
+    root: Literal["results", "data"] = "results"
+    constraints: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def per_layer(self) -> bool:
+        return "layer" in self.wildcards
+
+
+class Study:
+    """A study config (``config/config.yaml``'s keys, already validated against the study schema) and
+    everything derived from it: models, the stages it runs, their jobs, paths and settings.
+
+    ``fetched(name)``: whether the model's weights come from the network (the workflow composes the
+    model to know); without it no model is fetched."""
+
+    def __init__(self, config: dict[str, Any], fetched: Callable[[str], bool] = lambda name: False) -> None:
+        self.config = config
+        self.fetched = fetched
+        self.dataset: str = config["dataset"]
+        self.data_dir: str = config.get("data_dir", "data")
+        self.downloads = os.path.join(self.data_dir, "downloads")  # the archive cache of every download
+        self.models: dict[str, dict[str, Any]] = {m["name"]: m for m in config["models"]}
+        self.cc: dict[str, Any] | None = config.get("cue_conflict")
+        self.attr: dict[str, Any] | None = config.get("attribution")
+        self.stimset = (
+            (self.cc["stimuli"] if self.cc["stimuli"] == "world" else "texture-vs-shape") if self.cc else None
+        )
+        self.net2vec = bool(config.get("net2vec", True))
+        self.featurevis = bool(self.attr is not None and self.attr.get("featurevis", True))
+        self.lcam = bool(self.attr is not None and self.attr.get("lcam", True))
+
+    # --- models ------------------------------------------------------------------------------------
+    def trained(self) -> list[str]:
+        return [n for n, m in self.models.items() if m.get("train")]
+
+    def cc_models(self) -> list[str]:
+        return [n for n, m in self.models.items() if self.cc and m.get("cue_conflict", True)]
+
+    def attr_models(self) -> list[str]:
+        return [n for n, m in self.models.items() if self.attr is not None and m.get("attribution", True)]
+
+    def lcam_models(self) -> list[str]:
+        """L-CAM needs a model's training images: the world's for the models trained here, else the
+        study's ``lcam_data`` folder; the other models are compared without L-CAM (the report says so)."""
+        data = self.attr.get("lcam_data") if self.attr else None
+        return [n for n in self.attr_models() if self.lcam and (self.models[n].get("train") or data)]
+
+    def layer_targets(self) -> list[tuple[str, str]]:
+        return [(name, layer) for name, m in self.models.items() for layer in m["layers"]]
+
+    def cam_layer(self, name: str) -> str:
+        return self.models[name].get("cam_layer", self.models[name]["layers"][-1])
+
+    # --- paths -------------------------------------------------------------------------------------
+    def _path(self, root: str, stage: str, suffix: str = "", **wildcards: str) -> str:
+        pattern = "/".join([root, stage, *(f"{{{w}}}" for w in STAGES[stage].wildcards)]) + suffix
+        return pattern.format(**wildcards) if wildcards else pattern
+
+    def artifact(self, stage: str, **wildcards: str) -> str:
+        """The stage's artifact: its path pattern, or one job's path given its wildcards."""
+        if STAGES[stage].root == "data":  # real datasets live outside results/, in data_dir
+            pattern = "/".join([self.data_dir, *(f"{{{w}}}" for w in STAGES[stage].wildcards)])
+            return pattern.format(**wildcards) if wildcards else pattern
+        return self._path("results", stage, **wildcards)
+
+    def log_file(self, stage: str, **wildcards: str) -> str:
+        return self._path("results/logs", stage, ".log", **wildcards)
+
+    def benchmark_file(self, stage: str, **wildcards: str) -> str:
+        return self._path("results/benchmarks", stage, ".tsv", **wildcards)
+
+    def trained_model(self, name: str) -> str:
+        return f"{self.artifact('train', model=name)}/{MODEL_FILE}"
+
+    # --- jobs --------------------------------------------------------------------------------------
+    def jobs(self, stage: str) -> list[dict[str, str]]:
+        return STAGES[stage].jobs(self)
+
+    def all_jobs(self) -> list[tuple[str, dict[str, str]]]:
+        """Every job of the study but the report's, as ``(stage, wildcards)``, in declaration order."""
+        return [(s, wc) for s in STAGES if s != "report" for wc in self.jobs(s)]
+
+    def has_job(self, stage: str, wildcards: dict[str, str]) -> bool:
+        keys = STAGES[stage].wildcards
+        return any(all(wc[k] == wildcards.get(k) for k in keys) for wc in self.jobs(stage))
+
+    def source(self, given: In, wildcards: dict[str, str]) -> str | None:
+        """The artifact an input refers to for one job (``None``: no stage of it has that job)."""
+        for stage in given.stages:
+            if self.has_job(stage, wildcards):
+                return self.artifact(stage, **{k: wildcards[k] for k in STAGES[stage].wildcards})
+        return None
+
+    # --- settings ----------------------------------------------------------------------------------
+    def study_overrides(self, stage: str) -> list[str]:
+        """The study's overrides for every job of ``stage`` (``steps.<stage>``)."""
+        return overrides((self.config.get("steps") or {}).get(stage) or {})
+
+    def model_overrides(self, name: str) -> list[str]:
+        """Select the model's config group and apply its overrides and checkpoint."""
+        m = self.models[name]
+        items = [f"model={m['model']}", *model_items(m.get("overrides", {}))]
+        if m.get("train"):
+            items.append(f"model.checkpoint={hydra_value(self.trained_model(name))}")
+        elif m.get("checkpoint"):
+            items.append(f"model.checkpoint={hydra_value(m['checkpoint'])}")
+        return items
+
+    def job_items(self, stage: str, wildcards: dict[str, str]) -> list[str]:
+        """All of one job's settings: its model's, the stage's own, then the study's for the stage."""
+        s = STAGES[stage]
+        model = self.model_overrides(wildcards["model"]) if s.loads_model else []
+        return [*model, *s.items(self, wildcards), *self.study_overrides(stage)]
+
+    def reference_dirs(self) -> list[str]:
+        """Reference raw-data folders, inside the stimuli set unless given as absolute paths."""
+        refs = self.cc.get("references", []) if self.cc else []
+        stimuli = self.artifact("stimuli", stimset=self.stimset) if self.cc else ""
+        return [r if os.path.isabs(r) else f"{stimuli}/{r}" for r in refs]
+
+    def report_inputs(self) -> dict[str, Any]:
+        """What the report reads (:class:`cnnscope.report.inputs.ReportInputs`): the artifacts of every
+        stage declared ``report``, per layer or per model, and every job's benchmark file."""
+        d = {"dataset": self.dataset}
+        shown = [s for s in STAGES.values() if s.report]
+
+        def made(stages: list[Stage], wc: dict[str, str]) -> dict[str, str]:
+            """Each stage's artifact for these wildcards, where the study has that job."""
+            return {
+                s.name: self.artifact(s.name, **{k: wc[k] for k in s.wildcards})
+                for s in stages
+                if self.has_job(s.name, wc)
+            }
+
+        per_layer = [s for s in shown if s.per_layer]
+        per_model = [s for s in shown if "model" in s.wildcards and not s.per_layer]
+        layers = [
+            {"model": m, "layer": layer, "artifacts": made(per_layer, {**d, "model": m, "layer": layer})}
+            for m, layer in self.layer_targets()
+        ]
+        models = [
+            {"name": m, "artifacts": made(per_model, {**d, "model": m, "stimset": self.stimset or ""})}
+            for m in self.models
+        ]
+        return {
+            "probe": self.dataset,
+            "packed": self.artifact("prepare", **d),
+            "layers": layers,
+            "models": models,
+            "stimuli": self.stimset,
+            "references": self.reference_dirs(),
+            "benchmarks": [{"step": s, "file": self.benchmark_file(s, **wc)} for s, wc in self.all_jobs()],
+        }
+
+
+def _dataset(stage: str) -> Callable[[Study], list[dict[str, str]]]:
+    """The probe dataset's job of a data stage: the synthetic world's, or a download's."""
+
+    def jobs(study: Study) -> list[dict[str, str]]:
+        synthetic = study.dataset == "synthworld"
+        return [{"dataset": study.dataset}] if synthetic == (stage == "synthworld") else []
+
+    return jobs
+
+
+def _layers(when: Callable[[Study], bool] = lambda study: True) -> Callable[[Study], list[dict[str, str]]]:
+    def jobs(study: Study) -> list[dict[str, str]]:
+        if not when(study):
+            return []
+        return [{"dataset": study.dataset, "model": m, "layer": layer} for m, layer in study.layer_targets()]
+
+    return jobs
+
+
+def _per_model(models: Callable[[Study], list[str]], **more: Callable[[Study], str]):
+    def jobs(study: Study) -> list[dict[str, str]]:
+        return [{**{k: f(study) for k, f in more.items()}, "model": m} for m in models(study)]
+
+    return jobs
+
+
+def _named(study: Study, wc: dict[str, str]) -> list[str]:
+    return [f"name={hydra_value(wc['model'])}", f"layer={hydra_value(study.cam_layer(wc['model']))}"]
+
+
+def _lcam_data(study: Study, name: str) -> list[str]:
+    """What the model's L-CAM trains on: the world in its regime, or the study's image folder."""
+    m = study.models[name]
+    if m.get("train"):
+        return overrides({"data": "world", "regime": m.get("regime", "standard")})
+    data = study.attr.get("lcam_data") if study.attr else None
+    return overrides({"data": data}) if data else []
+
+
+def _stimuli_items(study: Study, wc: dict[str, str]) -> list[str]:
+    cc = study.cc or {}
+    path = [f"path={hydra_value(cc['path'])}"] if cc.get("path") else []
+    return [f"source={cc['stimuli']}", f"cache_dir={hydra_value(study.downloads)}", *path]
+
+
+def _layer(study: Study, wc: dict[str, str]) -> list[str]:
+    return [f"layer={hydra_value(wc['layer'])}"]
+
+
+_DATASET = ("dataset",)
+_LAYER = ("dataset", "model", "layer")
+_PACKED = _in("prepare", setting="packed")
+
+# The study's stages in DAG order: each one's declaration is its whole wiring.
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in [
+        Stage(
+            "synthworld",
+            "Generate the synthetic Broden-format probe set (offline).",
+            _DATASET,
+            _dataset("synthworld"),
+            constraints={"dataset": "synthworld"},
+        ),
+        Stage(
+            "download",
+            "Download and unpack a real Broden release, resumably and checksummed.",
+            _DATASET,
+            _dataset("download"),
+            items=lambda study, wc: [f"dataset={wc['dataset']}", f"cache_dir={hydra_value(study.downloads)}"],
+            local=True,
+            root="data",
+            constraints={"dataset": "broden1_(224|227|384)"},
+        ),
+        Stage(
+            "prepare",
+            "Pack the probe set into row files read without decoding.",
+            _DATASET,
+            lambda study: [{"dataset": study.dataset}],
+            inputs=(_in("synthworld", "download", setting="dataset_dir"),),
+            threads="all",
+        ),
+        Stage(
+            "weights",
+            "Fetch a model's pretrained weights once (compute nodes are often offline).",
+            ("model",),
+            _per_model(lambda study: [m for m in study.models if study.fetched(m)]),
+            loads_model=True,
+            local=True,
+        ),
+        Stage(
+            "train",
+            "Train a built-in model on the shape/texture world in its regime.",
+            ("model",),
+            _per_model(Study.trained),
+            items=lambda study, wc: overrides(
+                {"train.regime": study.models[wc["model"]]["regime"]}
+                if "regime" in study.models[wc["model"]]
+                else {}
+            ),
+            threads="one",
+            loads_model=True,
+            report=True,
+        ),
+        Stage(
+            "extract",
+            "Extract a (model, layer)'s activations over the packed probe set.",
+            _LAYER,
+            _layers(),
+            inputs=(_PACKED, _in(MODEL_FILES)),
+            items=_layer,
+            threads="all",
+            device=True,
+            loads_model=True,
+            report=True,
+        ),
+        Stage(
+            "dissect",
+            "Network Dissection of a (model, layer): thresholds, IoU per unit and concept, detectors.",
+            _LAYER,
+            _layers(),
+            inputs=(_in("extract", setting="activations"), _PACKED),
+            threads="all",
+            device=True,
+            report=True,
+        ),
+        Stage(
+            "net2vec",
+            "Net2Vec of a dissected (model, layer): learned unit combinations per concept.",
+            _LAYER,
+            _layers(lambda study: study.net2vec),
+            inputs=(_in("extract", setting="activations"), _in("dissect", setting="dissect"), _PACKED),
+            threads="one",
+            device=True,
+            report=True,
+        ),
+        Stage(
+            "featurevis",
+            "Activation maximization and inversion of a dissected layer's top units.",
+            _LAYER,
+            _layers(lambda study: study.featurevis),
+            inputs=(_in("dissect", setting="dissection"), _PACKED, _in(MODEL_FILES)),
+            items=_layer,
+            threads="all",
+            device=True,
+            loads_model=True,
+            report=True,
+        ),
+        Stage(
+            "stimuli",
+            "The cue-conflict stimulus set: the world's, downloaded or local.",
+            ("stimset",),
+            lambda study: [{"stimset": study.stimset}] if study.cc else [],
+            items=_stimuli_items,
+        ),
+        Stage(
+            "cueconflict",
+            "A model's decisions on the cue-conflict stimuli: shape bias (Geirhos et al. 2019).",
+            ("stimset", "model"),
+            _per_model(Study.cc_models, stimset=lambda study: study.stimset),
+            inputs=(_in("stimuli", setting="stimuli"), _in(MODEL_FILES)),
+            items=lambda study, wc: [
+                f"name={hydra_value(wc['model'])}",
+                f"classes={(study.cc or {})['classes']}",
+            ],
+            threads="all",
+            device=True,
+            loads_model=True,
+            report=True,
+        ),
+        Stage(
+            "lcam",
+            "Train a model's L-CAM attention (Fm and Img variants) on its training images.",
+            ("model",),
+            _per_model(Study.lcam_models),
+            inputs=(_in(MODEL_FILES),),
+            items=lambda study, wc: [*_named(study, wc), *_lcam_data(study, wc["model"])],
+            threads="one",
+            device=True,
+            loads_model=True,
+        ),
+        Stage(
+            "attribution",
+            "Attribution maps of every method and their faithfulness metrics, per model.",
+            ("dataset", "model"),
+            _per_model(Study.attr_models, dataset=lambda study: study.dataset),
+            inputs=(_PACKED, _in("lcam", setting="lcam", optional=True), _in(MODEL_FILES)),
+            items=_named,
+            threads="all",
+            device=True,
+            loads_model=True,
+            report=True,
+        ),
+        Stage(
+            "report",
+            "The study report: one HTML page over every job's results.",
+            (),
+            lambda study: [{}],
+            inputs=(_in(EVERY_JOB),),
+            local=True,
+            items=lambda study, wc: [
+                f"inputs={hydra_value(study.report_inputs())}",
+                f"study={hydra_value(json.dumps(study.config))}",
+            ],
+        ),
+    ]
+}
