@@ -22,6 +22,8 @@ import pytest
 import yaml
 from conftest import TINY, copy_repo
 
+from cnnscope.stages import STAGES, Study
+
 
 def _sacct_jobs() -> list[str]:
     out = subprocess.run(
@@ -99,7 +101,9 @@ def test_a_study_runs_through_the_slurm_executor(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert (work / "results" / "report" / "index.html").is_file()
     log = res.stdout + res.stderr
-    local = {"stimuli", "report"}  # the study's local rules (download and weights: none here)
+    study = Study(TINY)  # its local rules: those declared local that it has jobs of
+    local = {s.name for s in STAGES.values() if s.local and study.jobs(s.name)}
+    assert local == {"stimuli", "report"}
     assert {r for r in re.findall(r"^localrule (\w+):", log, re.M)} == local | {"all"}, log[-3000:]
     submitted = re.findall(r"^rule (\w+):", log, re.M)
     assert submitted and not local & set(submitted)

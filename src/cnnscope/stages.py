@@ -385,6 +385,7 @@ STAGES: dict[str, Stage] = {
             ("stimset",),
             lambda study: [{"stimset": study.stimset}] if study.cc else [],
             items=_stimuli_items,
+            local=True,
         ),
         Stage(
             "cueconflict",

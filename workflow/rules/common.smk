@@ -1,13 +1,15 @@
 # What the generated rules (stages.smk) share: the study (cnnscope.stages.Study, derived from the
 # config and the stage declarations), each job's settings, inputs and command line.
+import json
 import os
 import sys
-from functools import cache
 from pathlib import Path
 
 from snakemake.utils import validate
 
-from cnnscope.sources import closure
+from cnnscope.plan import cached, key as plan_key
+from cnnscope.resources import CONFIG_DIR
+from cnnscope.sources import ROOT as CODE_ROOT, closure
 from cnnscope.stages import EVERY_JOB, MODEL_FILES, STAGES, Study
 from cnnscope.overrides import overrides, shell_args
 
@@ -24,31 +26,63 @@ ENV = "../envs/cnnscope.yaml"
 STEP_SHELL = "python -m {params.module} {params.args} > {log:q} 2>&1"
 
 
-@cache
-def _composed(step, items):
-    from cnnscope.steps.compose import compose_step
+def _build_plan():
+    """Every job's composed config, each model's spec and weights source, after the study's check
+    (cnnscope.plan: kept on disk, built again only when the study, the config tree, the code or a file a
+    model names changes)."""
+    from cnnscope.errors import CnnscopeError
+    from cnnscope.models.registry import ModelSpec, needs_download
+    from cnnscope.steps.compose import check_study, compose_step
 
-    return compose_step(step, list(items))
+    composed, specs = {}, {}
+
+    def compose(step, items):
+        k = json.dumps([step, list(items)])
+        if k not in composed:
+            composed[k] = compose_step(step, list(items))
+        return composed[k]
+
+    def spec(name):
+        if name not in specs:
+            specs[name] = compose("extract", tuple(live.model_overrides(name)))["model"]
+        return ModelSpec(**specs[name])
+
+    fetched = {}
+    live = Study(config, lambda n: fetched.setdefault(n, needs_download(spec(n))))
+    try:
+        check_study(live, compose, spec)
+    except CnnscopeError as e:
+        raise WorkflowError(f"study config: {e}") from None
+    for n in live.models:
+        live.fetched(n)
+    return {"composed": composed, "models": specs, "fetched": fetched}
 
 
-@cache
-def model_spec(name):
-    """The model's composed spec (ModelSpec), as every job that loads it sees it."""
-    from cnnscope.models.registry import ModelSpec
+def _named_files():
+    """What model entries name besides the config tree: checkpoints, class-name files, and for your own
+    modules (`import`) the study folder's Python files."""
+    named = []
+    for m in config["models"]:
+        values = m.get("overrides") or {}
+        named += [
+            v
+            for v in (
+                m.get("checkpoint"),
+                values.get("checkpoint"),
+                values.get("classes"),
+            )
+            if v
+        ]
+        named += ["."] if m["model"] == "import" or "factory" in values else []
+    return named
 
-    return ModelSpec(
-        **_composed("extract", tuple(STUDY.model_overrides(name)))["model"]
-    )
 
-
-def fetched(name):
-    """Whether the model's weights come from the network (fetched once by the weights rule)."""
-    from cnnscope.models.registry import needs_download
-
-    return needs_download(model_spec(name))
-
-
-STUDY = Study(config, fetched)
+PLAN = cached(
+    Path(".snakemake/cnnscope"),
+    plan_key(config, CODE_ROOT, CONFIG_DIR, _named_files()),
+    _build_plan,
+)
+STUDY = Study(config, lambda name: PLAN["fetched"][name])
 
 
 def code(step):
@@ -66,10 +100,10 @@ def model_files(wildcards):
     name = wildcards.model
     if STUDY.models[name].get("train"):
         return [STUDY.artifact("train", model=name)]
-    if fetched(name):
+    if STUDY.fetched(name):
         return [STUDY.artifact("weights", model=name)]
-    spec = model_spec(name)
-    return [f for f in (spec.checkpoint, spec.classes) if f is not None]
+    spec = PLAN["models"][name]
+    return [f for f in (spec["checkpoint"], spec["classes"]) if f is not None]
 
 
 def stage_inputs(stage):
@@ -104,7 +138,9 @@ def step_params(stage):
     bound = {given.name: given.setting for given in stage.inputs if given.setting}
 
     def cfg(wildcards):
-        return _composed(step, tuple(STUDY.job_items(step, dict(wildcards.items()))))
+        return PLAN["composed"][
+            json.dumps([step, STUDY.job_items(step, dict(wildcards.items()))])
+        ]
 
     def args(wildcards, input, output, threads, resources):
         io = {bound[k]: v for k, v in input.items() if k in bound and v}
@@ -142,17 +178,6 @@ def stage_output(stage):
         category="cnnscope study report",
         caption="../report/figure.rst",
     )
-
-
-# Once, in the process that plans the study (not again in each cluster job that runs one step).
-if workflow.is_main_process:
-    from cnnscope.errors import CnnscopeError
-    from cnnscope.steps.compose import check_study
-
-    try:
-        check_study(STUDY, _composed, model_spec)
-    except CnnscopeError as e:
-        raise WorkflowError(f"study config: {e}") from None
 
 
 wildcard_constraints:
