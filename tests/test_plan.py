@@ -85,8 +85,8 @@ def test_a_parse_that_changed_nothing_imports_no_torch_and_an_edit_checks_again(
     # a bad default in the config tree is a new plan, checked before any job
     defaults = work / "config" / "dissect.yaml"
     time.sleep(0.01)
-    defaults.write_text(defaults.read_text() + "quantile: 2.0\n")
+    defaults.write_text(defaults.read_text() + "detector_iou: 2.0\n")
     res = snakemake(work, "-n")
-    assert res.returncode != 0 and "quantile=2.0 is out of range" in res.stdout + res.stderr
-    defaults.write_text(defaults.read_text().replace("quantile: 2.0\n", ""))
+    assert res.returncode != 0 and "detector_iou=2.0 is out of range" in res.stdout + res.stderr
+    defaults.write_text(defaults.read_text().replace("detector_iou: 2.0\n", ""))
     assert planned_jobs(snakemake(work, "-n"))["dissect"] == 2
