@@ -1,0 +1,106 @@
+"""README "Adding a stage", followed in a copy of the finished tiny study: a toy per-layer stage (each
+unit's mean activation) is its library module, its step module with its defaults list, and one
+declaration; the default study plans it for every layer, and the tiny study runs it and its report
+reads it, rerunning nothing else."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import yaml
+from conftest import REPO, TINY, planned_jobs, snakemake
+
+LIBRARY = '''"""Each unit's mean activation over the probe set (a toy stage)."""
+
+import numpy as np
+
+
+def unit_means(activations: np.ndarray) -> np.ndarray:
+    """``(N, C, H, W)`` activations -> ``(C,)`` means, in float64."""
+    return activations.astype(np.float64).mean(axis=(0, 2, 3))
+'''
+
+STEP = '''"""Step ``unitmeans``: each unit's mean activation of one extracted layer."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import MISSING
+
+from cnnscope.io import atomic_dir, verify, write_yaml
+from cnnscope.steps.runner import run_step
+from cnnscope.steps.schema import Step, register
+from cnnscope.unitmeans import unit_means
+
+
+@dataclass
+class Config(Step):
+    activations: str = MISSING
+
+
+register("unitmeans", Config)
+
+
+def body(cfg: dict) -> None:
+    verify(cfg["activations"], "extract")
+    means = unit_means(np.load(Path(cfg["activations"]) / "activations.npy", mmap_mode="r"))
+    with atomic_dir(cfg["out"]) as tmp:
+        pd.DataFrame({"unit": range(len(means)), "mean": means}).to_csv(tmp / "means.csv", index=False)
+        write_yaml(tmp / "config.yaml", cfg)
+
+
+if __name__ == "__main__":
+    run_step("unitmeans", body)
+'''
+
+CONFIG = """defaults:
+  - unitmeans_schema
+  - step
+  - _self_
+"""
+
+DECLARATION = """
+STAGES["unitmeans"] = Stage(
+    "unitmeans",
+    "Each unit's mean activation of an extracted layer.",
+    _LAYER,
+    _layers(),
+    inputs=(_in("extract", setting="activations"),),
+    report=True,
+)
+"""
+
+
+def test_a_toy_per_layer_stage_takes_its_modules_and_one_declaration(study, tmp_path):
+    work = tmp_path / "study"
+    shutil.copytree(study, work, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    src = work / "src" / "cnnscope"
+    (src / "unitmeans.py").write_text(LIBRARY)
+    (src / "steps" / "unitmeans.py").write_text(STEP)
+    (work / "config" / "unitmeans.yaml").write_text(CONFIG)
+    with (src / "stages.py").open("a") as f:
+        f.write(DECLARATION)
+
+    default = planned_jobs(snakemake(work, "-n", "--configfile", str(REPO / "config" / "config.yaml")))
+    models = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["models"]
+    assert default["unitmeans"] == sum(len(m["layers"]) for m in models) == default["dissect"]
+
+    assert planned_jobs(snakemake(work, "-n")) == {"unitmeans": 2, "report": 1, "all": 1}
+    res = snakemake(work)
+    assert res.returncode == 0, res.stdout + res.stderr
+    model = TINY["models"][0]["name"]
+    for layer in TINY["models"][0]["layers"]:
+        made = work / "results" / "unitmeans" / "synthworld" / model / layer
+        acts = np.load(work / "results" / "extract" / "synthworld" / model / layer / "activations.npy")
+        means = pd.read_csv(made / "means.csv")["mean"].to_numpy()
+        np.testing.assert_allclose(means, acts.astype(np.float64).mean(axis=(0, 2, 3)))
+        assert (made / "manifest.json").is_file()
+    read = yaml.safe_load((work / "results" / "report" / "config.yaml").read_text())["inputs"]["layers"]
+    assert [e["artifacts"]["unitmeans"] for e in read] == [
+        f"results/unitmeans/synthworld/{model}/{layer}" for layer in TINY["models"][0]["layers"]
+    ]
+    assert planned_jobs(snakemake(work, "-n")) == {}
