@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cnnscope.artifacts import ACTIVATIONS, UNIT_RANGE
 from cnnscope.data.packed import FORMAT_VERSION, PackedDataset
 from cnnscope.device import pick_device
 from cnnscope.dissection import batch_elements, tally, unit_thresholds
@@ -114,11 +115,11 @@ class _Peak:
 def _random_activations(out: Path, shape: tuple[int, ...], seed: int = 0) -> None:
     """Gamma-distributed float16 activations of ``shape``, written in blocks (``--random-activations``)."""
     rng = np.random.default_rng(seed)
-    with RowWriter(out / "activations.npy", shape, np.float16) as w:
+    with RowWriter(out / ACTIVATIONS, shape, np.float16) as w:
         for a in range(0, shape[0], 256):
             b = min(shape[0], a + 256)
             w.write(a, rng.gamma(0.5, 1.0, (b - a, *shape[1:])).astype(np.float16))
-    np.save(out / "unit_range.npy", np.array([[0.0] * shape[1], [60.0] * shape[1]], np.float32))
+    np.save(out / UNIT_RANGE, np.array([[0.0] * shape[1], [60.0] * shape[1]], np.float32))
 
 
 def activations_dir(cache: Path, arch: str, layer: str, images: int, size: int) -> Path:
@@ -178,13 +179,13 @@ def bench(
         if a.extract_only:
             return rows
 
-        acts = RowReader(out / "activations.npy")
+        acts = RowReader(out / ACTIVATIONS)
         peak.reset()
         t = time.perf_counter()
         thr, method, _ = unit_thresholds(
             acts,
             0.005,
-            np.load(out / "unit_range.npy"),
+            np.load(out / UNIT_RANGE),
             device=device,
             max_elements=a.max_elements,
             progress=False,

@@ -25,6 +25,7 @@ import torch
 from dissect import STAGES, build_packed
 from torch.profiler import ProfilerActivity, profile
 
+from cnnscope.artifacts import ACTIVATIONS, UNIT_RANGE
 from cnnscope.device import pick_device
 from cnnscope.dissection import tally, unit_thresholds
 from cnnscope.features import extract_layer
@@ -73,8 +74,8 @@ def main() -> None:
         )  # fmt: skip
 
     def thresholds() -> np.ndarray:
-        acts = RowReader(acts_dir / "activations.npy")
-        unit_range = np.load(acts_dir / "unit_range.npy")
+        acts = RowReader(acts_dir / ACTIVATIONS)
+        unit_range = np.load(acts_dir / UNIT_RANGE)
         return unit_thresholds(acts, 0.005, unit_range, device=device, progress=False)[0]
 
     try:
@@ -84,7 +85,7 @@ def main() -> None:
         run = {
             "extract": extract,
             "thresholds": thresholds,
-            "tally": lambda: tally(RowReader(acts_dir / "activations.npy"), thr, data, device=device,
+            "tally": lambda: tally(RowReader(acts_dir / ACTIVATIONS), thr, data, device=device,
                                    progress=False),
         }[stage]  # fmt: skip
         if stage == "extract":

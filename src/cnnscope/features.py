@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnscope.artifacts import ACTIVATIONS, UNIT_RANGE
 from cnnscope.errors import CnnscopeError
 from cnnscope.io import atomic_file, read_json, write_json
 from cnnscope.models.layers import resolve_layer
@@ -156,7 +157,7 @@ def extract_layer(
     start, progress_file = 0, out / "progress.json"
     state = _progress(progress_file)
     if state is not None:
-        acts = RowWriter(out / "activations.npy", state["shape"], store_dtype, mode="r+")
+        acts = RowWriter(out / ACTIVATIONS, state["shape"], store_dtype, mode="r+")
         maxima = RowWriter(out / "maxima.npy", state["shape"][:2], np.float32, mode="r+")
         start = state["done"]
         lo, hi = (torch.tensor(state[k], device=device) for k in ("lo", "hi"))
@@ -178,7 +179,7 @@ def extract_layer(
                 y = cap(loaded.module, x)
             if acts is None:
                 shape = (n, *y.shape[1:])
-                acts = RowWriter(out / "activations.npy", shape, store_dtype)
+                acts = RowWriter(out / ACTIVATIONS, shape, store_dtype)
                 maxima = RowWriter(out / "maxima.npy", shape[:2], np.float32)
             # One reduction and one sync serve both checks: the peak is NaN or Inf where a value is.
             peak = y.flatten(1).abs().amax(1)
@@ -207,6 +208,6 @@ def extract_layer(
     shape = list(acts.shape)
     acts.close()
     maxima.close()
-    np.save(out / "unit_range.npy", torch.stack([lo, hi]).cpu().numpy())
+    np.save(out / UNIT_RANGE, torch.stack([lo, hi]).cpu().numpy())
     progress_file.unlink(missing_ok=True)
     return {"n_images": n, "shape": shape, "dtype": store_dtype, "layer": layer}

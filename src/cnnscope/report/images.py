@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cnnscope.artifacts import ACTIVATIONS
 from cnnscope.data.packed import PackedDataset
 from cnnscope.dissection import unit_masks
 from cnnscope.report.inputs import LayerResult
@@ -18,7 +19,7 @@ def unit_strip(data: PackedDataset, res: LayerResult, unit: int, k: int, scale: 
     set's mask resolution), enlarged to image resolution by nearest neighbour.
     """
     maxima = np.load(res.extract_dir / "maxima.npy", mmap_mode="r")
-    acts = np.load(res.extract_dir / "activations.npy", mmap_mode="r")
+    acts = np.load(res.extract_dir / ACTIVATIONS, mmap_mode="r")
     top = np.argsort(-np.asarray(maxima[:, unit]), kind="stable")[:k]
     maps = torch.from_numpy(np.asarray(acts[top, unit], np.float32))
     thr = torch.full((len(top),), float(res.thresholds[unit]))

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from cnnscope.artifacts import THRESHOLDS, UNITS
 from cnnscope.errors import CnnscopeError
 from cnnscope.shapebias import analysis
 
@@ -115,11 +116,11 @@ def load_layer(entry: LayerInputs) -> LayerResult:
     return LayerResult(
         entry.model,
         entry.layer,
-        pd.read_csv(_require(d / "units.csv", "dissect", what)),
+        pd.read_csv(_require(d / UNITS, "dissect", what)),
         pd.read_csv(d / "detectors.csv"),
         read_json(d / "summary.json"),
         float(yaml.safe_load((d / "config.yaml").read_text())["detector_iou"]),
-        np.load(d / "thresholds.npy"),
+        np.load(d / THRESHOLDS),
         Path(made["extract"]),
         Path(made["featurevis"]) if "featurevis" in made else None,
         pd.read_csv(_require(n2v / "concepts.csv", "net2vec", what)) if n2v else None,

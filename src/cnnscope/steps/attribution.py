@@ -12,6 +12,7 @@ import torch
 from omegaconf import MISSING
 from PIL import Image
 
+from cnnscope.artifacts import lcam_attention
 from cnnscope.attribution.lcam import Attention
 from cnnscope.attribution.perturbation import WEIGHTINGS
 from cnnscope.attribution.suite import METHODS, PERTURBATION, TRAINED, MethodName, attribute, score
@@ -110,7 +111,7 @@ def _attention(cfg: dict, device: torch.device) -> dict[str, Attention]:
     verify(cfg["lcam"], "lcam")
     out = {}
     for m in wanted:
-        state = torch.load(Path(cfg["lcam"]) / f"attention_{m.removeprefix('lcam_')}.pt", weights_only=True)
+        state = torch.load(Path(cfg["lcam"]) / lcam_attention(m.removeprefix("lcam_")), weights_only=True)
         if state["layer"] != cfg["layer"]:
             raise CnnscopeError(
                 f"{cfg['lcam']} was trained at layer {state['layer']!r}, not {cfg['layer']!r}"

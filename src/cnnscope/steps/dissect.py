@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from omegaconf import MISSING
 
+from cnnscope.artifacts import ACTIVATIONS, THRESHOLDS, UNIT_RANGE, UNITS
 from cnnscope.bounds import bounded, choice, positive
 from cnnscope.checkpoint import Checkpoint
 from cnnscope.data.packed import PackedDataset
@@ -49,7 +50,7 @@ def body(cfg: dict) -> None:
     data = PackedDataset.open(cfg["packed"])
     device = pick_device(cfg["device"])
     fingerprint["device"] = str(device)
-    acts = RowReader(src / "activations.npy")
+    acts = RowReader(src / ACTIVATIONS)
     with resumable_dir(cfg["out"], fingerprint) as (tmp, resumed):
         if resumed:
             log.info("dissect: continuing the work a killed run left in %s", tmp)
@@ -83,19 +84,19 @@ def _thresholds(
     done = tmp / "thresholds.json"
     if done.is_file():
         saved = read_json(done)
-        return np.load(tmp / "thresholds.npy"), saved["method"], saved["max_error"]
+        return np.load(tmp / THRESHOLDS), saved["method"], saved["max_error"]
     ckpt = Checkpoint(tmp / "thresholds.ckpt", cfg["checkpoint_s"])
     thresholds, method, err = unit_thresholds(
         acts,
         cfg["quantile"],
-        np.load(src / "unit_range.npy"),
+        np.load(src / UNIT_RANGE),
         device=device,
         memory_budget=cfg["memory_budget_mb"] << 20,
         max_elements=cfg["max_elements"],
         progress=cfg["progress"],
         checkpoint=ckpt,
     )
-    np.save(tmp / "thresholds.npy", thresholds)
+    np.save(tmp / THRESHOLDS, thresholds)
     with atomic_file(done) as t:
         write_json(t, {"method": method, "max_error": err})
     ckpt.path.unlink(missing_ok=True)
@@ -116,7 +117,7 @@ def _write(
     iou = counts.iou(cfg["iou_mode"])
     units = summarize(iou, data.label_names(), counts.label_category, counts.categories, cfg["detector_iou"])
     detectors = unique_detectors(units, counts.categories, cfg["detector_iou"])
-    units.to_csv(tmp / "units.csv", index=False)
+    units.to_csv(tmp / UNITS, index=False)
     detectors.to_csv(tmp / "detectors.csv", index=False)
     np.save(tmp / "iou.npy", iou.astype(np.float32))
     np.savez_compressed(

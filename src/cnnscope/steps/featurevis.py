@@ -14,6 +14,7 @@ import torch
 from omegaconf import MISSING
 from PIL import Image
 
+from cnnscope.artifacts import UNITS
 from cnnscope.bounds import bounded, choice, positive
 from cnnscope.data.packed import PackedDataset
 from cnnscope.device import pick_device
@@ -49,11 +50,7 @@ register("featurevis", Config)
 
 def body(cfg: dict) -> None:
     verify(cfg["dissection"], "dissect")
-    top = (
-        pd.read_csv(Path(cfg["dissection"]) / "units.csv")
-        .sort_values("iou", ascending=False)
-        .head(cfg["units"])
-    )
+    top = pd.read_csv(Path(cfg["dissection"]) / UNITS).sort_values("iou", ascending=False).head(cfg["units"])
     device = pick_device(cfg["device"])
     loaded = load_model(ModelSpec(**cfg["model"]), device)
     traces = {}

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from omegaconf import MISSING
 
+from cnnscope.artifacts import lcam_attention
 from cnnscope.attribution.lcam import VARIANTS, LCAMParams, train_lcam
 from cnnscope.bounds import bounded, positive
 from cnnscope.checkpoint import Checkpoint
@@ -92,7 +93,7 @@ def body(cfg: dict) -> None:
         if resumed:
             log.info("lcam: continuing the work a killed run left in %s", tmp)
         for variant in VARIANTS:
-            done = tmp / f"attention_{variant}.pt"
+            done = tmp / lcam_attention(variant)
             if done.is_file():  # a killed run finished this variant
                 metrics[variant] = torch.load(done, weights_only=True)["losses"]
                 continue

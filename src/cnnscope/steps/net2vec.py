@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from omegaconf import MISSING
 
+from cnnscope.artifacts import ACTIVATIONS, THRESHOLDS
 from cnnscope.bounds import bounded, positive
 from cnnscope.checkpoint import Checkpoint
 from cnnscope.data.packed import PackedDataset
@@ -64,8 +65,8 @@ def body(cfg: dict) -> None:
         "device": str(device),
         "threads": cfg["threads"],  # float sums in another order: other bits
     }
-    acts = RowReader(src / "activations.npy")
-    thresholds = np.load(dis / "thresholds.npy")
+    acts = RowReader(src / ACTIVATIONS)
+    thresholds = np.load(dis / THRESHOLDS)
     dissect_iou = np.load(dis / "iou.npy")
     seg = SegmentationParams(**cfg["segmentation"])
     max_elements = batch_elements(cfg["max_elements"], device)
