@@ -43,6 +43,7 @@ from cnnscope.quantile import HistogramQuantile, TopKQuantile
 from cnnscope.rows import Rows, read_rows
 
 IOU_MODES = ("paper", "lite")
+MEMORY_BUDGET_MB = 2048  # the exact quantile's buffer limit (library and dissect step), else histogram
 
 
 def batch_elements(max_elements: int, device: torch.device | str) -> int:
@@ -66,7 +67,7 @@ def unit_thresholds(
     unit_range: np.ndarray | None = None,
     batch_size: int = 0,
     device: torch.device | str = "cpu",
-    memory_budget: int = 2 << 30,
+    memory_budget: int = MEMORY_BUDGET_MB << 20,
     max_elements: int = 0,
     progress: bool = True,
     checkpoint: Checkpoint | None = None,

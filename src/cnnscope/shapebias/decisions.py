@@ -21,13 +21,15 @@ from cnnscope.shapebias.analysis import COLUMNS
 from cnnscope.shapebias.classes import CLASSES, decide, head_problem
 from cnnscope.shapebias.stimuli import Stimulus
 
+BATCH_SIZE = 64  # stimuli per forward pass, the default of the library and of the cueconflict step
+
 
 def model_decisions(
     loaded: LoadedModel,
     stimuli: list[Stimulus],
     images: np.ndarray,
     subj: str,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     device: torch.device | str = "cpu",
     progress: bool = True,
     classes: Sequence[str] = CLASSES,

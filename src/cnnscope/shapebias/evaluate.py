@@ -12,7 +12,7 @@ from cnnscope.data import shapetexture
 from cnnscope.models.registry import LoadedModel
 from cnnscope.shapebias import analysis
 from cnnscope.shapebias.classes import CLASSES
-from cnnscope.shapebias.decisions import model_decisions
+from cnnscope.shapebias.decisions import BATCH_SIZE, model_decisions
 from cnnscope.shapebias.stimuli import load_rgb, stimulus_sets
 
 # The decision spaces a model can be evaluated in: the world's 16 shapes, or 16 ImageNet categories.
@@ -24,7 +24,7 @@ def evaluate(
     root: str | Path,
     subj: str,
     classes: Sequence[str] = CLASSES,
-    batch_size: int = 64,
+    batch_size: int = BATCH_SIZE,
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> dict[str, pd.DataFrame]:

@@ -11,6 +11,7 @@ from cnnscope.bounds import choice, positive
 from cnnscope.device import pick_device
 from cnnscope.io import atomic_dir, verify, write_json, write_yaml
 from cnnscope.models.registry import ModelSpec, load_model
+from cnnscope.shapebias.decisions import BATCH_SIZE
 from cnnscope.shapebias.evaluate import CLASS_SETS, evaluate, summary
 from cnnscope.steps.runner import run_step
 from cnnscope.steps.schema import OnDevice, register
@@ -25,7 +26,7 @@ class Config(OnDevice):
     name: str = MISSING  # the decision-maker's name in the raw-data tables
     stimuli: str = MISSING  # a stimuli step's output (texture-vs-shape layout)
     classes: ClassSet = ClassSet.world  # world (the 16 world shapes) | imagenet (16 ImageNet categories)
-    batch_size: int = positive(64)
+    batch_size: int = positive(BATCH_SIZE)
 
 
 register("cueconflict", Config)

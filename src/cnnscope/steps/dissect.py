@@ -15,7 +15,15 @@ from cnnscope.bounds import bounded, choice, positive
 from cnnscope.checkpoint import Checkpoint
 from cnnscope.data.packed import PackedDataset
 from cnnscope.device import pick_device
-from cnnscope.dissection import IOU_MODES, Tally, summarize, tally, unique_detectors, unit_thresholds
+from cnnscope.dissection import (
+    IOU_MODES,
+    MEMORY_BUDGET_MB,
+    Tally,
+    summarize,
+    tally,
+    unique_detectors,
+    unit_thresholds,
+)
 from cnnscope.io import atomic_file, read_json, resumable_dir, verify, write_json, write_yaml
 from cnnscope.rows import RowReader
 from cnnscope.steps.runner import result_config, run_step
@@ -34,7 +42,7 @@ class Config(OnDevice, Resumable):
     detector_iou: float = bounded(0.04, 0, 1, open_hi=True)  # a unit whose best IoU exceeds it
     batch_size: int = bounded(0, 0)  # tally batch; 0: sized from max_elements
     max_elements: int = bounded(0, 0)  # activations / mask pixels per batch; 0: 4M on a CPU, 64M on a GPU
-    memory_budget_mb: int = positive(2048)  # exact quantile buffer limit, else histogram
+    memory_budget_mb: int = positive(MEMORY_BUDGET_MB)  # exact quantile buffer limit, else histogram
 
 
 register("dissect", Config)
