@@ -118,19 +118,14 @@ def study_plan(config: dict | Path) -> dict[str, int]:
     """Rule -> count of a whole study's jobs as its stage declarations derive them (``report`` and
     ``all`` included), with each model composed as the workflow composes it to know whether its
     weights are fetched: what a dry run of a fresh study must plan."""
-    from cnnscope.models.registry import ModelSpec, needs_download
+    from cnnscope.models.registry import needs_download
     from cnnscope.stages import Study
-    from cnnscope.steps.compose import compose_step
+    from cnnscope.steps.compose import study_model_spec
 
     if isinstance(config, Path):
         config = yaml.safe_load(config.read_text())
     probe = Study(config)
-
-    def fetched(name: str) -> bool:
-        spec = compose_step("extract", probe.model_overrides(name))["model"]
-        return needs_download(ModelSpec(**spec))
-
-    study = Study(config, fetched)
+    study = Study(config, lambda name: needs_download(study_model_spec(probe, name)))
     plan: dict[str, int] = {}
     for stage, _ in study.all_jobs():
         plan[stage] = plan.get(stage, 0) + 1

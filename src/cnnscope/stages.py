@@ -106,6 +106,7 @@ class Study:
         self.net2vec = bool(config.get("net2vec", True))
         self.featurevis = bool(self.attr is not None and self.attr.get("featurevis", True))
         self.lcam = bool(self.attr is not None and self.attr.get("lcam", True))
+        self._jobs: dict[str, list[dict[str, str]]] = {}
 
     # --- models ------------------------------------------------------------------------------------
     def trained(self) -> list[str]:
@@ -130,29 +131,31 @@ class Study:
         return self.models[name].get("cam_layer", self.models[name]["layers"][-1])
 
     # --- paths -------------------------------------------------------------------------------------
-    def _path(self, root: str, stage: str, suffix: str = "", **wildcards: str) -> str:
-        pattern = "/".join([root, stage, *(f"{{{w}}}" for w in STAGES[stage].wildcards)]) + suffix
+    def _path(self, parts: list[str], stage: str, suffix: str = "", **wildcards: str) -> str:
+        pattern = "/".join([*parts, *(f"{{{w}}}" for w in STAGES[stage].wildcards)]) + suffix
         return pattern.format(**wildcards) if wildcards else pattern
 
     def artifact(self, stage: str, **wildcards: str) -> str:
-        """The stage's artifact: its path pattern, or one job's path given its wildcards."""
-        if STAGES[stage].root == "data":  # real datasets live outside results/, in data_dir
-            pattern = "/".join([self.data_dir, *(f"{{{w}}}" for w in STAGES[stage].wildcards)])
-            return pattern.format(**wildcards) if wildcards else pattern
-        return self._path("results", stage, **wildcards)
+        """The stage's artifact: its path pattern, or one job's path given its wildcards (real datasets
+        live outside results/, in data_dir)."""
+        parts = [self.data_dir] if STAGES[stage].root == "data" else ["results", stage]
+        return self._path(parts, stage, **wildcards)
 
     def log_file(self, stage: str, **wildcards: str) -> str:
-        return self._path("results/logs", stage, ".log", **wildcards)
+        return self._path(["results/logs", stage], stage, ".log", **wildcards)
 
     def benchmark_file(self, stage: str, **wildcards: str) -> str:
-        return self._path("results/benchmarks", stage, ".tsv", **wildcards)
+        return self._path(["results/benchmarks", stage], stage, ".tsv", **wildcards)
 
     def trained_model(self, name: str) -> str:
         return f"{self.artifact('train', model=name)}/{MODEL_FILE}"
 
     # --- jobs --------------------------------------------------------------------------------------
     def jobs(self, stage: str) -> list[dict[str, str]]:
-        return STAGES[stage].jobs(self)
+        """The study's jobs of ``stage`` (derived once: every input and report entry asks)."""
+        if stage not in self._jobs:
+            self._jobs[stage] = STAGES[stage].jobs(self)
+        return self._jobs[stage]
 
     def all_jobs(self) -> list[tuple[str, dict[str, str]]]:
         """Every job of the study but the report's, as ``(stage, wildcards)``, in declaration order."""

@@ -1,5 +1,6 @@
 # What the generated rules (stages.smk) share: the study (cnnscope.stages.Study, derived from the
 # config and the stage declarations), each job's settings, inputs and command line.
+import dataclasses
 import json
 import os
 import sys
@@ -31,10 +32,10 @@ def _build_plan():
     (cnnscope.plan: kept on disk, built again only when the study, the config tree, the code or a file a
     model names changes)."""
     from cnnscope.errors import CnnscopeError
-    from cnnscope.models.registry import ModelSpec, needs_download
-    from cnnscope.steps.compose import check_study, compose_step
+    from cnnscope.models.registry import needs_download
+    from cnnscope.steps.compose import check_study, compose_step, study_model_spec
 
-    composed, specs = {}, {}
+    composed = {}
 
     def compose(step, items):
         k = json.dumps([step, list(items)])
@@ -43,19 +44,18 @@ def _build_plan():
         return composed[k]
 
     def spec(name):
-        if name not in specs:
-            specs[name] = compose("extract", tuple(live.model_overrides(name)))["model"]
-        return ModelSpec(**specs[name])
+        return study_model_spec(live, name, compose)
 
-    fetched = {}
-    live = Study(config, lambda n: fetched.setdefault(n, needs_download(spec(n))))
+    live = Study(config, lambda name: needs_download(spec(name)))
     try:
         check_study(live, compose, spec)
     except CnnscopeError as e:
         raise WorkflowError(f"study config: {e}") from None
-    for n in live.models:
-        live.fetched(n)
-    return {"composed": composed, "models": specs, "fetched": fetched}
+    return {
+        "composed": composed,
+        "models": {n: dataclasses.asdict(spec(n)) for n in live.models},
+        "fetched": {n: live.fetched(n) for n in live.models},
+    }
 
 
 def _named_files():

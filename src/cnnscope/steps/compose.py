@@ -39,6 +39,18 @@ def compose_step(step: str, overrides: list[str]) -> dict[str, Any]:
     return cfg
 
 
+def study_model_spec(
+    study: Study,
+    name: str,
+    composed: Callable[[str, tuple[str, ...]], dict[str, Any]] = lambda step, items: compose_step(
+        step, list(items)
+    ),
+) -> ModelSpec:
+    """The study's model ``name`` as every job that loads it sees it: its entry composed through the
+    extract step's config (``composed``: a caching composition, the workflow's)."""
+    return ModelSpec(**composed("extract", tuple(study.model_overrides(name)))["model"])
+
+
 def compose_model(model: str, sets: Sequence[str] = ()) -> dict[str, Any]:
     """A model's validated spec (``ModelSpec`` fields) as the steps would load it, from a name a user
     types: a model YAML file (``ModelSpec`` keys), a ``config/model/`` entry, or a torchvision or
