@@ -1,9 +1,8 @@
 # cnnscope: a reproducible interpretability study as a Snakemake DAG of Hydra-configured steps.
 # Its stages are declared once, in src/cnnscope/stages.py (STAGES: inputs, jobs, settings, resources);
-# workflow/rules/stages.smk makes one rule of each. The study is config/config.yaml; each step's own
-# config tree is config/<step>.yaml. This file,
-# workflow/ and config/ also ship inside the installed package (cnnscope.resources), so `cnnscope run`
-# works in any folder: results, logs and Snakemake's state go there, never into the install.
+# workflow/rules/stages.smk makes one rule of each. The study is config/config.yaml; each step's
+# settings are its Config dataclass (src/cnnscope/steps/<step>.py). This file, workflow/ and config/
+# also ship inside the installed package (cnnscope.resources), so `cnnscope run` works in any folder: results, logs and Snakemake's state go there, never into the install.
 import os
 
 from cnnscope.resources import DEFAULT_STUDY, PACKAGES

@@ -29,7 +29,7 @@ def _timed(fn, device: torch.device) -> float:
     return time.perf_counter() - t
 
 
-def _lcam_options(model: torch.nn.Module, layer: str, size: int, device: torch.device) -> dict:
+def _lcam_attention(model: torch.nn.Module, layer: str, size: int, device: torch.device) -> dict:
     """An untrained L-CAM attention of the layer's width for each L-CAM method (timing only)."""
     from cnnscope.features import LayerCapture
     from cnnscope.models.layers import resolve_layer
@@ -40,7 +40,7 @@ def _lcam_options(model: torch.nn.Module, layer: str, size: int, device: torch.d
         with LayerCapture(resolve_layer(model, layer)) as cap:
             feats = cap(model, x)
     attention = Attention(feats.shape[1], classes).to(device)
-    return {m: {"attention": attention} for m in TRAINED}
+    return dict.fromkeys(TRAINED, attention)
 
 
 def main() -> None:
@@ -58,9 +58,10 @@ def main() -> None:
     x = torch.randn(a.batch, 3, a.size, a.size, device=device)
     with torch.no_grad():
         targets = model(x).argmax(1)
-    options = _lcam_options(model, a.layer, a.size, device)
-    attribute(model, a.layer, x[:1], list(METHODS), targets[:1], options=options)  # warm-up
-    _, cost = attribute(model, a.layer, x, list(METHODS), targets, options=options)
+    # The study's settings (MethodParams' defaults) and an untrained L-CAM attention.
+    attention = _lcam_attention(model, a.layer, a.size, device)
+    attribute(model, a.layer, x[:1], list(METHODS), targets[:1], attention=attention)  # warm-up
+    _, cost = attribute(model, a.layer, x, list(METHODS), targets, attention=attention)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     am = _timed(lambda: maximize(model, a.layer, 0, mean, std, size=a.size, steps=a.steps), device)
     inv = _timed(lambda: invert(model, a.layer, x[0].sigmoid(), mean, std, steps=a.steps), device)

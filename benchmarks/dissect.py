@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cnnscope.artifacts import ACTIVATIONS, UNIT_RANGE
+from cnnscope.artifacts import ExtractArtifact
 from cnnscope.data.packed import FORMAT_VERSION, PackedDataset
 from cnnscope.device import pick_device
 from cnnscope.dissection import batch_elements, tally, unit_thresholds
-from cnnscope.features import LayerCapture, extract_layer
+from cnnscope.features import ExtractParams, LayerCapture, extract_layer
 from cnnscope.io import read_json, write_json
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import ModelSpec, load_model
@@ -115,11 +115,11 @@ class _Peak:
 def _random_activations(out: Path, shape: tuple[int, ...], seed: int = 0) -> None:
     """Gamma-distributed float16 activations of ``shape``, written in blocks (``--random-activations``)."""
     rng = np.random.default_rng(seed)
-    with RowWriter(out / ACTIVATIONS, shape, np.float16) as w:
+    with RowWriter(ExtractArtifact(out).activations, shape, np.float16) as w:
         for a in range(0, shape[0], 256):
             b = min(shape[0], a + 256)
             w.write(a, rng.gamma(0.5, 1.0, (b - a, *shape[1:])).astype(np.float16))
-    np.save(out / UNIT_RANGE, np.array([[0.0] * shape[1], [60.0] * shape[1]], np.float32))
+    np.save(ExtractArtifact(out).unit_range, np.array([[0.0] * shape[1], [60.0] * shape[1]], np.float32))
 
 
 def activations_dir(cache: Path, arch: str, layer: str, images: int, size: int) -> Path:
@@ -169,7 +169,7 @@ def bench(
                 layer,
                 data.stream("images"),
                 out,
-                batch_size=a.batch_size,
+                ExtractParams(batch_size=a.batch_size),
                 device=device,
                 model_name=arch,
                 progress=False,
@@ -179,13 +179,13 @@ def bench(
         if a.extract_only:
             return rows
 
-        acts = RowReader(out / ACTIVATIONS)
+        acts = RowReader(ExtractArtifact(out).activations)
         peak.reset()
         t = time.perf_counter()
         thr, method, _ = unit_thresholds(
             acts,
             0.005,
-            np.load(out / UNIT_RANGE),
+            np.load(ExtractArtifact(out).unit_range),
             device=device,
             max_elements=a.max_elements,
             progress=False,
@@ -215,7 +215,7 @@ def main() -> None:
     p.add_argument("--arch", nargs="+", default=["resnet18", "resnet50"])
     p.add_argument("--layer", default="layer4")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=64, help="extraction batch")
+    p.add_argument("--batch-size", type=int, default=ExtractParams().batch_size, help="extraction batch")
     p.add_argument("--max-elements", type=int, default=0, help="dissect's max_elements (0: per device)")
     p.add_argument(
         "--random-activations",

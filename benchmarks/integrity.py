@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from dissect import build_packed
 
-from cnnscope.artifacts import ACTIVATIONS
+from cnnscope.artifacts import ExtractArtifact
 from cnnscope.io import MANIFEST, file_digest, seal, verify
 from cnnscope.rows import RowWriter
 
@@ -32,7 +32,7 @@ SHAPES = {"resnet18 layer4": (512, 7, 7), "resnet50 layer4": (2048, 7, 7)}
 
 def _activations(root: Path, n: int, shape: tuple[int, ...]) -> Path:
     """Random float16 bytes of ``(n, *shape)`` (what is hashed does not matter), built once."""
-    path = root / ACTIVATIONS
+    path = ExtractArtifact(root).activations
     if (root / "done").is_file():
         return root
     root.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from dissect import _Peak, _random_activations, activations_dir, build_packed
 
-from cnnscope.artifacts import ACTIVATIONS, UNIT_RANGE
+from cnnscope.artifacts import ExtractArtifact
 from cnnscope.device import pick_device
 from cnnscope.dissection import batch_elements, batch_images, tally, unit_thresholds
 from cnnscope.features import extract_layer
@@ -69,7 +69,7 @@ def main() -> None:
     print(f"device: {device} ({gpu})  threads: {torch.get_num_threads()}  max_elements: {elements}")
     if a.activations:
         out = activations_dir(a.cache, a.arch, a.layer, a.images, a.size)
-        if not (out / ACTIVATIONS).is_file():
+        if not (ExtractArtifact(out).activations).is_file():
             p.error(f"no activations in {out}: run dissect.py --keep-activations with these sizes first")
     else:
         out = Path(tempfile.mkdtemp(prefix="acts-", dir=a.cache))
@@ -104,13 +104,13 @@ def main() -> None:
                     loaded, a.layer, data.stream("images"), out, device=device, progress=False
                 ),
             )
-        acts = RowReader(out / ACTIVATIONS)
+        acts = RowReader(ExtractArtifact(out).activations)
         if not a.classification_only:
             thr, _, _ = stage(
                 "thresholds",
                 len(data),
                 lambda: unit_thresholds(
-                    acts, 0.005, np.load(out / UNIT_RANGE), device=device, progress=False
+                    acts, 0.005, np.load(ExtractArtifact(out).unit_range), device=device, progress=False
                 ),
             )
             stage(

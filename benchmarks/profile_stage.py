@@ -25,10 +25,10 @@ import torch
 from dissect import STAGES, build_packed
 from torch.profiler import ProfilerActivity, profile
 
-from cnnscope.artifacts import ACTIVATIONS, UNIT_RANGE
+from cnnscope.artifacts import ExtractArtifact
 from cnnscope.device import pick_device
 from cnnscope.dissection import tally, unit_thresholds
-from cnnscope.features import extract_layer
+from cnnscope.features import ExtractParams, extract_layer
 from cnnscope.models.registry import ModelSpec, load_model
 from cnnscope.rows import RowReader
 
@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--layer", default="layer4")
     p.add_argument("--images", type=int, default=4096)
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=64, help="extraction batch")
+    p.add_argument("--batch-size", type=int, default=ExtractParams().batch_size, help="extraction batch")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "cnnscope-bench")
@@ -68,14 +68,21 @@ def main() -> None:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
 
     def extract() -> None:
+        params = ExtractParams(batch_size=a.batch_size)
         extract_layer(
-            loaded, layer, data.stream("images"), acts_dir, batch_size=a.batch_size, device=device,
-            model_name=arch, progress=False,
-        )  # fmt: skip
+            loaded,
+            layer,
+            data.stream("images"),
+            acts_dir,
+            params,
+            device=device,
+            model_name=arch,
+            progress=False,
+        )
 
     def thresholds() -> np.ndarray:
-        acts = RowReader(acts_dir / ACTIVATIONS)
-        unit_range = np.load(acts_dir / UNIT_RANGE)
+        acts = RowReader(ExtractArtifact(acts_dir).activations)
+        unit_range = np.load(ExtractArtifact(acts_dir).unit_range)
         return unit_thresholds(acts, 0.005, unit_range, device=device, progress=False)[0]
 
     try:
@@ -85,7 +92,7 @@ def main() -> None:
         run = {
             "extract": extract,
             "thresholds": thresholds,
-            "tally": lambda: tally(RowReader(acts_dir / ACTIVATIONS), thr, data, device=device,
+            "tally": lambda: tally(RowReader(ExtractArtifact(acts_dir).activations), thr, data, device=device,
                                    progress=False),
         }[stage]  # fmt: skip
         if stage == "extract":

@@ -59,7 +59,12 @@ TINY = {
         "dissect": {"quantile": 0.005},
         "net2vec": {"segmentation.epochs": 1, "classification.steps": 20},
         "stimuli": {"world.size": 32, "world.poses": 1, "world.singles": 1},
-        "attribution": {"images": 2, "metric_images": 4, "deletion_steps": 4, "perturbation.rise_masks": 64},
+        "attribution": {
+            "images": 2,
+            "metric_images": 4,
+            "deletion_steps": 4,
+            "perturbation.rise.n_masks": 64,
+        },
         "featurevis": {"units": 1, "steps": 4, "size": 32, "inversion_steps": 5},
         "lcam": {"lcam.steps": 6, "lcam.batch_size": 8, "world_images": 32, "image_size": 32},
         "report": {"top_units": 2, "top_images": 2},
@@ -120,7 +125,7 @@ def study_plan(config: dict | Path) -> dict[str, int]:
     weights are fetched: what a dry run of a fresh study must plan."""
     from cnnscope.models.registry import needs_download
     from cnnscope.stages import Study
-    from cnnscope.steps.compose import study_model_spec
+    from cnnscope.stepkit.compose import study_model_spec
 
     if isinstance(config, Path):
         config = yaml.safe_load(config.read_text())

@@ -1,7 +1,7 @@
 """README "Adding a stage", followed in a copy of the finished tiny study: a toy per-layer stage (each
-unit's mean activation) is its library module, its step module with its defaults list, and one
-declaration; the default study plans it for every layer, and the tiny study runs it and its report
-reads it, rerunning nothing else."""
+unit's mean activation) is its library module, its step module, one declaration and its report
+section: the default study plans it for every layer, and the tiny study runs it and its report shows
+it, rerunning nothing else."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 from conftest import REPO, TINY, planned_jobs, snakemake
 
@@ -25,15 +26,13 @@ def unit_means(activations: np.ndarray) -> np.ndarray:
 STEP = '''"""Step ``unitmeans``: each unit's mean activation of one extracted layer."""
 
 from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from omegaconf import MISSING
 
-from cnnscope.io import atomic_dir, verify, write_yaml
-from cnnscope.steps.runner import run_step
-from cnnscope.steps.schema import Step, register
+from cnnscope.artifacts import ExtractArtifact
+from cnnscope.stepkit.runner import Output, run_step
+from cnnscope.stepkit.schema import Step, register
 from cnnscope.unitmeans import unit_means
 
 
@@ -45,23 +44,36 @@ class Config(Step):
 register("unitmeans", Config)
 
 
-def body(cfg: dict) -> None:
-    verify(cfg["activations"], "extract")
-    means = unit_means(np.load(Path(cfg["activations"]) / "activations.npy", mmap_mode="r"))
-    with atomic_dir(cfg["out"]) as tmp:
+def body(cfg: Config) -> None:
+    out = Output(cfg)
+    out.verify(activations="extract")
+    means = unit_means(np.load(ExtractArtifact(cfg.activations).activations, mmap_mode="r"))
+    with out.write() as tmp:
         pd.DataFrame({"unit": range(len(means)), "mean": means}).to_csv(tmp / "means.csv", index=False)
-        write_yaml(tmp / "config.yaml", cfg)
+    out.done("%d units", len(means))
 
 
 if __name__ == "__main__":
     run_step("unitmeans", body)
 '''
 
-CONFIG = """defaults:
-  - unitmeans_schema
-  - step
-  - _self_
-"""
+SECTION = '''"""The report's section of the unitmeans stage: each layer's mean unit activation."""
+
+import pandas as pd
+
+from cnnscope.report.sections import Section, register
+
+
+def draw(page, entries) -> None:
+    rows = [
+        {"model": e.model, "layer": e.layer, "mean": pd.read_csv(e.artifact / "means.csv")["mean"].mean()}
+        for e in entries
+    ]
+    page.table(pd.DataFrame(rows), "unit_means")
+
+
+register(Section("unitmeans", "Unit means", draw))
+'''
 
 DECLARATION = """
 STAGES["unitmeans"] = Stage(
@@ -81,7 +93,7 @@ def test_a_toy_per_layer_stage_takes_its_modules_and_one_declaration(study, tmp_
     src = work / "src" / "cnnscope"
     (src / "unitmeans.py").write_text(LIBRARY)
     (src / "steps" / "unitmeans.py").write_text(STEP)
-    (work / "config" / "unitmeans.yaml").write_text(CONFIG)
+    (src / "report" / "sections" / "unitmeans.py").write_text(SECTION)
     with (src / "stages.py").open("a") as f:
         f.write(DECLARATION)
 
@@ -103,4 +115,16 @@ def test_a_toy_per_layer_stage_takes_its_modules_and_one_declaration(study, tmp_
     assert [e["artifacts"]["unitmeans"] for e in read] == [
         f"results/unitmeans/synthworld/{model}/{layer}" for layer in TINY["models"][0]["layers"]
     ]
+    page = (work / "results" / "report" / "index.html").read_text()
+    assert "<a href='#unitmeans'>Unit means</a>" in page and "<h2 id='unitmeans'>Unit means</h2>" in page
+    shown = pd.read_csv(work / "results" / "report" / "tables" / "unit_means.csv")
+    assert shown["layer"].tolist() == TINY["models"][0]["layers"]
+    assert shown["mean"].tolist() == pytest.approx(
+        [
+            pd.read_csv(work / "results" / "unitmeans" / "synthworld" / model / layer / "means.csv")[
+                "mean"
+            ].mean()
+            for layer in TINY["models"][0]["layers"]
+        ]
+    )
     assert planned_jobs(snakemake(work, "-n")) == {}

@@ -438,7 +438,7 @@ def test_cnnscope_layers_imports_a_module_of_the_folder_it_runs_in(tmp_path, mon
 )
 def test_a_typo_in_a_model_entry_is_said_in_the_studys_words(model, overrides, message):
     """Hydra's own messages (and its advice to write ``+model.widht=8``) never reach the user."""
-    from cnnscope.steps.compose import check_model_entry
+    from cnnscope.stepkit.compose import check_model_entry
 
     with pytest.raises(CnnscopeError, match=message) as e:
         check_model_entry("m", model, overrides)

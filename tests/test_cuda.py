@@ -29,7 +29,7 @@ from cnnscope.data.broden import BrodenDataset
 from cnnscope.data.packed import PackedDataset, pack
 from cnnscope.data.synthworld import WorldSpec, generate
 from cnnscope.dissection import tally, unit_masks, unit_thresholds
-from cnnscope.features import extract_layer
+from cnnscope.features import ExtractParams, extract_layer
 from cnnscope.models.registry import ModelSpec, load_model
 from cnnscope.rows import RowReader
 
@@ -55,7 +55,9 @@ def world(tmp_path_factory) -> PackedDataset:
 def _extract(data: PackedDataset, layer: str, device: str, out) -> RowReader:
     """ResNet-18 with seeded random weights, as the pipeline extracts (autocast on a GPU)."""
     loaded = load_model(ModelSpec("torchvision", "resnet18", seed=3), device)
-    extract_layer(loaded, layer, data.stream("images"), out, batch_size=32, device=device, progress=False)
+    extract_layer(
+        loaded, layer, data.stream("images"), out, ExtractParams(batch_size=32), device=device, progress=False
+    )
     return RowReader(out / "activations.npy")
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnscope.features import LayerCapture, extract_layer
+from cnnscope.features import ExtractParams, LayerCapture, extract_layer
 from cnnscope.models.builtin import ConvNet
 from cnnscope.models.registry import LoadedModel
 
@@ -18,7 +18,9 @@ def _loaded(model):
 def test_stored_activations_match_forward(packed, tmp_path):
     torch.manual_seed(0)
     loaded = _loaded(ConvNet(width=8))
-    info = extract_layer(loaded, "conv3", packed.images, tmp_path, batch_size=7, progress=False)
+    info = extract_layer(
+        loaded, "conv3", packed.images, tmp_path, ExtractParams(batch_size=7), progress=False
+    )
     acts = np.load(tmp_path / "activations.npy")
     x = loaded.normalize(torch.from_numpy(np.array(packed.images)))
     with torch.no_grad():

@@ -24,7 +24,7 @@ from torch import nn
 
 from cnnscope.data.broden import BrodenDataset
 from cnnscope.errors import CnnscopeError, DatasetError
-from cnnscope.features import extract_layer
+from cnnscope.features import ExtractParams, extract_layer
 from cnnscope.io import MANIFEST, atomic_dir, resumable_dir, verify
 from cnnscope.io import file_digest as io_digest
 from cnnscope.models.builtin import ConvNet
@@ -268,7 +268,9 @@ def test_non_finite_activations_stop_extraction_naming_the_image(tmp_path):
     with pytest.raises(
         CnnscopeError, match=r"model 0: non-finite activations .* on image img4.jpg \(index 4\)"
     ):
-        extract_layer(loaded, "0", images, tmp_path, batch_size=4, progress=False, image_names=names)
+        extract_layer(
+            loaded, "0", images, tmp_path, ExtractParams(batch_size=4), progress=False, image_names=names
+        )
 
 
 def test_diverging_training_fails_instead_of_writing_a_model():

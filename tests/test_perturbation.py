@@ -12,8 +12,9 @@ from test_attribution import X, _convnet, _features
 from torch import nn
 
 from cnnscope.attribution.base import normalize_maps
-from cnnscope.attribution.perturbation import RISE, ScoreCAM
-from cnnscope.attribution.suite import PassCounter, attribute
+from cnnscope.attribution.perturbation import RISE, RISEParams, ScoreCAM, ScoreCAMParams
+from cnnscope.attribution.suite import MethodParams, PassCounter, attribute
+from cnnscope.errors import CnnscopeError
 
 
 class _Tiny(nn.Module):
@@ -123,9 +124,9 @@ def test_pass_counts_are_what_the_hooks_saw():
     net = _convnet()
     targets = torch.tensor([0, 3, 1, 4])
     k = _features(net, X[:1]).shape[1]
-    options = {"rise": {"n_masks": 20}, "scorecam": {"batch_size": 5}}
+    params = MethodParams(scorecam=ScoreCAMParams(batch_size=5), rise=RISEParams(n_masks=20))
     _, cost = attribute(
-        net, "conv5", X, ["gradcam", "guided_backprop", "scorecam", "rise"], targets, options=options
+        net, "conv5", X, ["gradcam", "guided_backprop", "scorecam", "rise"], targets, params=params
     )
     cost = cost.set_index("method")
     assert cost.loc["gradcam", ["forward_passes", "backward_passes"]].tolist() == [1, 1]
@@ -139,7 +140,9 @@ def test_pass_counts_are_what_the_hooks_saw():
 
 def test_bad_settings_are_refused():
     net = _convnet()
-    with pytest.raises(ValueError, match="weighting"):
+    with pytest.raises(CnnscopeError, match="weighting='logit' is not valid: it must be one of probability"):
         ScoreCAM(net, "conv5", weighting="logit")
-    with pytest.raises(ValueError, match="p must lie"):
+    with pytest.raises(CnnscopeError, match=r"p=0.0 is out of range: it must lie in \(0, 1\]"):
         RISE(net, p=0.0)
+    with pytest.raises(CnnscopeError, match="n_masks=0 is out of range"):
+        RISE(net, RISEParams(n_masks=0))

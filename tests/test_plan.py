@@ -82,11 +82,13 @@ def test_a_parse_that_changed_nothing_imports_no_torch_and_an_edit_checks_again(
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
     assert {"torch", "hydra"} <= _imports(work)  # the first parse builds the plan and checks the study
     assert not {"torch", "hydra", "omegaconf"} & _imports(work)
-    # a bad default in the config tree is a new plan, checked before any job
-    defaults = work / "config" / "dissect.yaml"
+    # a bad default in a step's schema is a new plan, checked before any job
+    step = work / "src" / "cnnscope" / "steps" / "dissect.py"
+    good = step.read_text()
+    assert "detector_iou: float = bounded(0.04," in good
     time.sleep(0.01)
-    defaults.write_text(defaults.read_text() + "detector_iou: 2.0\n")
+    step.write_text(good.replace("detector_iou: float = bounded(0.04,", "detector_iou: float = bounded(2.0,"))
     res = snakemake(work, "-n")
     assert res.returncode != 0 and "detector_iou=2.0 is out of range" in res.stdout + res.stderr
-    defaults.write_text(defaults.read_text().replace("detector_iou: 2.0\n", ""))
+    step.write_text(good)
     assert planned_jobs(snakemake(work, "-n"))["dissect"] == 2

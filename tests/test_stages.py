@@ -12,20 +12,15 @@ import yaml
 from conftest import REPO, TINY
 
 from cnnscope.errors import CnnscopeError
-from cnnscope.stages import EVERY_JOB, MODEL_FILES, STAGES, Study
-from cnnscope.steps.schema import OnDevice, Threaded, schema
+from cnnscope.stages import EVERY_JOB, MODEL_FILES, STAGES, Study, stage_table
+from cnnscope.stepkit.schema import OnDevice, Threaded, schema
 
-STEP_MODULES = sorted(
-    p.stem
-    for p in (REPO / "src/cnnscope/steps").glob("*.py")
-    if p.stem not in ("__init__", "runner", "schema", "compose")
-)
+STEP_MODULES = sorted(p.stem for p in (REPO / "src/cnnscope/steps").glob("*.py") if p.stem != "__init__")
 
 
-def test_every_step_module_is_declared_once_with_its_config():
+def test_every_step_module_is_declared_once_and_has_no_yaml_of_its_own():
     assert sorted(STAGES) == STEP_MODULES
-    for name in STAGES:
-        assert (REPO / "config" / f"{name}.yaml").is_file(), name
+    assert {p.name for p in (REPO / "config").glob("*.yaml")} == {"config.yaml", "step.yaml"}
 
 
 @pytest.mark.parametrize("name", list(STAGES))
@@ -47,12 +42,27 @@ def test_a_declaration_agrees_with_its_steps_schema(name):
     importlib.import_module(f"cnnscope.steps.{name}")
 
 
-def test_the_config_readme_lists_each_stage_and_the_device_stages():
+def test_the_config_readme_names_no_stage_by_hand():
+    """Which stages there are, which run on a GPU and what settings each has is ``cnnscope stages``'s
+    to print: the study keys' table has one ``steps.<stage>`` row for them all."""
     text = (REPO / "config" / "README.md").read_text()
-    assert re.findall(r"^\| `steps\.(\w+)` \|", text, re.M) == list(STAGES)
-    gpu = re.search(r"^\| `gpu` \|.*\((.*)\) as GPU jobs", text, re.M)
-    assert gpu, "the gpu row names the device stages"
-    assert gpu.group(1).split(", ") == [s.name for s in STAGES.values() if s.device]
+    assert re.findall(r"^\| `steps\.([^`]+)` \|", text, re.M) == ["<stage>"]
+    for name in STAGES:
+        assert f"steps.{name}`" not in text.replace("steps.extract.batch_size", "").replace(
+            "steps.attribution.perturbation", ""
+        ), name
+
+
+def test_cnnscope_stages_prints_the_table_and_every_stages_settings(capsys):
+    from cnnscope.cli import main
+
+    assert main(["stages", "--settings"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(stage_table())
+    for name in STAGES:
+        assert f"\n{name} (study: steps.{name}.<key>): {STAGES[name].doc}\n" in out
+    assert "  perturbation.rise.n_masks: int = 500  in [1, inf)\n" in out
+    assert "  store_dtype: float16 | float32 = float16\n" in out
 
 
 def test_the_study_schema_leaves_the_stage_names_to_the_declarations():
@@ -61,7 +71,7 @@ def test_the_study_schema_leaves_the_stage_names_to_the_declarations():
 
 
 def test_an_unknown_stage_in_steps_is_one_line_with_a_suggestion():
-    from cnnscope.steps.compose import check_study
+    from cnnscope.stepkit.compose import check_study
 
     study = Study({**TINY, "steps": {"dissekt": {"quantile": 0.01}}})
     with pytest.raises(CnnscopeError, match=r"steps\.dissekt: no such stage; did you mean dissect\?"):
@@ -86,13 +96,30 @@ def test_jobs_follow_the_study():
     assert {b["step"] for b in inputs["benchmarks"]} == {s for s, _ in quiet.all_jobs()}
 
 
-def test_the_readme_stage_table_lists_each_stage_with_its_artifact_folder():
-    text = (REPO / "README.md").read_text()
-    rows = re.findall(r"^\| `(\w+)` \| .* \| `([^`]*)` \|$", text, re.M)
-    assert [name for name, _ in rows] == list(STAGES)
-    study = Study({"dataset": "d", "data_dir": "data", "models": []})
-    for name, path in rows:
-        root = study.artifact(name, **{w: "" for w in STAGES[name].wildcards}).rstrip("/")
-        assert path.startswith(root.split("/")[0] + "/" + (name if STAGES[name].root == "results" else "")), (
-            name
-        )
+def test_the_readme_stage_table_is_the_declarations():
+    """README's table of stages is :func:`stage_table` (``cnnscope stages`` prints it): a row per
+    stage, its artifact path pattern and whether it may run on a GPU."""
+    assert stage_table() in (REPO / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| .* \| `([^`]*)` \| (yes|) \|$", stage_table(), re.M)
+    assert [name for name, _, _ in rows] == list(STAGES)
+    for name, path, gpu in rows:
+        assert re.findall(r"<(\w+)>", path) == list(STAGES[name].wildcards), name
+        assert path.startswith("data/" if STAGES[name].root == "data" else f"results/{name}/"), name
+        assert (gpu == "yes") == STAGES[name].device, name
+
+
+def test_artifact_file_names_are_spelled_only_in_their_accessors():
+    """Every file of a stage's artifact is named once, in :mod:`cnnscope.artifacts`; its writer and its
+    readers reach it through the accessor (the packed probe set's files: :mod:`cnnscope.data.packed`)."""
+    names = re.findall(r'_file\("([^"]+)"', (REPO / "src/cnnscope/artifacts.py").read_text())
+    names += re.findall(r'self\.path / f"([^{"]+)\{', (REPO / "src/cnnscope/artifacts.py").read_text())
+    assert {"activations.npy", "thresholds.npy", "units.csv", "maps.npz", "attention_"} <= set(names)
+    for path in (REPO / "src").rglob("*.py"):
+        if (
+            path.name == "artifacts.py"
+            or path.relative_to(REPO / "src").as_posix() == "cnnscope/data/packed.py"
+        ):
+            continue
+        text = path.read_text()
+        for name in names:
+            assert f'"{name}' not in text and f"'{name}" not in text, (path.name, name)

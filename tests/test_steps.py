@@ -30,7 +30,7 @@ def test_step_writes_artifact_and_resolved_config_and_nothing_else(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]  # no outputs/, .hydra, *.log
     cfg = yaml.safe_load((tmp_path / "world" / "config.yaml").read_text())
     assert cfg["world"]["n_images"] == 6 and cfg["out"] == "world"
-    assert "synthworld: 6 images of 32px written to world" in res.stdout + res.stderr
+    assert "synthworld: 6 images of 32px -> world" in res.stdout + res.stderr
 
 
 def test_misspelt_key_fails_before_work(tmp_path):

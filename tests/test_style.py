@@ -52,12 +52,9 @@ def _schema_keys(node: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def test_config_readme_documents_every_study_key_and_each_stage():
+def test_config_readme_documents_every_study_key():
     import yaml
-
-    from cnnscope.stages import STAGES
 
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     documented = set(re.findall(r"^\| `([^`]+)` \|", (REPO / "config/README.md").read_text(), re.M))
-    assert documented == set(_schema_keys(schema)) | {f"steps.{s}" for s in STAGES}
-    assert {p.stem for p in (REPO / "config").glob("*.yaml")} == set(STAGES) | {"config", "step"}
+    assert documented == set(_schema_keys(schema)) | {"steps.<stage>"}

@@ -131,10 +131,14 @@ def test_changing_the_quantile_reruns_only_dissect_and_what_reads_it(study, tmp_
 
 
 def test_editing_a_step_config_default_reruns_that_step(study):
-    path = study / "config" / "dissect.yaml"
+    """A default lives in the step's Config dataclass: changing it changes every job's composed config."""
+    path = study / "src" / "cnnscope" / "steps" / "dissect.py"
     original = path.read_text()
+    assert "detector_iou: float = bounded(0.04," in original
     try:
-        path.write_text(original + "detector_iou: 0.05\n")
+        path.write_text(
+            original.replace("detector_iou: float = bounded(0.04,", "detector_iou: float = bounded(0.05,")
+        )
         jobs = planned_jobs(snakemake(study, "-n"))
         assert jobs == downstream(TINY, "dissect")
     finally:

@@ -17,15 +17,18 @@ import re
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from cnnscope.errors import CnnscopeError
 
 
-def choice(name: str, values: Iterable[str]) -> type[Enum]:
-    """An Enum of ``values`` (each member's name is its value), for a setting that takes one of them."""
-    return Enum(name, {v: v for v in values}, type=str)
+def choice(name: str, values: Iterable[str]) -> type[StrEnum]:
+    """An Enum of ``values`` (each member's name is its value), for a setting that takes one of them.
+
+    A ``StrEnum``: a member is the string it names (equal to it, formatted as it), so a typed config's
+    setting passes to the library, a path or a message as the plain value."""
+    return StrEnum(name, {v: v for v in values})
 
 
 @dataclass(frozen=True)
@@ -90,14 +93,24 @@ def _dataclass_of(tp: Any) -> type | None:
     return None
 
 
+def check_params(params: Any) -> None:
+    """Refuse a library settings object (a dataclass built in code, not composed from a config) with a
+    value outside its field's range or pattern, or outside its field's :func:`choice`."""
+    check(type(params), dataclasses.asdict(params))
+
+
 def check(schema: type, values: dict[str, Any], where: str = "") -> None:
-    """Refuse (``CnnscopeError``) any value of ``values`` outside its field's range or pattern, and any
-    non-finite number, recursing into nested dataclasses. ``where`` prefixes the key in the message."""
+    """Refuse (``CnnscopeError``) any value of ``values`` outside its field's range, pattern or
+    :func:`choice`, and any non-finite number, recursing into nested dataclasses. ``where`` prefixes
+    the key in the message."""
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
         if f.name not in values:
             continue
         value, key = values[f.name], f"{where}{f.name}"
+        kind = hints[f.name]
+        if isinstance(kind, type) and issubclass(kind, StrEnum) and value not in set(kind):
+            raise CnnscopeError(f"{key}={value!r} is not valid: it must be one of {', '.join(kind)}")
         nested = _dataclass_of(hints[f.name])
         if nested is not None and isinstance(value, dict):
             check(nested, value, f"{key}.")

@@ -21,12 +21,13 @@ import torch
 from cnnscope.io import atomic_file, save_torch
 
 log = logging.getLogger(__name__)
+CHECKPOINT_S = 30.0  # seconds between checkpoints, by default
 
 
 class Checkpoint:
     """One loop's checkpoint file; ``every_s=0`` saves at every opportunity (tests)."""
 
-    def __init__(self, path: str | os.PathLike[str], every_s: float = 30.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], every_s: float = CHECKPOINT_S) -> None:
         self.path, self.every_s = Path(path), every_s
         self._last = time.monotonic()
 

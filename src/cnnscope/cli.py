@@ -20,6 +20,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+from cnnscope.artifacts import PAGE
 from cnnscope.errors import CnnscopeError, disk_fault
 from cnnscope.resources import CONFIG_DIR, DEFAULT_STUDY, PROFILES, ROOT, SNAKEFILE
 
@@ -87,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--size", type=int, help="image size (default: the model's, else 224)")
     explain.add_argument("--out", type=Path, default=Path("explain"), help="output folder (default: explain)")
     explain.add_argument("--device", default="auto")
+    stages = sub.add_parser("stages", help="list the study's stages (--settings: each one's settings)")
+    stages.add_argument("--settings", action="store_true", help="each stage's settings, types and defaults")
     check = sub.add_parser("verify", help="check artifacts against their manifests (--full: every digest)")
     check.add_argument("paths", nargs="*", type=Path, help="artifacts (default: every one under ./results)")
     check.add_argument("--full", action="store_true", help="hash every file, not only changed ones")
@@ -165,7 +168,7 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     cmd = [*snakemake, *_gpu_resources(extra), *extra, "--configfile", *studies]
     code = subprocess.call(cmd, cwd=workdir)  # the study folder's own modules import (model: import)
     if code == 0 and not {"-n", "--dry-run", "--dryrun"} & set(extra):
-        print(f"cnnscope: report at {workdir / 'results' / 'report' / 'index.html'}")
+        print(f"cnnscope: report at {workdir / 'results' / 'report' / PAGE}")
     return code
 
 
@@ -189,7 +192,7 @@ def _gpu_resources(extra: list[str]) -> list[str]:
 
 def _model(name: str, sets: list[str]):  # -> ModelSpec
     from cnnscope.models.registry import ModelSpec
-    from cnnscope.steps.compose import compose_model
+    from cnnscope.stepkit.compose import compose_model
 
     return ModelSpec(**compose_model(name, sets))
 
@@ -235,7 +238,7 @@ def _explain(args: argparse.Namespace, extra: list[str]) -> int:
     loaded = load_model(spec, pick_device(args.device))
     methods = args.methods or [m for m in METHODS if m not in TRAINED]
     out = explain(loaded, layer, args.images, methods, args.out, size, loaded.class_names, args.target)
-    print(f"cnnscope: {len(args.images)} image(s), layer {layer} -> {out / 'index.html'}")
+    print(f"cnnscope: {len(args.images)} image(s), layer {layer} -> {out / PAGE}")
     return 0
 
 
@@ -273,6 +276,19 @@ def _verify(args: argparse.Namespace, extra: list[str]) -> int:
     return 2 if damaged else 0
 
 
+def _stages(args: argparse.Namespace, extra: list[str]) -> int:
+    from cnnscope.stages import STAGES, stage_table
+
+    print(stage_table(), end="")
+    if args.settings:
+        from cnnscope.stepkit.schema import schema, settings
+
+        for name, stage in STAGES.items():
+            print(f"\n{name} (study: steps.{name}.<key>): {stage.doc}")
+            print("\n".join(f"  {line}" for line in settings(schema(name))))
+    return 0
+
+
 COMMANDS = {
     "init": _init,
     "run": _run,
@@ -280,6 +296,7 @@ COMMANDS = {
     "models": _models,
     "explain": _explain,
     "verify": _verify,
+    "stages": _stages,
 }
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from cnnscope.artifacts import PAGE, AttributionArtifact
 from cnnscope.attribution.suite import DISPLAY_NAMES, METHODS, TRAINED, attribute
 from cnnscope.data.rgb import read_rgb
 from cnnscope.errors import CnnscopeError
@@ -32,6 +33,7 @@ from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import LoadedModel
 
 log = logging.getLogger("cnnscope")
+MAPS = AttributionArtifact(".").maps.name  # the maps file, in the attribution step's format
 
 OVERLAY_ALPHA = 0.5  # the map's weight in the overlay, as in the report's attribution gallery
 OVERLAY_CMAP = "jet"
@@ -155,7 +157,7 @@ def _page(
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1><p class='meta'>Each map is "
         "scaled to [0, 1] per image and drawn over the image as the model saw it (short side resized, "
-        "centre-cropped). Maps: <a href='maps.npz'>maps.npz</a>; predictions: "
+        f"centre-cropped). Maps: <a href='{MAPS}'>{MAPS}</a>; predictions: "
         "<a href='predictions.csv'>predictions.csv</a>.</p>"
         f"<table><tr><th>image</th><th>input</th>{head}</tr>\n"
         + "\n".join(body)
@@ -227,7 +229,7 @@ def explain(
     )
     arrays = {m: np.concatenate(v).astype(np.float32) for m, v in maps.items()}
     with atomic_dir(out) as tmp:
-        np.savez_compressed(tmp / "maps.npz", **arrays)
+        np.savez_compressed(tmp / MAPS, **arrays)
         (tmp / "inputs").mkdir()
         (tmp / "overlays").mkdir()
         for i, stem in enumerate(stems):
@@ -236,6 +238,6 @@ def explain(
                 Image.fromarray(overlay(pixels[i], arrays[m][i])).save(tmp / "overlays" / f"{stem}__{m}.png")
         rows.to_csv(tmp / "predictions.csv", index=False)
         title = f"cnnscope explain: {arch}, layer {layer}"
-        (tmp / "index.html").write_text(_page(title, rows, stems, methods, class_names))
+        (tmp / PAGE).write_text(_page(title, rows, stems, methods, class_names))
     log.info("explain: %d methods on %d images of %s -> %s", len(methods), len(images), arch, out)
     return Path(out)

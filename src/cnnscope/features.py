@@ -23,13 +23,16 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from cnnscope.artifacts import ACTIVATIONS, UNIT_RANGE
+from cnnscope.artifacts import ExtractArtifact
+from cnnscope.bounds import choice, positive
+from cnnscope.checkpoint import CHECKPOINT_S
 from cnnscope.errors import CnnscopeError
 from cnnscope.io import atomic_file, read_json, write_json
 from cnnscope.models.layers import resolve_layer
@@ -87,7 +90,7 @@ def _checkpoint(
     """Make the arrays durable, then record (atomically) how many images they hold."""
     acts.sync()
     maxima.sync()
-    with atomic_file(out / "progress.json") as tmp:
+    with atomic_file(ExtractArtifact(out).progress) as tmp:
         write_json(tmp, {"done": done, "shape": acts.shape, "lo": lo.tolist(), "hi": hi.tolist()})
 
 
@@ -126,18 +129,28 @@ def _prefetched(
             yield a, batch
 
 
+StoreDtype = choice("StoreDtype", ("float16", "float32"))  # what .npy holds (it has no bfloat16)
+
+
+@dataclass
+class ExtractParams:
+    """How a layer's activations are computed and stored (the extract step's settings)."""
+
+    batch_size: int = positive(64)
+    amp: bool = True  # autocast on the GPU
+    store_dtype: StoreDtype = StoreDtype.float16
+
+
 def extract_layer(
     loaded: LoadedModel,
     layer: str,
     images: Rows,
     out: str | Path,
-    batch_size: int = 64,
+    params: ExtractParams | None = None,
     device: torch.device | str = "cpu",
-    amp: bool = True,
-    store_dtype: str = "float16",
     model_name: str = "model",
     progress: bool = True,
-    checkpoint_s: float = 30.0,
+    checkpoint_s: float = CHECKPOINT_S,
     image_names: Sequence[str] | None = None,
 ) -> dict:
     """Run ``loaded`` over ``images`` (``uint8 (N, H, W, 3)``: an array or a
@@ -150,15 +163,18 @@ def extract_layer(
     stops the run, naming the first image that has one (from ``image_names`` when given).
     """
     out, device = Path(out), torch.device(device)
+    p = params or ExtractParams()
+    batch_size, amp, store_dtype = p.batch_size, p.amp, str(p.store_dtype)
     module = resolve_layer(loaded.module, layer, model_name)
     n = len(images)
     acts = maxima = None
     lo = hi = None
-    start, progress_file = 0, out / "progress.json"
+    files = ExtractArtifact(out)
+    start, progress_file = 0, files.progress
     state = _progress(progress_file)
     if state is not None:
-        acts = RowWriter(out / ACTIVATIONS, state["shape"], store_dtype, mode="r+")
-        maxima = RowWriter(out / "maxima.npy", state["shape"][:2], np.float32, mode="r+")
+        acts = RowWriter(files.activations, state["shape"], store_dtype, mode="r+")
+        maxima = RowWriter(files.maxima, state["shape"][:2], np.float32, mode="r+")
         start = state["done"]
         lo, hi = (torch.tensor(state[k], device=device) for k in ("lo", "hi"))
         log.info("extract: resuming %s at image %d of %d", layer, start, n)
@@ -179,8 +195,8 @@ def extract_layer(
                 y = cap(loaded.module, x)
             if acts is None:
                 shape = (n, *y.shape[1:])
-                acts = RowWriter(out / ACTIVATIONS, shape, store_dtype)
-                maxima = RowWriter(out / "maxima.npy", shape[:2], np.float32)
+                acts = RowWriter(files.activations, shape, store_dtype)
+                maxima = RowWriter(files.maxima, shape[:2], np.float32)
             # One reduction and one sync serve both checks: the peak is NaN or Inf where a value is.
             peak = y.flatten(1).abs().amax(1)
             worst = peak.max().item()
@@ -208,6 +224,6 @@ def extract_layer(
     shape = list(acts.shape)
     acts.close()
     maxima.close()
-    np.save(out / UNIT_RANGE, torch.stack([lo, hi]).cpu().numpy())
+    np.save(files.unit_range, torch.stack([lo, hi]).cpu().numpy())
     progress_file.unlink(missing_ok=True)
     return {"n_images": n, "shape": shape, "dtype": store_dtype, "layer": layer}

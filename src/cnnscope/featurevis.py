@@ -16,15 +16,18 @@ device of the model's parameters.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cnnscope.attribution.backprop import ReLURule, redirected_rule
+from cnnscope.bounds import bounded, check_params, choice, positive
 from cnnscope.features import LayerCapture
 from cnnscope.models.layers import evaluating, resolve_layer
 from cnnscope.models.normalize import normalize
@@ -112,31 +115,44 @@ def channel_activation(model: nn.Module, layer: str, x: torch.Tensor, unit: int)
         return cap(model, x)[:, unit].mean((1, 2))
 
 
+Parametrisation = choice("Parametrisation", PARAMETRISATIONS)
+
+
+@dataclass
+class MaximizeParams:
+    """Activation maximisation's settings (the featurevis step extends them)."""
+
+    size: int = bounded(64, 8)
+    steps: int = positive(128)
+    lr: float = bounded(0.05, 0, open_lo=True)
+    param: Parametrisation = Parametrisation.fourier
+    seed: int = bounded(0, 0)
+
+
 def maximize(
     model: nn.Module,
     layer: str,
     unit: int,
     mean: Sequence[float],
     std: Sequence[float],
-    size: int = 64,
-    steps: int = 128,
-    lr: float = 0.05,
-    param: str = "fourier",
+    params: MaximizeParams | None = None,
     robust: bool = True,
     octaves: Sequence[int] = (),
-    seed: int = 0,
     redirect_steps: int = 16,
+    **settings: Any,
 ) -> Trace:
-    """Optimise an image to raise ``unit``'s mean activation in ``layer``.
+    """Optimise an image to raise ``unit``'s mean activation in ``layer``, with ``params`` (default
+    :class:`MaximizeParams`) and any of its fields replaced by ``settings``.
 
     ``octaves`` (pixel parametrisation only) are larger sizes to upscale to, each getting ``steps``
     further steps: coarse structure first, detail later. For the first ``redirect_steps`` steps every
     ReLU uses the redirected gradient, so a unit that is silent on the starting image can still rise.
     """
+    p = dataclasses.replace(params or MaximizeParams(), **settings)
+    check_params(p)
+    size, steps, lr, param, seed = p.size, p.steps, p.lr, p.param, p.seed
     device = _device(model)
     gen = torch.Generator().manual_seed(seed)
-    if param not in PARAMETRISATIONS:
-        raise ValueError(f"unknown parametrisation {param!r}; use one of {', '.join(PARAMETRISATIONS)}")
     if octaves and param != "pixel":
         raise ValueError("multi-scale octaves need param='pixel'")
     image: nn.Module = PARAMETRISATIONS[param](size, gen, device)

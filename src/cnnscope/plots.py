@@ -358,3 +358,62 @@ def net2vec_mass(mass: pd.DataFrame, colors: dict[str, tuple], out: Path) -> Pat
         ax.yaxis.get_major_locator().set_params(integer=True)
         ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, out)
+
+
+def _training_axis(ax: plt.Axes, steps: Sequence[int]) -> None:
+    """Training steps on a symmetric-log axis (step 0, the initialisation, has a place)."""
+    ax.set_xscale("symlog", linthresh=max(1, min((s for s in steps if s > 0), default=1)))
+    ax.set_xlabel("training step")
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def training_detectors(table: pd.DataFrame, out: Path) -> Path:
+    """Unique detectors per category against training step, one panel per (model, layer) (Bau et al.
+    2017, Fig. 10). ``table``: model, step, layer, category, unique."""
+    fig, panels = _panel_grid(list(dict.fromkeys(zip(table["model"], table["layer"], strict=True))))
+    for (m, layer), ax in panels.items():
+        sub = table[(table["model"] == m) & (table["layer"] == layer)]
+        for cat in _category_order(sub["category"]):
+            line = sub[sub["category"] == cat].sort_values("step")
+            ax.plot(line["step"], line["unique"], marker="o", ms=3, color=CATEGORY_COLORS.get(cat), label=cat)
+        _training_axis(ax, sub["step"].tolist())
+        ax.set_title(f"{m} {layer}", fontsize=9)
+        ax.set_ylabel("unique detectors")
+    _legend_right(fig, list(CATEGORY_COLORS))
+    return _save(fig, out)
+
+
+def training_scores(table: pd.DataFrame, colors: dict[str, tuple], out: Path) -> Path:
+    """Shape bias and clean validation accuracy against training step, a line per model (solid: shape
+    bias; dashed: accuracy). ``table``: model, step, shape_bias, clean_accuracy."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for m, sub in table.groupby("model", sort=False):
+        sub = sub.sort_values("step")
+        ax.plot(
+            sub["step"], sub["shape_bias"], marker="o", ms=3, color=colors.get(m), label=f"{m} shape bias"
+        )
+        ax.plot(sub["step"], sub["clean_accuracy"], ls="--", color=colors.get(m), label=f"{m} clean accuracy")
+    _training_axis(ax, table["step"].tolist())
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    return _save(fig, out)
+
+
+def basis(table: pd.DataFrame, out: Path) -> Path:
+    """Per (model, layer): unique detectors in the network's basis and in a random rotation of it
+    (top), and Net2Vec's mean IoU of the best single unit and of a learned combination (bottom)."""
+    labels = [f"{m}\n{ly}" for m, ly in zip(table["model"], table["layer"], strict=True)]
+    x = np.arange(len(table))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(4.0, 0.9 * len(table) + 1.5), 5), sharex=True)
+    top.bar(x - 0.2, table["unique_detectors"], 0.4, color="#4c72b0", label="network's basis")
+    top.bar(x + 0.2, table["rotated_unique_detectors"], 0.4, color="#bbbbbb", label="random rotation")
+    top.set_ylabel("unique detectors")
+    top.legend(fontsize=7)
+    bottom.bar(x - 0.2, table["net2vec_single_iou"], 0.4, color="#4c72b0", label="best single unit")
+    bottom.bar(x + 0.2, table["net2vec_learned_iou"], 0.4, color="#dd8452", label="Net2Vec combination")
+    bottom.set_ylabel("mean val IoU")
+    bottom.legend(fontsize=7)
+    bottom.set_xticks(x, labels, fontsize=7)
+    for ax in (top, bottom):
+        ax.spines[["top", "right"]].set_visible(False)
+    return _save(fig, out)

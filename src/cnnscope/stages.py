@@ -9,9 +9,8 @@ reads its artifact. The workflow generates one rule per declaration (``workflow/
 expected job counts from them too. Nothing here imports torch, Hydra or Snakemake, so parsing the DAG
 and the tests stay cheap.
 
-Adding a stage: its library module, its step module (``cnnscope.steps.<name>``, with its
-``config/<name>.yaml`` defaults list), one :class:`Stage` in :data:`STAGES`, its report section, and
-its test (README, "Adding a stage").
+Adding a stage: its library module, its step module (``cnnscope.steps.<name>``), one :class:`Stage`
+in :data:`STAGES`, its report section, and its test (README, "Adding a stage").
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cnnscope.artifacts import MODEL_FILE
+from cnnscope.artifacts import TrainArtifact
 from cnnscope.overrides import hydra_value, model_items, overrides
 
 MODEL_FILES = "model_files"  # what loading the job's model reads (checkpoint, fetched weights, files)
@@ -53,6 +52,7 @@ def _in(*stages: str, setting: str | None = None, optional: bool = False) -> In:
 class Stage:
     """One step of the study (see the module docstring).
 
+    ``doc``: what it does, a line of README's table of stages (:func:`stage_table`).
     ``wildcards``: the job's wildcards, in path order. ``jobs``: the study's jobs of this stage (an empty
     list turns it off). ``items``: the job's settings from the study, as Hydra overrides (the study's
     ``steps.<name>`` overrides follow them). ``threads``: ``None`` for a step without a ``threads``
@@ -98,6 +98,7 @@ class Study:
         self.data_dir: str = config.get("data_dir", "data")
         self.downloads = os.path.join(self.data_dir, "downloads")  # the archive cache of every download
         self.models: dict[str, dict[str, Any]] = {m["name"]: m for m in config["models"]}
+        self.models.update(_snapshot_models(config["models"]))
         self.cc: dict[str, Any] | None = config.get("cue_conflict")
         self.attr: dict[str, Any] | None = config.get("attribution")
         self.stimset = (
@@ -124,8 +125,20 @@ class Study:
         data = self.attr.get("lcam_data") if self.attr else None
         return [n for n in self.attr_models() if self.lcam and (self.models[n].get("train") or data)]
 
-    def layer_targets(self) -> list[tuple[str, str]]:
-        return [(name, layer) for name, m in self.models.items() for layer in m["layers"]]
+    def layer_targets(self, snapshots: bool = True) -> list[tuple[str, str]]:
+        """Every (model, layer) to dissect; ``snapshots``: with the snapshot models'."""
+        return [
+            (name, layer)
+            for name, m in self.models.items()
+            if snapshots or "snapshot_of" not in m
+            for layer in m["layers"]
+        ]
+
+    def train_artifact_of(self, name: str) -> str | None:
+        """The train artifact that holds the model's weights: its own (``train: true``), or its base
+        model's for a snapshot of a model trained here; ``None`` for the others."""
+        base = self.models[self.models[name].get("snapshot_of", name)]
+        return self.artifact("train", model=base["name"]) if base.get("train") else None
 
     def cam_layer(self, name: str) -> str:
         return self.models[name].get("cam_layer", self.models[name]["layers"][-1])
@@ -148,7 +161,7 @@ class Study:
         return self._path(["results/benchmarks", stage], stage, ".tsv", **wildcards)
 
     def trained_model(self, name: str) -> str:
-        return f"{self.artifact('train', model=name)}/{MODEL_FILE}"
+        return str(TrainArtifact(self.artifact("train", model=name)).model)
 
     # --- jobs --------------------------------------------------------------------------------------
     def jobs(self, stage: str) -> list[dict[str, str]]:
@@ -183,6 +196,9 @@ class Study:
         items = [f"model={m['model']}", *model_items(m.get("overrides", {}))]
         if m.get("train"):
             items.append(f"model.checkpoint={hydra_value(self.trained_model(name))}")
+        elif "snapshot_of" in m and "checkpoint" not in m:  # a snapshot of a model trained here
+            kept = TrainArtifact(self.train_artifact_of(name)).snapshot(m["step"])
+            items.append(f"model.checkpoint={hydra_value(str(kept))}")
         elif m.get("checkpoint"):
             items.append(f"model.checkpoint={hydra_value(m['checkpoint'])}")
         return items
@@ -215,12 +231,28 @@ class Study:
 
         per_layer = [s for s in shown if s.per_layer]
         per_model = [s for s in shown if "model" in s.wildcards and not s.per_layer]
+
+        def snapshot(m: str) -> dict[str, Any]:
+            entry = self.models[m]
+            return (
+                {"snapshot_of": entry["snapshot_of"], "step": entry["step"]} if "snapshot_of" in entry else {}
+            )
+
         layers = [
-            {"model": m, "layer": layer, "artifacts": made(per_layer, {**d, "model": m, "layer": layer})}
+            {
+                "model": m,
+                "layer": layer,
+                "artifacts": made(per_layer, {**d, "model": m, "layer": layer}),
+                **snapshot(m),
+            }
             for m, layer in self.layer_targets()
         ]
         models = [
-            {"name": m, "artifacts": made(per_model, {**d, "model": m, "stimset": self.stimset or ""})}
+            {
+                "name": m,
+                "artifacts": made(per_model, {**d, "model": m, "stimset": self.stimset or ""}),
+                **snapshot(m),
+            }
             for m in self.models
         ]
         return {
@@ -244,13 +276,47 @@ def _dataset(stage: str) -> Callable[[Study], list[dict[str, str]]]:
     return jobs
 
 
-def _layers(when: Callable[[Study], bool] = lambda study: True) -> Callable[[Study], list[dict[str, str]]]:
+def _layers(
+    when: Callable[[Study], bool] = lambda study: True, snapshots: bool = False
+) -> Callable[[Study], list[dict[str, str]]]:
+    """Per-layer jobs (``snapshots``: the snapshot models' too)."""
+
     def jobs(study: Study) -> list[dict[str, str]]:
         if not when(study):
             return []
-        return [{"dataset": study.dataset, "model": m, "layer": layer} for m, layer in study.layer_targets()]
+        targets = study.layer_targets(snapshots)
+        return [{"dataset": study.dataset, "model": m, "layer": layer} for m, layer in targets]
 
     return jobs
+
+
+SNAPSHOT = "@"  # a snapshot model's name: <model>@<step>
+
+
+def _snapshot_models(models: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A model entry of each snapshot (``models[].snapshots``): studied like a model of its own (its
+    layers dissected, its cue conflict evaluated), named ``<model>@<step>``, its weights the train
+    stage's snapshot (a model trained here: ``snapshots`` lists steps) or a checkpoint of a run
+    trained elsewhere (``snapshots`` lists ``{step, checkpoint}``)."""
+    out = {}
+    for m in models:
+        for kept in m.get("snapshots", []):
+            step = kept if isinstance(kept, int) else kept["step"]
+            name = f"{m['name']}{SNAPSHOT}{step}"
+            entry = {
+                "name": name,
+                "model": m["model"],
+                "layers": m["layers"],
+                "overrides": m.get("overrides", {}),
+                "cue_conflict": m.get("cue_conflict", True),
+                "attribution": False,
+                "snapshot_of": m["name"],
+                "step": step,
+            }
+            if not isinstance(kept, int):
+                entry["checkpoint"] = kept["checkpoint"]
+            out[name] = entry
+    return out
 
 
 def _per_model(models: Callable[[Study], list[str]], **more: Callable[[Study], str]):
@@ -279,6 +345,15 @@ def _stimuli_items(study: Study, wc: dict[str, str]) -> list[str]:
     return [f"source={cc['stimuli']}", f"cache_dir={hydra_value(study.downloads)}", *path]
 
 
+def _train_items(study: Study, wc: dict[str, str]) -> list[str]:
+    """A trained model's regime, and the steps whose weights it keeps (its snapshots)."""
+    m = study.models[wc["model"]]
+    given = {"train.regime": m["regime"]} if "regime" in m else {}
+    if m.get("snapshots"):
+        given["train.snapshots"] = sorted(m["snapshots"])
+    return overrides(given)
+
+
 def _layer(study: Study, wc: dict[str, str]) -> list[str]:
     return [f"layer={hydra_value(wc['layer'])}"]
 
@@ -293,14 +368,14 @@ STAGES: dict[str, Stage] = {
     for s in [
         Stage(
             "synthworld",
-            "Generate the synthetic Broden-format probe set (offline).",
+            "draw the synthetic probe world in Broden format (offline)",
             _DATASET,
             _dataset("synthworld"),
             constraints={"dataset": "synthworld"},
         ),
         Stage(
             "download",
-            "Download and unpack a real Broden release, resumably and checksummed.",
+            "fetch (resumable, verified) and unpack a real Broden release (`config/dataset/`)",
             _DATASET,
             _dataset("download"),
             items=lambda study, wc: [f"dataset={wc['dataset']}", f"cache_dir={hydra_value(study.downloads)}"],
@@ -310,7 +385,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "prepare",
-            "Pack the probe set into row files read without decoding.",
+            "decode the probe set once into row files read without decoding",
             _DATASET,
             lambda study: [{"dataset": study.dataset}],
             inputs=(_in("synthworld", "download", setting="dataset_dir"),),
@@ -318,7 +393,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "weights",
-            "Fetch a model's pretrained weights once (compute nodes are often offline).",
+            "fetch a model's pretrained weights once, on the submit host (compute nodes are often offline)",
             ("model",),
             _per_model(lambda study: [m for m in study.models if study.fetched(m)]),
             loads_model=True,
@@ -326,23 +401,19 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "train",
-            "Train a built-in model on the shape/texture world in its regime.",
+            "train a built-in CNN (`config/model/`) on the shape/texture world, in its regime",
             ("model",),
             _per_model(Study.trained),
-            items=lambda study, wc: overrides(
-                {"train.regime": study.models[wc["model"]]["regime"]}
-                if "regime" in study.models[wc["model"]]
-                else {}
-            ),
+            items=_train_items,
             threads="one",
             loads_model=True,
             report=True,
         ),
         Stage(
             "extract",
-            "Extract a (model, layer)'s activations over the packed probe set.",
+            "one layer's activations over the probe set (float16), per-image unit maxima",
             _LAYER,
-            _layers(),
+            _layers(snapshots=True),
             inputs=(_PACKED, _in(MODEL_FILES)),
             items=_layer,
             threads="all",
@@ -352,9 +423,9 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "dissect",
-            "Network Dissection of a (model, layer): thresholds, IoU per unit and concept, detectors.",
+            "Network Dissection of a layer: thresholds, IoU tally, unit labels, detectors",
             _LAYER,
-            _layers(),
+            _layers(snapshots=True),
             inputs=(_in("extract", setting="activations"), _PACKED),
             threads="all",
             device=True,
@@ -362,7 +433,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "net2vec",
-            "Net2Vec of a dissected (model, layer): learned unit combinations per concept.",
+            "Net2Vec of a dissected layer: learned unit combinations per concept vs the best single unit",
             _LAYER,
             _layers(lambda study: study.net2vec),
             inputs=(_in("extract", setting="activations"), _in("dissect", setting="dissect"), _PACKED),
@@ -372,7 +443,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "featurevis",
-            "Activation maximization and inversion of a dissected layer's top units.",
+            "activation maximization of a dissected layer's top units, and inversions of probe images",
             _LAYER,
             _layers(lambda study: study.featurevis),
             inputs=(_in("dissect", setting="dissection"), _PACKED, _in(MODEL_FILES)),
@@ -384,7 +455,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "stimuli",
-            "The cue-conflict stimulus set: the world's, downloaded or local.",
+            "the cue-conflict, edge and silhouette sets: the world's, or the real ones (downloaded or local)",
             ("stimset",),
             lambda study: [{"stimset": study.stimset}] if study.cc else [],
             items=_stimuli_items,
@@ -392,7 +463,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "cueconflict",
-            "A model's decisions on the cue-conflict stimuli: shape bias (Geirhos et al. 2019).",
+            "a model's decisions on the three stimulus sets, and its shape bias (Geirhos et al. 2019)",
             ("stimset", "model"),
             _per_model(Study.cc_models, stimset=lambda study: study.stimset),
             inputs=(_in("stimuli", setting="stimuli"), _in(MODEL_FILES)),
@@ -407,7 +478,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "lcam",
-            "Train a model's L-CAM attention (Fm and Img variants) on its training images.",
+            "train a model's L-CAM attention modules (Fm, Img) on its training data",
             ("model",),
             _per_model(Study.lcam_models),
             inputs=(_in(MODEL_FILES),),
@@ -418,7 +489,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "attribution",
-            "Attribution maps of every method and their faithfulness metrics, per model.",
+            "every attribution method's maps on probe images, and their faithfulness metrics",
             ("dataset", "model"),
             _per_model(Study.attr_models, dataset=lambda study: study.dataset),
             inputs=(_PACKED, _in("lcam", setting="lcam", optional=True), _in(MODEL_FILES)),
@@ -430,7 +501,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "report",
-            "The study report: one HTML page over every job's results.",
+            "the study's HTML page over every job's results",
             (),
             lambda study: [{}],
             inputs=(_in(EVERY_JOB),),
@@ -442,3 +513,14 @@ STAGES: dict[str, Stage] = {
         ),
     ]
 }
+
+
+def stage_table() -> str:
+    """The table of stages in README.md (``tests/test_stages.py`` keeps them equal; ``cnnscope stages``
+    prints it): each stage, what it does, its artifact path and whether it may run on a GPU."""
+    study = Study({"dataset": "<dataset>", "data_dir": "data", "models": []})
+    rows = ["| stage | what it does | artifact | GPU |", "| --- | --- | --- | --- |"]
+    for s in STAGES.values():
+        path = study.artifact(s.name, **{w: f"<{w}>" for w in s.wildcards})
+        rows.append(f"| `{s.name}` | {s.doc} | `{path}/` | {'yes' if s.device else ''} |")
+    return "\n".join(rows) + "\n"

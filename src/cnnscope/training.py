@@ -9,14 +9,15 @@ algorithms, a fixed thread count), so a rerun gives the same weights.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnscope.bounds import bounded, choice, positive
+from cnnscope.bounds import Range, bounded, choice, positive
 from cnnscope.checkpoint import Checkpoint, resume
 from cnnscope.data import shapetexture
 from cnnscope.errors import CnnscopeError
@@ -44,6 +45,9 @@ class TrainParams:
     lr: float = bounded(3e-3, 0, open_lo=True)
     weight_decay: float = bounded(1e-4, 0)
     seed: int = bounded(0, 0)
+    # Steps after which the weights are kept as snapshots (0: the initialisation), for studying how
+    # interpretability emerges over training (Bau et al. 2017, Fig. 10); keeping them changes no bit.
+    snapshots: list[int] = field(default_factory=list, metadata={"range": Range(0)})
 
 
 @dataclass
@@ -75,25 +79,40 @@ def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, bs:
     return correct / len(images)
 
 
+Snapshot = Callable[[int, torch.nn.Module], None]
+
+
 def train(
-    spec: TrainSpec, progress: bool = True, checkpoint: Checkpoint | None = None
+    spec: TrainSpec,
+    progress: bool = True,
+    checkpoint: Checkpoint | None = None,
+    snapshot: Snapshot | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Train ``spec.arch`` to classify shapes; returns the model and its metrics.
 
     Deterministic algorithms are switched on for the run and the caller's setting restored after.
     ``checkpoint`` saves the model, optimiser, schedule and random states; a run given a checkpoint
     that holds state continues from it and ends with the same weights as an uninterrupted run.
+    ``snapshot(step, model)`` is called after each step of ``spec.snapshots`` (0: before the first),
+    with the weights a run stopped there would have; a resumed run calls it again for the steps it
+    redoes, with the same weights. Each snapshot's validation accuracies are in the metrics.
     """
     deterministic = torch.are_deterministic_algorithms_enabled()
     try:
-        return _train(spec, progress, checkpoint)
+        return _train(spec, progress, checkpoint, snapshot)
     finally:
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _train(spec: TrainSpec, progress: bool, checkpoint: Checkpoint | None) -> tuple[torch.nn.Module, dict]:
+def _train(
+    spec: TrainSpec, progress: bool, checkpoint: Checkpoint | None, snapshot: Snapshot | None
+) -> tuple[torch.nn.Module, dict]:
     if spec.regime not in shapetexture.REGIMES:
         raise CnnscopeError(f"unknown regime {spec.regime!r}; use one of {', '.join(shapetexture.REGIMES)}")
+    late = [k for k in spec.snapshots if k > spec.steps]
+    if late:
+        raise CnnscopeError(f"train.snapshots {late} lie beyond train.steps={spec.steps}; drop them")
+    keep = set(spec.snapshots) if snapshot else set()
     torch.manual_seed(spec.seed)
     torch.use_deterministic_algorithms(True)
     t0 = time.perf_counter()
@@ -122,6 +141,21 @@ def _train(spec: TrainSpec, progress: bool, checkpoint: Checkpoint | None) -> tu
         gen.set_state(state["generator"])
         torch.set_rng_state(state["rng"])
         losses = state["losses"].tolist()
+    scores: dict[int, dict[str, float]] = {
+        int(k): v for k, v in (state or {}).get("snapshot_scores", {}).items()
+    }
+
+    def kept(step: int) -> None:
+        """Keep the snapshot and score it on the validation sets, leaving the model in training mode."""
+        snapshot(step, model)
+        scores[step] = {
+            "val_accuracy": accuracy(model, x_val, y_val),
+            "val_accuracy_random_texture": accuracy(model, x_rnd, y_rnd),
+        }
+        model.train()
+
+    if start == 0 and 0 in keep:
+        kept(0)
     steps = range(start, spec.steps)
     for step in track(steps, f"train {spec.arch}", enabled=progress, initial=start, total=spec.steps):
         idx = torch.randint(len(xt), (spec.batch_size,), generator=gen)
@@ -138,6 +172,8 @@ def _train(spec: TrainSpec, progress: bool, checkpoint: Checkpoint | None) -> tu
         opt.step()
         sched.step()
         losses.append(loss.item())
+        if step + 1 in keep:
+            kept(step + 1)
         if checkpoint and checkpoint.due():
             checkpoint.save(
                 {
@@ -148,6 +184,7 @@ def _train(spec: TrainSpec, progress: bool, checkpoint: Checkpoint | None) -> tu
                     "generator": gen.get_state(),
                     "rng": torch.get_rng_state(),
                     "losses": torch.tensor(losses, dtype=torch.float64),
+                    "snapshot_scores": scores,
                 }
             )
     metrics = {
@@ -160,6 +197,8 @@ def _train(spec: TrainSpec, progress: bool, checkpoint: Checkpoint | None) -> tu
         "seconds_data": round(t_data, 2),
         "seconds_total": round(time.perf_counter() - t0, 2),
         "classes": list(classes),
+        # each snapshot's validation accuracy, clean and with random textures (train.snapshots)
+        "snapshots": {str(k): scores[k] for k in sorted(scores)},
     }
     model.eval()
     return model, metrics

@@ -33,7 +33,7 @@ def _build_plan():
     model names changes)."""
     from cnnscope.errors import CnnscopeError
     from cnnscope.models.registry import needs_download
-    from cnnscope.steps.compose import check_study, compose_step, study_model_spec
+    from cnnscope.stepkit.compose import check_study, compose_step, study_model_spec
 
     composed = {}
 
@@ -98,8 +98,11 @@ def model_files(wildcards):
     """What loading the model reads: the trained checkpoint, the fetched weights, or the user's own
     checkpoint and class-names files (a changed file reruns the jobs that load it)."""
     name = wildcards.model
-    if STUDY.models[name].get("train"):
-        return [STUDY.artifact("train", model=name)]
+    trained = STUDY.train_artifact_of(
+        name
+    )  # a model trained here, or a snapshot of one
+    if trained:
+        return [trained]
     if STUDY.fetched(name):
         return [STUDY.artifact("weights", model=name)]
     spec = PLAN["models"][name]
@@ -182,5 +185,5 @@ def stage_output(stage):
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
-    model="[A-Za-z0-9_][A-Za-z0-9_.-]*",
+    model="[A-Za-z0-9_][A-Za-z0-9_.-]*(@[0-9]+)?",
     layer="[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*",

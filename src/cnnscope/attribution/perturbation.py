@@ -19,21 +19,41 @@
   on ``x * M_i``. The masks come from ``seed``: the same maps for the same seed.
 
 Masked inputs run in batches of ``batch_size`` on the model's device; both are context managers like
-the other methods, and leave no hook behind.
+the other methods, and leave no hook behind. Their settings are :class:`ScoreCAMParams` and
+:class:`RISEParams`, which the study's attribution step nests, so a map made through the library with
+its defaults is the one the study makes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cnnscope.attribution.base import LayerAttribution, normalize_maps, select
+from cnnscope.bounds import bounded, check_params, choice, positive
 from cnnscope.models.layers import evaluating
 
-WEIGHTINGS = ("probability", "channel_softmax")
+Weighting = choice("Weighting", ("probability", "channel_softmax"))
+
+
+@dataclass
+class ScoreCAMParams:
+    weighting: Weighting = Weighting.probability  # probability (the paper) | channel_softmax
+    batch_size: int = positive(64)  # masked inputs per forward pass
+
+
+@dataclass
+class RISEParams:
+    n_masks: int = positive(500)
+    grid: int = positive(7)  # cells per side of a mask
+    p: float = bounded(0.5, 0, 1, open_lo=True)  # probability a cell is on
+    seed: int = bounded(0, 0)
+    batch_size: int = positive(64)  # masked inputs per forward pass
 
 
 def _scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, probability: bool) -> torch.Tensor:
@@ -48,14 +68,13 @@ class ScoreCAM(LayerAttribution):
     """Score-CAM: channel weights from the target's score on the input masked by each channel."""
 
     def __init__(
-        self, model: nn.Module, layer: str, weighting: str = "probability", batch_size: int = 64
+        self, model: nn.Module, layer: str, params: ScoreCAMParams | None = None, **settings
     ) -> None:
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown Score-CAM weighting {weighting!r}; use one of {', '.join(WEIGHTINGS)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        """``params`` (default :class:`ScoreCAMParams`), with any of its fields replaced by ``settings``."""
+        p = dataclasses.replace(params or ScoreCAMParams(), **settings)
+        check_params(p)
         super().__init__(model, layer)
-        self.weighting, self.batch_size = weighting, batch_size
+        self.weighting, self.batch_size = p.weighting, p.batch_size
 
     def channel_masks(self, acts: torch.Tensor, rows: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """The masks of (image, channel) ``rows`` of ``acts.flatten(0, 1)``: ``(len(rows), H, W)``."""
@@ -86,23 +105,12 @@ class ScoreCAM(LayerAttribution):
 class RISE:
     """RISE: the probability-weighted average of random masks (see the module docstring)."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        n_masks: int = 500,
-        grid: int = 7,
-        p: float = 0.5,
-        seed: int = 0,
-        batch_size: int = 64,
-    ) -> None:
-        if n_masks < 1 or grid < 1 or batch_size < 1:
-            raise ValueError(
-                f"n_masks, grid and batch_size must be at least 1 ({n_masks}, {grid}, {batch_size})"
-            )
-        if not 0 < p <= 1:
-            raise ValueError(f"p must lie in (0, 1], got {p}")
-        self.model, self.n_masks, self.grid, self.p = model, n_masks, grid, p
-        self.seed, self.batch_size = seed, batch_size
+    def __init__(self, model: nn.Module, params: RISEParams | None = None, **settings) -> None:
+        """``params`` (default :class:`RISEParams`), with any of its fields replaced by ``settings``."""
+        s = dataclasses.replace(params or RISEParams(), **settings)
+        check_params(s)
+        self.model, self.n_masks, self.grid, self.p = model, s.n_masks, s.grid, s.p
+        self.seed, self.batch_size = s.seed, s.batch_size
 
     def __enter__(self) -> RISE:
         return self

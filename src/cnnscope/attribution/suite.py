@@ -8,7 +8,8 @@ over colour channels, scaled per image.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
@@ -17,9 +18,9 @@ from torch import nn
 from cnnscope.attribution.backprop import DeconvNet, GuidedBackprop, guided_cam
 from cnnscope.attribution.base import normalize_maps
 from cnnscope.attribution.cam import CAM, CounterfactualGradCAM, GradCAM, GradCAMPlusPlus
-from cnnscope.attribution.lcam import LCAM
+from cnnscope.attribution.lcam import LCAM, Attention
 from cnnscope.attribution.metrics import deletion_insertion, drop_and_increase
-from cnnscope.attribution.perturbation import RISE, ScoreCAM
+from cnnscope.attribution.perturbation import RISE, RISEParams, ScoreCAM, ScoreCAMParams
 from cnnscope.bounds import choice
 from cnnscope.errors import CnnscopeError
 from cnnscope.progress import track
@@ -138,6 +139,15 @@ class PassCounter:
         self._handle.remove()
 
 
+@dataclass
+class MethodParams:
+    """The settings of the methods that have any, by method name (the study's attribution step nests
+    them, so :func:`attribute` with its defaults computes the study's maps)."""
+
+    scorecam: ScoreCAMParams = field(default_factory=ScoreCAMParams)
+    rise: RISEParams = field(default_factory=RISEParams)
+
+
 def attribute(
     model: nn.Module,
     layer: str,
@@ -145,19 +155,25 @@ def attribute(
     methods: list[str],
     targets: torch.Tensor,
     progress: bool = False,
-    options: dict[str, dict] | None = None,
+    params: MethodParams | None = None,
+    attention: Mapping[str, Attention] | None = None,
 ) -> tuple[dict[str, torch.Tensor], pd.DataFrame]:
-    """Each method's maps for ``targets`` (``options[method]``: its settings), and a table of what
-    each cost per image: seconds, and forward and backward passes as counted by :class:`PassCounter`.
+    """Each method's maps for ``targets`` (the settings of those that have any: ``params``; the
+    trained L-CAM attention modules: ``attention[method]``), and a table of what each cost per image:
+    seconds, and forward and backward passes as counted by :class:`PassCounter`.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise CnnscopeError(f"unknown attribution method(s) {unknown}; valid: {', '.join(METHODS)}")
+    params = params or MethodParams()
     maps, cost = {}, []
     for name in track(methods, "attribution", enabled=progress):
+        options = {"params": getattr(params, name)} if hasattr(params, name) else {}
+        if name in TRAINED:
+            options["attention"] = (attention or {}).get(name)
         t0 = time.perf_counter()
         with PassCounter(model) as passes:
-            maps[name] = METHODS[name](model, layer, x, targets, **(options or {}).get(name, {}))
+            maps[name] = METHODS[name](model, layer, x, targets, **options)
         if x.is_cuda:
             torch.cuda.synchronize()
         cost.append(

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import pandas as pd
@@ -15,9 +16,10 @@ from cnnscope.attribution.suite import DISPLAY_NAMES
 from cnnscope.data.packed import PackedDataset
 from cnnscope.io import verify
 from cnnscope.report import inputs as read
-from cnnscope.report import page as sections
+from cnnscope.report import page as parts
 from cnnscope.report import tables
 from cnnscope.report.inputs import ReportInputs
+from cnnscope.report.sections import SECTIONS, Entry
 
 
 def build_report(
@@ -28,11 +30,12 @@ def build_report(
     for path, step in read.artifacts(inputs):
         verify(path, step)
     data = PackedDataset.open(inputs.packed)
-    layers = [read.load_layer(e) for e in inputs.layers]
+    own = [m for m in inputs.models if m.snapshot_of is None]  # the snapshots have a section of their own
+    layers = [read.load_layer(e) for e in inputs.layers if e.snapshot_of is None]
     models = list(dict.fromkeys(r.model for r in layers))
-    metrics = {m.name: read.train_metrics(m) for m in inputs.models}
-    cue_models = [m for m in inputs.models if "cueconflict" in m.artifacts]
-    attr_models = [m for m in inputs.models if "attribution" in m.artifacts]
+    metrics = {m.name: read.train_metrics(m) for m in own}
+    cue_models = [m for m in own if "cueconflict" in m.artifacts]
+    attr_models = [m for m in own if "attribution" in m.artifacts]
     colors = plots.model_colors(models)
 
     if cue_models:
@@ -44,16 +47,22 @@ def build_report(
         bias = pd.DataFrame(columns=["decision-maker", "shape_bias"])
     cross = tables.cross(layers, bias)
 
-    page = sections.Page(out)
+    page = parts.Page(out)
     n2v_layers = tables.net2vec_layers(layers)
     toc = [("glance", "At a glance"), ("dissection", "Dissection")]
     toc += [("net2vec", "Net2Vec")] if len(n2v_layers) else []
+    basis = tables.basis(layers)
+    toc += [("basis", "Rotated basis")] if len(basis) else []
     toc += [("shape", "Texture vs shape"), ("cross", "Cross-analysis")] if cue_models else []
     toc += [("attribution", "Attribution")] if attr_models else []
+    training = _training(inputs, layers, metrics)
+    toc += [("training", "Training")] if training else []
+    contributed = _contributed(inputs)
+    toc += [(s.stage, s.title) for s, _ in contributed]
     toc += [("layers", "Layers and units"), ("provenance", "Provenance")]
-    sections.summary(page, data, inputs.probe, layers, models, provenance.git_commit(Path(".")), toc)
-    sections.glance(page, tables.glance(models, layers, metrics, bias, cross))
-    sections.dissection(
+    parts.summary(page, data, inputs.probe, layers, models, provenance.git_commit(Path(".")), toc)
+    parts.glance(page, tables.glance(models, layers, metrics, bias, cross))
+    parts.dissection(
         page,
         tables.detectors(layers),
         tables.by_depth(models, layers),
@@ -63,7 +72,7 @@ def build_report(
     )
     if len(n2v_layers):
         concepts = tables.net2vec_concepts(layers)
-        sections.net2vec(
+        parts.net2vec(
             page,
             concepts,
             tables.net2vec_gain(concepts),
@@ -72,25 +81,83 @@ def build_report(
             n2v_layers,
             colors,
         )
+    if len(basis):
+        parts.basis(page, basis)
     if cue_models:
-        sections.shape_bias(page, bias, per_class, inputs.stimuli or "", colors)
-        sections.cross(page, cross, colors)
+        parts.shape_bias(page, bias, per_class, inputs.stimuli or "", colors)
+        parts.cross(page, cross, colors)
     if attr_models:
-        sections.attribution_header(page)
+        parts.attribution_header(page)
         frames = []
         for m in attr_models:
             table, maps, images, grid = read.attribution(m)
             # Methods are named as their papers name them, not by config id.
             maps = {DISPLAY_NAMES.get(k, k): v for k, v in maps.items()}
             table = table.assign(method=table["method"].map(lambda k: DISPLAY_NAMES.get(k, k)))
-            sections.attribution_model(page, m.name, data.images[images], maps, grid)
+            parts.attribution_model(page, m.name, data.images[images], maps, grid)
             frames.append(table)
-        sections.attribution_metrics(page, pd.concat(frames, ignore_index=True))
-    sections.layers(page, data, layers, top_units, top_images)
-    sections.provenance(
+        parts.attribution_metrics(page, pd.concat(frames, ignore_index=True))
+    if training:
+        parts.training(page, *training, colors)
+    for section, entries in contributed:
+        page.add(f"<h2 id='{section.stage}'>{html.escape(section.title)}</h2>")
+        section.draw(page, entries)
+    parts.layers(page, data, layers, top_units, top_images)
+    parts.provenance(
         page,
         provenance.stage_times([(b.step, b.file) for b in inputs.benchmarks]),
         provenance.versions(),
         study or {},
     )
     return page.write("cnnscope report")
+
+
+def _contributed(inputs: ReportInputs) -> list[tuple]:
+    """Each registered stage section (:mod:`cnnscope.report.sections`) the study ran, with its entries."""
+    out = []
+    for section in SECTIONS.values():
+        entries = [
+            Entry(e.model, e.layer, Path(e.artifacts[section.stage]))
+            for e in inputs.layers
+            if section.stage in e.artifacts
+        ]
+        entries += [
+            Entry(m.name, "", Path(m.artifacts[section.stage]))
+            for m in inputs.models
+            if section.stage in m.artifacts
+        ]
+        if entries:
+            out.append((section, entries))
+    return out
+
+
+def _training(
+    inputs: ReportInputs, layers: list[read.LayerResult], metrics: dict[str, dict]
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The tables of the Training section: each model with snapshots, at each snapshot's step and,
+    for a model trained here, at its last step (the final model); ``None`` without snapshots."""
+    snapshots = [m for m in inputs.models if m.snapshot_of is not None]
+    if not snapshots:
+        return None
+    bases = {m.snapshot_of for m in snapshots}
+    final = {m.name: read.train_steps(m) for m in inputs.models if m.name in bases}
+    final = {name: steps for name, steps in final.items() if steps is not None}
+    points = [(e.snapshot_of, e.step, read.load_layer(e)) for e in inputs.layers if e.snapshot_of is not None]
+    points += [(r.model, final[r.model], r) for r in layers if r.model in final]
+
+    def cue(m) -> dict:
+        return read.cue_conflict(m)[0] if "cueconflict" in m.artifacts else {}
+
+    scores = [
+        (
+            m.snapshot_of,
+            m.step,
+            cue(m),
+            metrics.get(m.snapshot_of, {}).get("snapshots", {}).get(str(m.step), {}),
+        )
+        for m in snapshots
+    ]
+    scores += [
+        (m.name, final[m.name], cue(m), metrics.get(m.name, {})) for m in inputs.models if m.name in final
+    ]
+    return tables.training_detectors(points), tables.training_scores(scores)

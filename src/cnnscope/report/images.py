@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnscope.artifacts import ACTIVATIONS
+from cnnscope.artifacts import ExtractArtifact
 from cnnscope.data.packed import PackedDataset
 from cnnscope.dissection import unit_masks
 from cnnscope.report.inputs import LayerResult
@@ -18,8 +18,9 @@ def unit_strip(data: PackedDataset, res: LayerResult, unit: int, k: int, scale: 
     The mask is the one the IoU tally scores (:func:`cnnscope.dissection.unit_masks`, at the probe
     set's mask resolution), enlarged to image resolution by nearest neighbour.
     """
-    maxima = np.load(res.extract_dir / "maxima.npy", mmap_mode="r")
-    acts = np.load(res.extract_dir / ACTIVATIONS, mmap_mode="r")
+    extracted = ExtractArtifact(res.extract_dir)
+    maxima = np.load(extracted.maxima, mmap_mode="r")
+    acts = np.load(extracted.activations, mmap_mode="r")
     top = np.argsort(-np.asarray(maxima[:, unit]), kind="stable")[:k]
     maps = torch.from_numpy(np.asarray(acts[top, unit], np.float32))
     thr = torch.full((len(top),), float(res.thresholds[unit]))

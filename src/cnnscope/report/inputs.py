@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from cnnscope.artifacts import THRESHOLDS, UNITS
+from cnnscope.artifacts import (
+    AttributionArtifact,
+    CueConflictArtifact,
+    DissectArtifact,
+    Net2VecArtifact,
+    TrainArtifact,
+)
 from cnnscope.errors import CnnscopeError
 from cnnscope.shapebias import analysis
 
@@ -27,6 +33,8 @@ class LayerInputs:
     model: str
     layer: str
     artifacts: dict[str, str] = field(default_factory=dict)
+    snapshot_of: str | None = None  # a snapshot model's: the model it is a snapshot of, and its step
+    step: int | None = None
 
 
 @dataclass
@@ -36,6 +44,8 @@ class ModelInputs:
 
     name: str
     artifacts: dict[str, str] = field(default_factory=dict)
+    snapshot_of: str | None = None  # a snapshot model's: the model it is a snapshot of, and its step
+    step: int | None = None
 
 
 @dataclass
@@ -58,17 +68,6 @@ class ReportInputs:
     stimuli: str | None = None
     references: list[str] = field(default_factory=list)
     benchmarks: list[BenchmarkFile] = field(default_factory=list)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ReportInputs:
-        return cls(
-            **{
-                **d,
-                "layers": [LayerInputs(**x) for x in d["layers"]],
-                "models": [ModelInputs(**x) for x in d["models"]],
-                "benchmarks": [BenchmarkFile(**x) for x in d["benchmarks"]],
-            }
-        )
 
 
 def artifacts(inputs: ReportInputs) -> list[tuple[str, str]]:
@@ -95,6 +94,7 @@ class LayerResult:
     featurevis_dir: Path | None
     net2vec: pd.DataFrame | None = None
     net2vec_summary: dict | None = None
+    rotated: pd.DataFrame | None = None  # the unique detectors in a random basis (rotation_seed)
 
 
 def _require(path: Path, step: str, what: str) -> Path:
@@ -110,35 +110,42 @@ def read_json(path: Path) -> dict:
 def load_layer(entry: LayerInputs) -> LayerResult:
     """Read one dissected layer, with its Net2Vec results when the study makes them."""
     made = entry.artifacts
-    d = Path(made["dissect"])
+    d = DissectArtifact(made["dissect"])
     what = f"{entry.model}/{entry.layer}"
-    n2v = Path(made["net2vec"]) if "net2vec" in made else None
+    n2v = Net2VecArtifact(made["net2vec"]) if "net2vec" in made else None
     return LayerResult(
         entry.model,
         entry.layer,
-        pd.read_csv(_require(d / UNITS, "dissect", what)),
-        pd.read_csv(d / "detectors.csv"),
-        read_json(d / "summary.json"),
-        float(yaml.safe_load((d / "config.yaml").read_text())["detector_iou"]),
-        np.load(d / THRESHOLDS),
+        pd.read_csv(_require(d.units, "dissect", what)),
+        pd.read_csv(d.detectors),
+        read_json(d.summary),
+        float(yaml.safe_load(d.config.read_text())["detector_iou"]),
+        np.load(d.thresholds),
         Path(made["extract"]),
         Path(made["featurevis"]) if "featurevis" in made else None,
-        pd.read_csv(_require(n2v / "concepts.csv", "net2vec", what)) if n2v else None,
-        read_json(n2v / "summary.json") if n2v else None,
+        pd.read_csv(_require(n2v.concepts, "net2vec", what)) if n2v else None,
+        read_json(n2v.summary) if n2v else None,
+        pd.read_csv(d.rotated.detectors) if d.rotated.detectors.is_file() else None,
     )
+
+
+def train_steps(model: ModelInputs) -> int | None:
+    """How many steps a model trained here was trained for (``None``: not trained here)."""
+    train = model.artifacts.get("train")
+    return int(yaml.safe_load(TrainArtifact(train).config.read_text())["train"]["steps"]) if train else None
 
 
 def train_metrics(model: ModelInputs) -> dict:
     """The model's training metrics, or nothing for a model not trained in the pipeline."""
     train = model.artifacts.get("train")
-    return read_json(Path(train) / "metrics.json") if train else {}
+    return read_json(TrainArtifact(train).metrics) if train else {}
 
 
 def cue_conflict(model: ModelInputs) -> tuple[dict, pd.DataFrame]:
     """The model's cue-conflict summary and its cue-conflict trials."""
-    d = Path(model.artifacts["cueconflict"])
-    summary = read_json(_require(d / "summary.json", "cueconflict", model.name))
-    return summary, pd.read_csv(d / "cue-conflict.csv")
+    d = CueConflictArtifact(model.artifacts["cueconflict"])
+    summary = read_json(_require(d.summary, "cueconflict", model.name))
+    return summary, pd.read_csv(d.decisions("cue-conflict"))
 
 
 def reference_decisions(folder: str) -> pd.DataFrame:
@@ -151,6 +158,6 @@ def reference_decisions(folder: str) -> pd.DataFrame:
 
 def attribution(model: ModelInputs) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, Path]:
     """The model's attribution metrics, gallery maps, gallery image indices and feature-grid image."""
-    d = Path(model.artifacts["attribution"])
-    metrics = pd.read_csv(_require(d / "metrics.csv", "attribution", model.name))
-    return metrics, dict(np.load(d / "maps.npz")), np.load(d / "images.npy"), d / "feature_grid.png"
+    d = AttributionArtifact(model.artifacts["attribution"])
+    metrics = pd.read_csv(_require(d.metrics, "attribution", model.name))
+    return metrics, dict(np.load(d.maps)), np.load(d.images), d.feature_grid

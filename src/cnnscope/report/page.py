@@ -22,6 +22,7 @@ import yaml
 from PIL import Image
 
 from cnnscope import plots
+from cnnscope.artifacts import PAGE, FeaturevisArtifact
 from cnnscope.data.packed import PackedDataset
 from cnnscope.report.images import unit_strip
 from cnnscope.report.inputs import LayerResult
@@ -70,7 +71,7 @@ class Page:
             f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{CSS}</style></head><body>"
         )
-        index = self.out / "index.html"
+        index = self.out / PAGE
         index.write_text(head + "\n".join(self.parts) + "\n</body></html>\n")
         return index
 
@@ -206,6 +207,45 @@ def cross(page: Page, table: pd.DataFrame, colors: dict) -> None:
     page.table(table, "cross_analysis")
 
 
+def basis(page: Page, table: pd.DataFrame) -> None:
+    """How much interpretability is axis-aligned: the layers in a random basis, and Net2Vec."""
+    page.add(
+        "<h2 id='basis'>Natural vs rotated basis</h2>",
+        "<p class='meta'>Each layer dissected again after a random orthogonal rotation of its units "
+        "(<code>steps.dissect.rotation_seed</code>; Bau et al. 2017, §3.2): rotated units are random "
+        "linear combinations of the real ones. Beside them, Net2Vec's learned combinations (mean "
+        "validation IoU over concepts) against the best single unit.</p>",
+    )
+    page.figure(
+        plots.basis(table, page.figs / "basis.png"),
+        "Unique detectors (top-label rule) in the network's basis and in a random rotation (top); "
+        "Net2Vec's mean IoU of the best single unit and of the learned combination (bottom).",
+    )
+    page.table(table, "basis")
+
+
+def training(page: Page, detectors: pd.DataFrame, scores: pd.DataFrame, colors: dict) -> None:
+    """Interpretability over training: the snapshots' detectors and shape bias against step."""
+    page.add(
+        "<h2 id='training'>Training</h2>",
+        "<p class='meta'>Snapshots of each model's weights during training (<code>snapshots</code> in the "
+        "study), dissected at the model's layers and evaluated on the cue-conflict stimuli like models of "
+        "their own; the last step is the final model. Step 0 is the random initialisation.</p>",
+    )
+    page.figure(
+        plots.training_detectors(detectors, page.figs / "training_detectors.png"),
+        "Unique detectors per category (top-label rule) against training step, per model and layer "
+        "(cf. Bau et al. 2017, Fig. 10).",
+    )
+    page.table(detectors, "training_detectors", show=False)
+    if scores["shape_bias"].notna().any() or scores["clean_accuracy"].notna().any():
+        page.figure(
+            plots.training_scores(scores, colors, page.figs / "training_scores.png"),
+            "Shape bias (solid) and clean validation accuracy (dashed) against training step.",
+        )
+    page.table(scores, "training_scores")
+
+
 def attribution_header(page: Page) -> None:
     page.add("<h2 id='attribution'>Attribution</h2>")
 
@@ -253,7 +293,7 @@ def attribution_metrics(page: Page, table: pd.DataFrame) -> None:
 
 def _featurevis_image(r: LayerResult, unit: int, figs: Path) -> str:
     """The unit's activation-maximization image as an <img>, or nothing when none was made."""
-    src = r.featurevis_dir / f"unit_{unit}.png" if r.featurevis_dir else None
+    src = FeaturevisArtifact(r.featurevis_dir).unit_image(unit) if r.featurevis_dir else None
     if src is None or not src.is_file():
         return ""
     name = f"{r.model}_{r.layer}_unit{unit}_maximized.png".replace("/", "_")
@@ -264,14 +304,18 @@ def _featurevis_image(r: LayerResult, unit: int, figs: Path) -> str:
 
 def _inversions(r: LayerResult, data: PackedDataset, figs: Path, scale: int) -> str:
     """The layer's inversions beside their probe images, or nothing when none were made."""
-    listing = r.featurevis_dir / "inversions.json" if r.featurevis_dir else None
+    listing = FeaturevisArtifact(r.featurevis_dir).inversions if r.featurevis_dir else None
     if listing is None or not listing.is_file():
         return ""
     cells = []
     for inv in json.loads(listing.read_text()):
         i = inv["image"]
         pair = np.concatenate(
-            [np.array(data.images[i]), np.array(Image.open(r.featurevis_dir / f"inversion_{i}.png"))], 1
+            [
+                np.array(data.images[i]),
+                np.array(Image.open(FeaturevisArtifact(r.featurevis_dir).inversion_image(i))),
+            ],
+            1,
         )
         name = f"{r.model}_{r.layer}_inversion{i}.png".replace("/", "_")
         Image.fromarray(pair).resize((pair.shape[1] * scale, pair.shape[0] * scale), Image.NEAREST).save(

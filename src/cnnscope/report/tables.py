@@ -236,3 +236,59 @@ def net2vec_layers(layers: list[LayerResult]) -> pd.DataFrame:
     return pd.DataFrame(
         rows, columns=["model", "layer", "segmentation_concepts", "classification_concepts", *keys]
     )
+
+
+def training_detectors(points: list[tuple[str, int, LayerResult]]) -> pd.DataFrame:
+    """Unique detectors per category (the top-label rule) at each training step: one row per (model,
+    step, layer, category), from the dissected snapshots ``(model, step, layer result)`` (Bau et al.
+    2017, Fig. 10)."""
+    rows = [
+        r.detectors[r.detectors["rule"] == "top_label"].assign(model=model, step=step, layer=r.layer)
+        for model, step, r in points
+    ]
+    table = pd.concat(rows, ignore_index=True)[["model", "step", "layer", "category", "unique"]]
+    return table.sort_values(["model", "step"], kind="stable").reset_index(drop=True)
+
+
+def training_scores(points: list[tuple[str, int, dict, dict]]) -> pd.DataFrame:
+    """Shape bias, cue fraction and validation accuracy (clean, random texture) at each training step,
+    from ``(model, step, cue-conflict summary, validation scores)``; a missing value is NaN."""
+    rows = [
+        {
+            "model": model,
+            "step": step,
+            "shape_bias": cue.get("shape_bias", np.nan),
+            "cue_fraction": cue.get("cue_fraction", np.nan),
+            "clean_accuracy": val.get("val_accuracy", np.nan),
+            "random_texture_accuracy": val.get("val_accuracy_random_texture", np.nan),
+        }
+        for model, step, cue, val in points
+    ]
+    return pd.DataFrame(rows).sort_values(["model", "step"], kind="stable").reset_index(drop=True)
+
+
+def _unique(detectors: pd.DataFrame) -> int:
+    return int(detectors.loc[detectors["rule"] == "top_label", "unique"].sum())
+
+
+def basis(layers: list[LayerResult]) -> pd.DataFrame:
+    """Per layer dissected in a random basis too: unique detectors (top-label rule) in the network's
+    own basis and in the rotated one, beside Net2Vec's mean validation IoU of the best single unit and
+    of the learned combination (random mixtures of units against learned ones)."""
+    rows = []
+    for r in layers:
+        if r.rotated is None:
+            continue
+        n2v = r.net2vec_summary or {}
+        rows.append(
+            {
+                "model": r.model,
+                "layer": r.layer,
+                "units": r.summary["units"],
+                "unique_detectors": _unique(r.detectors),
+                "rotated_unique_detectors": _unique(r.rotated),
+                "net2vec_single_iou": n2v.get("mean_single_iou", np.nan),
+                "net2vec_learned_iou": n2v.get("mean_net2vec_iou", np.nan),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,6 +1,7 @@
 """Thin Hydra entry points, one per pipeline step: ``python -m cnnscope.steps.<step> key=value ...``.
 
-Each step composes its config from ``config/<step>.yaml`` (validated against the dataclass schema in
-:mod:`cnnscope.steps.schema`), calls the library, and writes its artifact atomically with the fully
-resolved config beside it. Only this package imports Hydra.
+Each step's settings are its ``Config`` dataclass, registered with :mod:`cnnscope.stepkit.schema`;
+:func:`~cnnscope.stepkit.runner.run_step` composes and validates them and hands the typed ``Config`` to
+the step's ``body``, which calls the library and writes its artifact through
+:class:`~cnnscope.stepkit.runner.Output`. Only this package and :mod:`cnnscope.stepkit` import Hydra.
 """

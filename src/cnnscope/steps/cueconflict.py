@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from omegaconf import MISSING
 
+from cnnscope.artifacts import CueConflictArtifact
 from cnnscope.bounds import choice, positive
 from cnnscope.device import pick_device
-from cnnscope.io import atomic_dir, verify, write_json, write_yaml
+from cnnscope.io import write_json
 from cnnscope.models.registry import ModelSpec, load_model
 from cnnscope.shapebias.decisions import BATCH_SIZE
 from cnnscope.shapebias.evaluate import CLASS_SETS, evaluate, summary
-from cnnscope.steps.runner import run_step
-from cnnscope.steps.schema import OnDevice, register
+from cnnscope.stepkit.runner import Output, run_step
+from cnnscope.stepkit.schema import OnDevice, register
 
-log = logging.getLogger("cnnscope")
 ClassSet = choice("ClassSet", CLASS_SETS)
 
 
@@ -29,36 +28,35 @@ class Config(OnDevice):
     batch_size: int = positive(BATCH_SIZE)
 
 
-register("cueconflict", Config)
+register("cueconflict", Config, model="convnet")
 
 
-def body(cfg: dict) -> None:
-    verify(cfg["stimuli"], "stimuli")
-    device = pick_device(cfg["device"])
-    loaded = load_model(ModelSpec(**cfg["model"]), device)
+def body(cfg: Config) -> None:
+    out = Output(cfg)
+    out.verify(stimuli="stimuli")
+    device = pick_device(cfg.device)
+    loaded = load_model(cfg.model, device)
     decisions = evaluate(
         loaded,
-        cfg["stimuli"],
-        cfg["name"],
-        CLASS_SETS[cfg["classes"]],
-        cfg["batch_size"],
+        cfg.stimuli,
+        cfg.name,
+        CLASS_SETS[cfg.classes],
+        cfg.batch_size,
         device,
-        cfg["progress"],
+        cfg.progress,
     )
     result = summary(decisions)
-    with atomic_dir(cfg["out"]) as tmp:
+    with out.write() as tmp:
         for name, df in decisions.items():
-            df.to_csv(tmp / f"{name}.csv", index=False)
-        write_json(tmp / "summary.json", {"name": cfg["name"], **result})
-        write_yaml(tmp / "config.yaml", cfg)
-    log.info(
-        "cueconflict: %s shape bias %.3f (%d shape / %d texture hits, cue fraction %.2f) -> %s",
-        cfg["name"],
+            df.to_csv(CueConflictArtifact(tmp).decisions(name), index=False)
+        write_json(CueConflictArtifact(tmp).summary, {"name": cfg.name, **result})
+    out.done(
+        "%s shape bias %.3f (%d shape / %d texture hits, cue fraction %.2f)",
+        cfg.name,
         result["shape_bias"],
         result["shape_hits"],
         result["texture_hits"],
         result["cue_fraction"],
-        cfg["out"],
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 from omegaconf import MISSING
 
-from cnnscope.artifacts import ACTIVATIONS, THRESHOLDS, UNIT_RANGE, UNITS
+from cnnscope.artifacts import DissectArtifact, ExtractArtifact
 from cnnscope.bounds import bounded, choice, positive
 from cnnscope.checkpoint import Checkpoint
 from cnnscope.data.packed import PackedDataset
@@ -24,12 +23,12 @@ from cnnscope.dissection import (
     unique_detectors,
     unit_thresholds,
 )
-from cnnscope.io import atomic_file, read_json, resumable_dir, verify, write_json, write_yaml
-from cnnscope.rows import RowReader
-from cnnscope.steps.runner import result_config, run_step
-from cnnscope.steps.schema import OnDevice, Resumable, register
+from cnnscope.io import atomic_file, read_json, write_json
+from cnnscope.rotation import RotatedRows, random_rotation, rotated_range
+from cnnscope.rows import RowReader, Rows
+from cnnscope.stepkit.runner import Output, run_step
+from cnnscope.stepkit.schema import OnDevice, Resumable, register
 
-log = logging.getLogger("cnnscope")
 IouMode = choice("IouMode", IOU_MODES)
 
 
@@ -43,68 +42,87 @@ class Config(OnDevice, Resumable):
     batch_size: int = bounded(0, 0)  # tally batch; 0: sized from max_elements
     max_elements: int = bounded(0, 0)  # activations / mask pixels per batch; 0: 4M on a CPU, 64M on a GPU
     memory_budget_mb: int = positive(MEMORY_BUDGET_MB)  # exact quantile buffer limit, else histogram
+    # Also dissect the layer in a random orthogonal basis from this seed (Bau et al. 2017, §3.2).
+    rotation_seed: int | None = bounded(None, 0)
 
 
 register("dissect", Config)
 
 
-def body(cfg: dict) -> None:
-    src = Path(cfg["activations"])
-    fingerprint = {
-        "config": result_config(cfg),
-        "activations": verify(src, "extract"),
-        "packed": verify(cfg["packed"], "prepare"),
-    }
-    data = PackedDataset.open(cfg["packed"])
-    device = pick_device(cfg["device"])
-    fingerprint["device"] = str(device)
-    acts = RowReader(src / ACTIVATIONS)
-    with resumable_dir(cfg["out"], fingerprint) as (tmp, resumed):
-        if resumed:
-            log.info("dissect: continuing the work a killed run left in %s", tmp)
-        thresholds, method, err = _thresholds(cfg, acts, src, device, tmp)
-        counts = tally(
-            acts,
-            thresholds,
-            data,
-            batch_size=cfg["batch_size"],
-            device=device,
-            max_elements=cfg["max_elements"],
-            progress=cfg["progress"],
-            checkpoint=Checkpoint(tmp / "tally.ckpt", cfg["checkpoint_s"]),
-        )
-        (tmp / "tally.ckpt").unlink(missing_ok=True)
-        summary = _write(cfg, tmp, data, thresholds, method, err, counts, device)
-    log.info(
-        "dissect: %d of %d units are detectors (IoU > %s, %s mode) -> %s",
+def body(cfg: Config) -> None:
+    out = Output(cfg)
+    out.verify(activations="extract", packed="prepare")
+    data = PackedDataset.open(cfg.packed)
+    device = pick_device(cfg.device)
+    out.identify(device=str(device))
+    extracted = ExtractArtifact(cfg.activations)
+    acts, unit_range = RowReader(extracted.activations), np.load(extracted.unit_range)
+    with out.write(resumable=True) as tmp:
+        summary = _dissect(cfg, acts, unit_range, data, device, tmp)
+        rotated = ""
+        if cfg.rotation_seed is not None:
+            rotation = random_rotation(acts.shape[1], cfg.rotation_seed)
+            work = DissectArtifact(tmp).rotated
+            work.path.mkdir(exist_ok=True)
+            np.save(work.rotation, rotation)
+            turned = RotatedRows(acts, rotation)
+            found = _dissect(cfg, turned, rotated_range(unit_range, rotation), data, device, work.path)
+            rotated = f"; {found['detectors']} in a random basis"
+    out.done(
+        "%d of %d units are detectors (IoU > %s, %s mode)%s",
         summary["detectors"],
         summary["units"],
-        cfg["detector_iou"],
-        cfg["iou_mode"],
-        cfg["out"],
+        cfg.detector_iou,
+        cfg.iou_mode,
+        rotated,
     )
+
+
+def _dissect(
+    cfg: Config, acts: Rows, unit_range: np.ndarray, data: PackedDataset, device: torch.device, work: Path
+) -> dict:
+    """Thresholds, tally and tables of ``acts`` into the folder ``work`` (resuming the work a killed
+    run left there); returns the summary."""
+    made = DissectArtifact(work)
+    if made.summary.is_file():  # a killed run finished this basis (the summary is written last)
+        made.thresholds_done.unlink(missing_ok=True)
+        return read_json(made.summary)
+    thresholds, method, err = _thresholds(cfg, acts, unit_range, device, work)
+    counts = tally(
+        acts,
+        thresholds,
+        data,
+        batch_size=cfg.batch_size,
+        device=device,
+        max_elements=cfg.max_elements,
+        progress=cfg.progress,
+        checkpoint=Checkpoint(work / "tally.ckpt", cfg.checkpoint_s),
+    )
+    (work / "tally.ckpt").unlink(missing_ok=True)
+    return _write(cfg, work, data, thresholds, method, err, counts, device)
 
 
 def _thresholds(
-    cfg: dict, acts: RowReader, src: Path, device: torch.device, tmp: Path
+    cfg: Config, acts: Rows, unit_range: np.ndarray, device: torch.device, tmp: Path
 ) -> tuple[np.ndarray, str, float]:
     """The units' thresholds: computed (resuming from a checkpoint) or, on resume, the saved ones."""
-    done = tmp / "thresholds.json"
+    made = DissectArtifact(tmp)
+    done = made.thresholds_done
     if done.is_file():
         saved = read_json(done)
-        return np.load(tmp / THRESHOLDS), saved["method"], saved["max_error"]
-    ckpt = Checkpoint(tmp / "thresholds.ckpt", cfg["checkpoint_s"])
+        return np.load(made.thresholds), saved["method"], saved["max_error"]
+    ckpt = Checkpoint(tmp / "thresholds.ckpt", cfg.checkpoint_s)
     thresholds, method, err = unit_thresholds(
         acts,
-        cfg["quantile"],
-        np.load(src / UNIT_RANGE),
+        cfg.quantile,
+        unit_range,
         device=device,
-        memory_budget=cfg["memory_budget_mb"] << 20,
-        max_elements=cfg["max_elements"],
-        progress=cfg["progress"],
+        memory_budget=cfg.memory_budget_mb << 20,
+        max_elements=cfg.max_elements,
+        progress=cfg.progress,
         checkpoint=ckpt,
     )
-    np.save(tmp / THRESHOLDS, thresholds)
+    np.save(made.thresholds, thresholds)
     with atomic_file(done) as t:
         write_json(t, {"method": method, "max_error": err})
     ckpt.path.unlink(missing_ok=True)
@@ -112,7 +130,7 @@ def _thresholds(
 
 
 def _write(
-    cfg: dict,
+    cfg: Config,
     tmp: Path,
     data: PackedDataset,
     thresholds: np.ndarray,
@@ -122,14 +140,15 @@ def _write(
     device: torch.device,
 ) -> dict:
     """The step's tables and arrays, into the work directory that becomes the artifact."""
-    iou = counts.iou(cfg["iou_mode"])
-    units = summarize(iou, data.label_names(), counts.label_category, counts.categories, cfg["detector_iou"])
-    detectors = unique_detectors(units, counts.categories, cfg["detector_iou"])
-    units.to_csv(tmp / UNITS, index=False)
-    detectors.to_csv(tmp / "detectors.csv", index=False)
-    np.save(tmp / "iou.npy", iou.astype(np.float32))
+    iou = counts.iou(cfg.iou_mode)
+    units = summarize(iou, data.label_names(), counts.label_category, counts.categories, cfg.detector_iou)
+    detectors = unique_detectors(units, counts.categories, cfg.detector_iou)
+    made = DissectArtifact(tmp)
+    units.to_csv(made.units, index=False)
+    detectors.to_csv(made.detectors, index=False)
+    np.save(made.iou, iou.astype(np.float32))
     np.savez_compressed(
-        tmp / "tally.npz",
+        made.tally,
         both=counts.both,
         labels=counts.labels,
         units_cat_paper=counts.units_cat_paper,
@@ -140,13 +159,13 @@ def _write(
         "detectors": int(units["detector"].sum()),
         "threshold_method": method,
         "threshold_max_error": err,
-        "iou_mode": cfg["iou_mode"],
-        "quantile": cfg["quantile"],
+        "iou_mode": cfg.iou_mode,
+        "quantile": cfg.quantile,
         "device": str(device),
     }
-    write_json(tmp / "summary.json", summary)
-    write_yaml(tmp / "config.yaml", cfg)
-    (tmp / "thresholds.json").unlink()
+    with atomic_file(made.summary) as t:
+        write_json(t, summary)
+    made.thresholds_done.unlink()
     return summary
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,11 +11,9 @@ from cnnscope.bounds import bounded, choice
 from cnnscope.data.broden import BrodenDataset
 from cnnscope.data.download import MD5, SHA256, Fetching, fetch, unpack
 from cnnscope.errors import DownloadError
-from cnnscope.io import atomic_dir, write_yaml
-from cnnscope.steps.runner import run_step
-from cnnscope.steps.schema import Step, register
+from cnnscope.stepkit.runner import Output, run_step
+from cnnscope.stepkit.schema import Step, register
 
-log = logging.getLogger("cnnscope")
 DatasetSource = choice("DatasetSource", ("broden", "synthworld"))
 
 
@@ -37,28 +34,29 @@ class Config(Step, Fetching):
     dataset: DatasetConfig = MISSING
 
 
-register("download", Config)
+register("download", Config, dataset="broden1_224")
 
 
-def body(cfg: dict) -> None:
-    ds = cfg["dataset"]
-    if ds["source"] != "broden" or not ds["url"]:
-        raise DownloadError(f"dataset {ds['name']!r} has no download URL (source={ds['source']})")
+def body(cfg: Config) -> None:
+    ds = cfg.dataset
+    if ds.source != "broden" or not ds.url:
+        raise DownloadError(f"dataset {ds.name!r} has no download URL (source={ds.source})")
     archive = fetch(
-        ds["url"],
-        Path(cfg["cache_dir"]) / f"{ds['name']}.zip",
-        ds["size_bytes"],
-        ds["sha256"],
-        cfg["timeout_s"],
-        cfg["retries"],
-        cfg["progress"],
-        ds["md5"],
+        ds.url,
+        Path(cfg.cache_dir) / f"{ds.name}.zip",
+        ds.size_bytes,
+        ds.sha256,
+        cfg.timeout_s,
+        cfg.retries,
+        cfg.progress,
+        ds.md5,
     )
-    with atomic_dir(cfg["out"]) as tmp:
-        unpack(archive, tmp, progress=cfg["progress"], max_ratio=cfg["max_unpack_ratio"])
+    out = Output(cfg)
+    # A dataset folder: its config is download.yaml, not to be taken for one of the release's files.
+    with out.write(config_file="download.yaml") as tmp:
+        unpack(archive, tmp, progress=cfg.progress, max_ratio=cfg.max_unpack_ratio)
         BrodenDataset(tmp)  # refuse (loudly) anything the loader cannot read
-        write_yaml(tmp / "download.yaml", cfg)
-    log.info("download: %s unpacked to %s (archive kept at %s)", ds["name"], cfg["out"], archive)
+    out.done("%s unpacked (archive kept at %s)", ds.name, archive)
 
 
 if __name__ == "__main__":

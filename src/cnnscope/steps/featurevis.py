@@ -4,7 +4,6 @@ Vedaldi 2015), which show what the layer keeps of an image."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,89 +13,71 @@ import torch
 from omegaconf import MISSING
 from PIL import Image
 
-from cnnscope.artifacts import UNITS
-from cnnscope.bounds import bounded, choice, positive
+from cnnscope.artifacts import DissectArtifact, FeaturevisArtifact
+from cnnscope.bounds import bounded, positive
 from cnnscope.data.packed import PackedDataset
 from cnnscope.device import pick_device
-from cnnscope.featurevis import PARAMETRISATIONS, invert, maximize
-from cnnscope.io import atomic_dir, verify, write_json, write_yaml
+from cnnscope.featurevis import MaximizeParams, invert, maximize
+from cnnscope.io import write_json
 from cnnscope.models.registry import ModelSpec, load_model
 from cnnscope.progress import track
-from cnnscope.steps.runner import run_step
-from cnnscope.steps.schema import OnDevice, register
-
-log = logging.getLogger("cnnscope")
-Parametrisation = choice("Parametrisation", PARAMETRISATIONS)
+from cnnscope.stepkit.runner import Output, run_step
+from cnnscope.stepkit.schema import OnDevice, register
 
 
 @dataclass
-class Config(OnDevice):
+class Config(OnDevice, MaximizeParams):
     model: ModelSpec = MISSING
     dissection: str = MISSING  # a dissect step's output: its top units are visualised
     packed: str = MISSING  # probe images to reconstruct come from the packed dataset
     layer: str = MISSING
     units: int = positive(4)
-    size: int = bounded(64, 8)
-    steps: int = positive(128)
-    lr: float = bounded(0.05, 0, open_lo=True)
-    param: Parametrisation = Parametrisation.fourier
-    seed: int = bounded(0, 0)
     inversions: int = bounded(2, 0)  # probe images reconstructed from the layer (evenly spaced)
     inversion_steps: int = positive(150)
 
 
-register("featurevis", Config)
+register("featurevis", Config, model="convnet")
 
 
-def body(cfg: dict) -> None:
-    verify(cfg["dissection"], "dissect")
-    top = pd.read_csv(Path(cfg["dissection"]) / UNITS).sort_values("iou", ascending=False).head(cfg["units"])
-    device = pick_device(cfg["device"])
-    loaded = load_model(ModelSpec(**cfg["model"]), device)
+def body(cfg: Config) -> None:
+    out = Output(cfg)
+    out.verify(dissection="dissect", packed="prepare")
+    top = (
+        pd.read_csv(DissectArtifact(cfg.dissection).units).sort_values("iou", ascending=False).head(cfg.units)
+    )
+    device = pick_device(cfg.device)
+    loaded = load_model(cfg.model, device)
     traces = {}
-    with atomic_dir(cfg["out"]) as tmp:
-        for _, row in track(list(top.iterrows()), "featurevis", enabled=cfg["progress"]):
+    with out.write() as tmp:
+        for _, row in track(list(top.iterrows()), "featurevis", enabled=cfg.progress):
             unit = int(row["unit"])
-            trace = maximize(
-                loaded.module,
-                cfg["layer"],
-                unit,
-                loaded.mean,
-                loaded.std,
-                cfg["size"],
-                cfg["steps"],
-                cfg["lr"],
-                cfg["param"],
-                seed=cfg["seed"],
-            )
+            trace = maximize(loaded.module, cfg.layer, unit, loaded.mean, loaded.std, cfg)
             image = (trace.image.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-            Image.fromarray(image).save(tmp / f"unit_{unit}.png")
+            Image.fromarray(image).save(FeaturevisArtifact(tmp).unit_image(unit))
             traces[unit] = {"label": row["label"], "iou": float(row["iou"]), "activation": trace.values}
-        write_json(tmp / "traces.json", traces)
-        write_json(tmp / "inversions.json", _inversions(cfg, loaded, tmp))
-        write_yaml(tmp / "config.yaml", cfg)
-    log.info("featurevis: %d units of %s -> %s", len(traces), cfg["layer"], cfg["out"])
+        write_json(FeaturevisArtifact(tmp).traces, traces)
+        write_json(FeaturevisArtifact(tmp).inversions, _inversions(cfg, loaded, tmp))
+    out.done("%d units of %s", len(traces), cfg.layer)
 
 
-def _inversions(cfg: dict, loaded, tmp: Path) -> list[dict]:
+def _inversions(cfg: Config, loaded, tmp: Path) -> list[dict]:
     """Reconstruct ``inversions`` probe images from the layer; ``inversion_<image>.png`` each."""
-    verify(cfg["packed"], "prepare")
-    data = PackedDataset.open(cfg["packed"])
-    n = min(cfg["inversions"], len(data))
+    data = PackedDataset.open(cfg.packed)
+    n = min(cfg.inversions, len(data))
     out = []
     for i in np.unique(np.linspace(0, len(data) - 1, n).round().astype(int)) if n else []:
         target = torch.from_numpy(np.array(data.images[i])).permute(2, 0, 1).float() / 255
         image, losses = invert(
             loaded.module,
-            cfg["layer"],
+            cfg.layer,
             target,
             loaded.mean,
             loaded.std,
-            steps=cfg["inversion_steps"],
-            seed=cfg["seed"],
+            steps=cfg.inversion_steps,
+            seed=cfg.seed,
         )
         pixels = (image.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-        Image.fromarray(pixels).save(tmp / f"inversion_{i}.png")
+        Image.fromarray(pixels).save(FeaturevisArtifact(tmp).inversion_image(i))
         out.append({"image": int(i), "name": data.meta["images"][i], "feature_loss": losses[-1]})
     return out
 

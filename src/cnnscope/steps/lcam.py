@@ -7,28 +7,26 @@ The trained attention is this step's artifact, so scoring, galleries and reports
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from omegaconf import MISSING
 
-from cnnscope.artifacts import lcam_attention
+from cnnscope.artifacts import LcamArtifact
 from cnnscope.attribution.lcam import VARIANTS, LCAMParams, train_lcam
 from cnnscope.bounds import bounded, positive
 from cnnscope.checkpoint import Checkpoint
 from cnnscope.data import shapetexture
 from cnnscope.data.imagefolder import image_folder, load_images
 from cnnscope.device import pick_device
-from cnnscope.io import atomic_file, resumable_dir, save_torch, write_json, write_yaml
+from cnnscope.io import atomic_file, save_torch, write_json
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import LoadedModel, ModelSpec, load_model
-from cnnscope.steps.runner import result_config, run_step
-from cnnscope.steps.schema import OnDevice, Resumable, register
+from cnnscope.stepkit.runner import Output, run_step
+from cnnscope.stepkit.schema import OnDevice, Resumable, register
 from cnnscope.training import Regime
 
-log = logging.getLogger("cnnscope")
 WORLD = "world"
 
 
@@ -44,17 +42,17 @@ class Config(OnDevice, Resumable):
     lcam: LCAMParams = field(default_factory=LCAMParams)
 
 
-register("lcam", Config)
+register("lcam", Config, model="convnet")
 
 
-def _sampler(cfg: dict, loaded: LoadedModel, classes: int, device: torch.device):
+def _sampler(cfg: Config, loaded: LoadedModel, classes: int, device: torch.device):
     """``sample(generator) -> (images, labels)``: a training batch, normalised, on the device."""
-    bs = cfg["lcam"]["batch_size"]
-    if cfg["data"] == WORLD:
-        agreement = shapetexture.REGIMES[cfg["regime"]]
+    bs = cfg.lcam.batch_size
+    if cfg.data == WORLD:
+        agreement = shapetexture.REGIMES[cfg.regime]
         # A sample of the world in the model's regime, seeded apart from the train step's (10,000+).
         images, labels, _ = shapetexture.training_set(
-            cfg["world_images"], cfg["image_size"], agreement, seed=40_000
+            cfg.world_images, cfg.image_size, agreement, seed=40_000
         )
         pixels, targets = torch.from_numpy(images), torch.from_numpy(labels)
 
@@ -63,48 +61,41 @@ def _sampler(cfg: dict, loaded: LoadedModel, classes: int, device: torch.device)
             return loaded.normalize(pixels[idx].to(device)), targets[idx].to(device)
 
         return sample
-    paths, labels = image_folder(cfg["data"], classes, loaded.class_names)
+    paths, labels = image_folder(cfg.data, classes, loaded.class_names)
 
     def sample_folder(gen: torch.Generator):
         idx = torch.randint(len(paths), (bs,), generator=gen).numpy()
-        pixels = torch.from_numpy(load_images([paths[i] for i in idx], cfg["image_size"]))
+        pixels = torch.from_numpy(load_images([paths[i] for i in idx], cfg.image_size))
         return loaded.normalize(pixels.to(device)), torch.from_numpy(labels[idx]).to(device)
 
     return sample_folder
 
 
-def body(cfg: dict) -> None:
-    device = pick_device(cfg["device"])
-    loaded = load_model(ModelSpec(**cfg["model"]), device)
-    resolve_layer(loaded.module, cfg["layer"], cfg["name"])  # fail before any work
+def body(cfg: Config) -> None:
+    device = pick_device(cfg.device)
+    loaded = load_model(cfg.model, device)
+    resolve_layer(loaded.module, cfg.layer, cfg.name)  # fail before any work
     with torch.no_grad():
-        size = loaded.input_size or cfg["image_size"]
+        size = loaded.input_size or cfg.image_size
         classes = loaded.module.eval()(torch.zeros(1, 3, size, size, device=device)).shape[1]
     sample = _sampler(cfg, loaded, classes, device)
-    fingerprint = {
-        "config": result_config(cfg),
-        "weights": loaded.digest(),
-        "device": str(device),
-        "threads": cfg["threads"],
-    }
-    params = LCAMParams(**cfg["lcam"])
+    out = Output(cfg)
+    out.identify(weights=loaded.digest(), device=str(device), threads=cfg.threads)
     metrics = {}
-    with resumable_dir(cfg["out"], fingerprint) as (tmp, resumed):
-        if resumed:
-            log.info("lcam: continuing the work a killed run left in %s", tmp)
+    with out.write(resumable=True) as tmp:
         for variant in VARIANTS:
-            done = tmp / lcam_attention(variant)
+            done = LcamArtifact(tmp).attention(variant)
             if done.is_file():  # a killed run finished this variant
                 metrics[variant] = torch.load(done, weights_only=True)["losses"]
                 continue
-            ckpt = Checkpoint(tmp / f"{variant}.ckpt", cfg["checkpoint_s"])
+            ckpt = Checkpoint(tmp / f"{variant}.ckpt", cfg.checkpoint_s)
             attention, losses = train_lcam(
-                loaded.module, cfg["layer"], variant, classes, sample, params, cfg["progress"], ckpt
+                loaded.module, cfg.layer, variant, classes, sample, cfg.lcam, cfg.progress, ckpt
             )
             state = {
                 "state_dict": attention.state_dict(),
                 "variant": variant,
-                "layer": cfg["layer"],
+                "layer": cfg.layer,
                 "losses": losses,
             }
             with atomic_file(done) as t:  # a kill mid-save must not leave a 'finished' variant
@@ -112,20 +103,13 @@ def body(cfg: dict) -> None:
             ckpt.path.unlink(missing_ok=True)
             metrics[variant] = losses
         write_json(
-            tmp / "metrics.json",
+            LcamArtifact(tmp).metrics,
             {
                 v: {"first_loss": float(np.mean(ls[:10])), "last_loss": float(np.mean(ls[-10:]))}
                 for v, ls in metrics.items()
             },
         )
-        write_yaml(tmp / "config.yaml", cfg)
-    log.info(
-        "lcam: %s attention at %s trained (%s) -> %s",
-        cfg["name"],
-        cfg["layer"],
-        ", ".join(VARIANTS),
-        cfg["out"],
-    )
+    out.done("%s attention at %s trained (%s)", cfg.name, cfg.layer, ", ".join(VARIANTS))
 
 
 if __name__ == "__main__":

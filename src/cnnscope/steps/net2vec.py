@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,24 +10,22 @@ import pandas as pd
 import torch
 from omegaconf import MISSING
 
-from cnnscope.artifacts import ACTIVATIONS, THRESHOLDS
+from cnnscope.artifacts import DissectArtifact, ExtractArtifact, Net2VecArtifact
 from cnnscope.bounds import bounded, positive
 from cnnscope.checkpoint import Checkpoint
 from cnnscope.data.packed import PackedDataset
 from cnnscope.device import pick_device
 from cnnscope.dissection import batch_elements, batch_images
 from cnnscope.errors import DatasetError
-from cnnscope.io import resumable_dir, verify, write_json, write_yaml
+from cnnscope.io import write_json
 from cnnscope.net2vec import classification, segmentation
 from cnnscope.net2vec.classification import ClassificationParams
 from cnnscope.net2vec.concepts import ConceptStats, concept_stats
 from cnnscope.net2vec.embedding import nearest, units_for_mass
 from cnnscope.net2vec.segmentation import Problem, SegmentationParams, unit_scale
 from cnnscope.rows import RowReader
-from cnnscope.steps.runner import result_config, run_step
-from cnnscope.steps.schema import OnDevice, Resumable, register
-
-log = logging.getLogger("cnnscope")
+from cnnscope.stepkit.runner import Output, run_step
+from cnnscope.stepkit.schema import OnDevice, Resumable, register
 
 
 @dataclass
@@ -47,101 +44,96 @@ class Config(OnDevice, Resumable):
 register("net2vec", Config)
 
 
-def body(cfg: dict) -> None:
-    src, dis = Path(cfg["activations"]), Path(cfg["dissect"])
-    data = PackedDataset.open(cfg["packed"])
+def body(cfg: Config) -> None:
+    out = Output(cfg)
+    out.verify(activations="extract", dissect="dissect", packed="prepare")
+    data = PackedDataset.open(cfg.packed)
     splits = set(data.meta.get("splits") or [])
     if not {"train", "val"} <= splits:
         raise DatasetError(
-            f"{cfg['packed']}: Net2Vec trains on the probe set's train split and scores on val, but its "
+            f"{cfg.packed}: Net2Vec trains on the probe set's train split and scores on val, but its "
             f"split column holds only {sorted(splits) or 'nothing'}; use a dataset with both"
         )
-    device = pick_device(cfg["device"])
-    fingerprint = {
-        "config": result_config(cfg),
-        "activations": verify(src, "extract"),
-        "dissect": verify(dis, "dissect"),
-        "packed": verify(cfg["packed"], "prepare"),
-        "device": str(device),
-        "threads": cfg["threads"],  # float sums in another order: other bits
-    }
-    acts = RowReader(src / ACTIVATIONS)
-    thresholds = np.load(dis / THRESHOLDS)
-    dissect_iou = np.load(dis / "iou.npy")
-    seg = SegmentationParams(**cfg["segmentation"])
-    max_elements = batch_elements(cfg["max_elements"], device)
-    with resumable_dir(cfg["out"], fingerprint) as (tmp, resumed):
-        if resumed:
-            log.info("net2vec: continuing the work a killed run left in %s", tmp)
-        stats = concept_stats(acts, data, batch_images(acts, data, max_elements), device, cfg["progress"])
-        seg_labels = stats.concepts("segmentation", cfg["min_train_images"])
-        cls_labels = stats.concepts("classification", cfg["min_train_images"])
-        if len(seg_labels) + len(cls_labels) == 0:
-            raise DatasetError(
-                f"{cfg['packed']}: no concept has {cfg['min_train_images']} train image(s) and a val image; "
-                "lower min_train_images or use a larger probe set"
-            )
-        problem = Problem.build(
-            acts,
-            data,
-            stats,
-            seg_labels,
-            unit_scale(thresholds, seg.scaling),
-            device,
-            max_elements,
-            seg.batch_size,
-        )
-        weight, bias, losses = segmentation.train(
-            problem, seg, cfg["progress"], Checkpoint(tmp / "train.ckpt", cfg["checkpoint_s"])
-        )
-        single = dissect_iou[seg_labels].argmax(1)
-        scores = segmentation.evaluate(
-            problem,
-            weight,
-            bias,
-            single,
-            thresholds,
-            seg.top_k,
-            progress=cfg["progress"],
-            checkpoint=Checkpoint(tmp / "evaluate.ckpt", cfg["checkpoint_s"]),
-        )
-        cls = classification.fit(stats, cls_labels, ClassificationParams(**cfg["classification"]), device)
-        _check_finite(
-            scores.iou(), weight, bias, *(cls[k] for k in ("weight", "bias", "ap_single", "ap_net2vec"))
-        )
-        table = _table(cfg, data, stats, seg_labels, single, dissect_iou, scores, weight, cls)
-        table.to_csv(tmp / "concepts.csv", index=False)
-        names = data.label_names()
-        nearest(weight, [names[i] for i in seg_labels], cfg["neighbours"]).to_csv(
-            tmp / "neighbours.csv", index=False
-        )
-        np.save(tmp / "weights.npy", weight)
-        np.savez(
-            tmp / "embeddings.npz",
-            labels=seg_labels,
-            bias=bias,
-            scale=problem.scale,
-            cls_labels=cls_labels,
-            cls_weight=cls["weight"],
-            cls_bias=cls["bias"],
-        )
-        summary = _summary(table, losses, device)
-        write_json(tmp / "summary.json", summary)
-        write_yaml(tmp / "config.yaml", cfg)
+    device = pick_device(cfg.device)
+    out.identify(device=str(device), threads=cfg.threads)  # threads: float sums in another order
+    with out.write(resumable=True) as tmp:
+        summary = _run(cfg, data, device, tmp)
+        write_json(Net2VecArtifact(tmp).summary, summary)
         for ckpt in ("train.ckpt", "evaluate.ckpt"):
             (tmp / ckpt).unlink(missing_ok=True)
-    log.info(
-        "net2vec: %d segmentation concepts, mean val IoU %.3f single unit -> %.3f learned (+%.3f) -> %s",
+    out.done(
+        "%d segmentation concepts, mean val IoU %.3f single unit -> %.3f learned (+%.3f)",
         summary["segmentation_concepts"],
         summary["mean_single_iou"],
         summary["mean_net2vec_iou"],
         summary["mean_iou_gain"],
-        cfg["out"],
     )
 
 
+def _run(cfg: Config, data: PackedDataset, device: torch.device, tmp: Path) -> dict:
+    """Concept statistics, the segmentation and classification embeddings and their scores against
+    the best single unit, written into the work directory ``tmp``; returns the summary."""
+    dis, made = DissectArtifact(cfg.dissect), Net2VecArtifact(tmp)
+    acts = RowReader(ExtractArtifact(cfg.activations).activations)
+    thresholds = np.load(dis.thresholds)
+    dissect_iou = np.load(dis.iou)
+    seg = cfg.segmentation
+    max_elements = batch_elements(cfg.max_elements, device)
+    stats = concept_stats(acts, data, batch_images(acts, data, max_elements), device, cfg.progress)
+    seg_labels = stats.concepts("segmentation", cfg.min_train_images)
+    cls_labels = stats.concepts("classification", cfg.min_train_images)
+    if len(seg_labels) + len(cls_labels) == 0:
+        raise DatasetError(
+            f"{cfg.packed}: no concept has {cfg.min_train_images} train image(s) and a val image; "
+            "lower min_train_images or use a larger probe set"
+        )
+    problem = Problem.build(
+        acts,
+        data,
+        stats,
+        seg_labels,
+        unit_scale(thresholds, seg.scaling),
+        device,
+        max_elements,
+        seg.batch_size,
+    )
+    weight, bias, losses = segmentation.train(
+        problem, seg, cfg.progress, Checkpoint(tmp / "train.ckpt", cfg.checkpoint_s)
+    )
+    single = dissect_iou[seg_labels].argmax(1)
+    scores = segmentation.evaluate(
+        problem,
+        weight,
+        bias,
+        single,
+        thresholds,
+        seg.top_k,
+        progress=cfg.progress,
+        checkpoint=Checkpoint(tmp / "evaluate.ckpt", cfg.checkpoint_s),
+    )
+    cls = classification.fit(stats, cls_labels, cfg.classification, device)
+    _check_finite(
+        scores.iou(), weight, bias, *(cls[k] for k in ("weight", "bias", "ap_single", "ap_net2vec"))
+    )
+    table = _table(cfg, data, stats, seg_labels, single, dissect_iou, scores, weight, cls)
+    table.to_csv(made.concepts, index=False)
+    names = data.label_names()
+    nearest(weight, [names[i] for i in seg_labels], cfg.neighbours).to_csv(made.neighbours, index=False)
+    np.save(made.weights, weight)
+    np.savez(
+        made.embeddings,
+        labels=seg_labels,
+        bias=bias,
+        scale=problem.scale,
+        cls_labels=cls_labels,
+        cls_weight=cls["weight"],
+        cls_bias=cls["bias"],
+    )
+    return _summary(table, losses, device)
+
+
 def _table(
-    cfg: dict,
+    cfg: Config,
     data: PackedDataset,
     stats: ConceptStats,
     seg_labels: np.ndarray,
@@ -171,7 +163,7 @@ def _table(
             "net2vec_iou": iou["net2vec"],
             **{f"iou_{v}": iou[v] for v in scores.variants if v.startswith("top")},
             "iou_gain": iou["net2vec"] - iou["single"],
-            f"units_for_{round(cfg['mass_share'] * 100)}pct_mass": units_for_mass(weight, cfg["mass_share"]),
+            f"units_for_{round(cfg.mass_share * 100)}pct_mass": units_for_mass(weight, cfg.mass_share),
         }
     )
     clf = pd.DataFrame(

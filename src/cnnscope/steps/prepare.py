@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from omegaconf import MISSING
@@ -10,11 +9,9 @@ from omegaconf import MISSING
 from cnnscope.bounds import positive
 from cnnscope.data.broden import BrodenDataset
 from cnnscope.data.packed import pack
-from cnnscope.io import atomic_dir, verify_if_sealed, write_yaml
-from cnnscope.steps.runner import run_step
-from cnnscope.steps.schema import Threaded, register
-
-log = logging.getLogger("cnnscope")
+from cnnscope.io import verify_if_sealed
+from cnnscope.stepkit.runner import Output, run_step
+from cnnscope.stepkit.schema import Threaded, register
 
 
 @dataclass
@@ -26,19 +23,13 @@ class Config(Threaded):
 register("prepare", Config)
 
 
-def body(cfg: dict) -> None:
-    verify_if_sealed(cfg["dataset_dir"], "synthworld or download")
-    dataset = BrodenDataset(cfg["dataset_dir"])
-    with atomic_dir(cfg["out"]) as tmp:
-        pack(dataset, tmp, workers=cfg["threads"], progress=cfg["progress"])
-        write_yaml(tmp / "config.yaml", cfg)
-    log.info(
-        "prepare: packed %d images, %d labels from %s into %s",
-        len(dataset),
-        len(dataset.labels),
-        cfg["dataset_dir"],
-        cfg["out"],
-    )
+def body(cfg: Config) -> None:
+    verify_if_sealed(cfg.dataset_dir, "synthworld or download")
+    dataset = BrodenDataset(cfg.dataset_dir)
+    out = Output(cfg)
+    with out.write() as tmp:
+        pack(dataset, tmp, workers=cfg.threads, progress=cfg.progress)
+    out.done("packed %d images, %d labels from %s", len(dataset), len(dataset.labels), cfg.dataset_dir)
 
 
 if __name__ == "__main__":

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import MISSING
 
+from cnnscope.artifacts import PAGE
 from cnnscope.bounds import positive
-from cnnscope.io import atomic_dir, write_yaml
 from cnnscope.report import build_report
 from cnnscope.report.inputs import ReportInputs
-from cnnscope.steps.runner import run_step
-from cnnscope.steps.schema import Step, register
-
-log = logging.getLogger("cnnscope")
+from cnnscope.stepkit.runner import Output, run_step
+from cnnscope.stepkit.schema import Step, register
 
 
 @dataclass
@@ -30,18 +27,17 @@ class Config(Step):
 register("report", Config)
 
 
-def body(cfg: dict) -> None:
-    out = Path(cfg["out"])
-    with atomic_dir(out) as tmp:
+def body(cfg: Config) -> None:
+    out = Output(cfg)
+    with out.write() as tmp:
         build_report(
-            ReportInputs.from_dict(cfg["inputs"]),
+            cfg.inputs,
             tmp,
-            top_units=cfg["top_units"],
-            top_images=cfg["top_images"],
-            study=json.loads(cfg["study"]) if cfg["study"] else None,
+            top_units=cfg.top_units,
+            top_images=cfg.top_images,
+            study=json.loads(cfg.study) if cfg.study else None,
         )
-        write_yaml(tmp / "config.yaml", cfg)
-    log.info("report: %s", (out / "index.html").resolve())
+    out.done("%s", (Path(cfg.out) / PAGE).resolve())
 
 
 if __name__ == "__main__":

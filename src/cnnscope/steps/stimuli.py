@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,12 +10,10 @@ from cnnscope.bounds import bounded, choice, positive
 from cnnscope.data import shapetexture
 from cnnscope.data.download import SHA256, Fetching, fetch, unpack
 from cnnscope.errors import CnnscopeError
-from cnnscope.io import atomic_dir, write_yaml
 from cnnscope.shapebias.stimuli import STIMULUS_DIRS, stimulus_sets
-from cnnscope.steps.runner import run_step
-from cnnscope.steps.schema import Step, register
+from cnnscope.stepkit.runner import Output, run_step
+from cnnscope.stepkit.schema import Step, register
 
-log = logging.getLogger("cnnscope")
 StimuliSource = choice("StimuliSource", ("world", "download", "local"))
 
 
@@ -57,34 +54,32 @@ def _copy_checkout(src: Path, dest: Path) -> None:
         shutil.copytree(src / sub, dest / sub)
 
 
-def body(cfg: dict) -> None:
-    source = cfg["source"]
-    if source == "local" and not cfg["path"]:
+def body(cfg: Config) -> None:
+    source = cfg.source
+    if source == "local" and not cfg.path:
         raise CnnscopeError("source=local needs path=<a texture-vs-shape checkout>")
     if source == "download":
         archive = fetch(
-            cfg["url"],
-            Path(cfg["cache_dir"]) / f"texture-vs-shape-{cfg['sha256'] or 'unpinned'}.zip",
-            cfg["size_bytes"],
-            cfg["sha256"],
-            cfg["timeout_s"],
-            cfg["retries"],
-            cfg["progress"],
+            cfg.url,
+            Path(cfg.cache_dir) / f"texture-vs-shape-{cfg.sha256 or 'unpinned'}.zip",
+            cfg.size_bytes,
+            cfg.sha256,
+            cfg.timeout_s,
+            cfg.retries,
+            cfg.progress,
         )
-    with atomic_dir(cfg["out"]) as tmp:
+    out = Output(cfg)
+    with out.write() as tmp:
         if source == "world":
-            w = cfg["world"]
-            shapetexture.write_stimuli(tmp, w["size"], w["seed"], w["poses"], w["singles"], cfg["progress"])
+            w = cfg.world
+            shapetexture.write_stimuli(tmp, w.size, w.seed, w.poses, w.singles, cfg.progress)
         elif source == "download":
-            unpack(
-                archive, tmp, progress=cfg["progress"], marker="stimuli", max_ratio=cfg["max_unpack_ratio"]
-            )
+            unpack(archive, tmp, progress=cfg.progress, marker="stimuli", max_ratio=cfg.max_unpack_ratio)
         else:
-            _copy_checkout(Path(cfg["path"]), tmp)
+            _copy_checkout(Path(cfg.path), tmp)
         if source != "world":
             stimulus_sets(tmp)  # all 16 classes, every file named as published
-        write_yaml(tmp / "config.yaml", cfg)
-    log.info("stimuli: %s stimuli in %s", source, cfg["out"])
+    out.done("%s stimuli", source)
 
 
 if __name__ == "__main__":

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 from cnnscope.data.synthworld import WorldSpec, generate
-from cnnscope.io import atomic_dir, write_yaml
-from cnnscope.steps.runner import run_step
-from cnnscope.steps.schema import Step, register
-
-log = logging.getLogger("cnnscope")
+from cnnscope.stepkit.runner import Output, run_step
+from cnnscope.stepkit.schema import Step, register
 
 
 @dataclass
@@ -21,12 +17,11 @@ class Config(Step):
 register("synthworld", Config)
 
 
-def body(cfg: dict) -> None:
-    spec = WorldSpec(**cfg["world"])
-    with atomic_dir(cfg["out"]) as tmp:
-        generate(tmp, spec, progress=cfg["progress"])
-        write_yaml(tmp / "config.yaml", cfg)
-    log.info("synthworld: %d images of %dpx written to %s", spec.n_images, spec.image_size, cfg["out"])
+def body(cfg: Config) -> None:
+    spec, out = cfg.world, Output(cfg)
+    with out.write() as tmp:
+        generate(tmp, spec, progress=cfg.progress)
+    out.done("%d images of %dpx", spec.n_images, spec.image_size)
 
 
 if __name__ == "__main__":

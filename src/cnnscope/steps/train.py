@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import torch
 from omegaconf import MISSING
 
-from cnnscope.artifacts import MODEL_FILE
+from cnnscope.artifacts import TrainArtifact
 from cnnscope.checkpoint import Checkpoint
 from cnnscope.errors import ModelError
-from cnnscope.io import resumable_dir, write_json, write_yaml
+from cnnscope.io import atomic_file, write_json
 from cnnscope.models.builtin import BUILTIN
 from cnnscope.models.registry import ModelSpec
-from cnnscope.steps.runner import result_config, run_step
-from cnnscope.steps.schema import Resumable, Threaded, register
+from cnnscope.stepkit.runner import Output, run_step
+from cnnscope.stepkit.schema import Resumable, Threaded, register
 from cnnscope.training import TrainParams, TrainSpec, save_model, train
-
-log = logging.getLogger("cnnscope")
 
 
 @dataclass
@@ -26,36 +26,44 @@ class Config(Threaded, Resumable):
     train: TrainParams = field(default_factory=TrainParams)
 
 
-register("train", Config)
+register("train", Config, model="convnet")
 
 
-def body(cfg: dict) -> None:
-    model = cfg["model"]
-    if model["source"] != "builtin" or model["arch"] not in BUILTIN:
+def body(cfg: Config) -> None:
+    model = cfg.model
+    if model.source != "builtin" or model.arch not in BUILTIN:
         raise ModelError(
-            f"only built-in models are trained in the pipeline, got {model['source']}:"
-            f"{model['arch']}; built-in: {', '.join(BUILTIN)}"
+            f"only built-in models are trained in the pipeline, got {model.source}:"
+            f"{model.arch}; built-in: {', '.join(BUILTIN)}"
         )
-    spec = TrainSpec(arch=model["arch"], width=model["width"], **cfg["train"])
-    fingerprint = {"config": result_config(cfg), "threads": cfg["threads"]}  # threads change the bytes
-    with resumable_dir(cfg["out"], fingerprint) as (tmp, resumed):
-        if resumed:
-            log.info("train: continuing the work a killed run left in %s", tmp)
-        ckpt = Checkpoint(tmp / "train.ckpt", cfg["checkpoint_s"])
-        net, metrics = train(spec, progress=cfg["progress"], checkpoint=ckpt)
-        save_model(net, spec.arch, tmp / MODEL_FILE)
-        write_json(tmp / "metrics.json", metrics)
-        write_yaml(tmp / "config.yaml", cfg)
+    spec = TrainSpec(arch=model.arch, width=model.width, **dataclasses.asdict(cfg.train))
+    out = Output(cfg)
+    out.identify(threads=cfg.threads)  # threads change the bytes
+    with out.write(resumable=True) as tmp:
+        ckpt = Checkpoint(tmp / "train.ckpt", cfg.checkpoint_s)
+        net, metrics = train(spec, progress=cfg.progress, checkpoint=ckpt, snapshot=_keeper(spec.arch, tmp))
+        save_model(net, spec.arch, TrainArtifact(tmp).model)
+        write_json(TrainArtifact(tmp).metrics, metrics)
         ckpt.path.unlink(missing_ok=True)
-    log.info(
-        "train: %s val accuracy %.3f (chance %.3f) in %.0fs; checkpoint %s/%s",
+    out.done(
+        "%s val accuracy %.3f (chance %.3f) in %.0fs",
         spec.arch,
         metrics["val_accuracy"],
         metrics["chance"],
         metrics["seconds_total"],
-        cfg["out"],
-        MODEL_FILE,
     )
+
+
+def _keeper(arch: str, tmp: Path):
+    """Save each snapshot into the work directory (atomically: a kill mid-save leaves none)."""
+
+    def keep(step: int, net: torch.nn.Module) -> None:
+        path = TrainArtifact(tmp).snapshot(step)
+        path.parent.mkdir(exist_ok=True)
+        with atomic_file(path) as t:
+            save_model(net, arch, t)
+
+    return keep
 
 
 if __name__ == "__main__":

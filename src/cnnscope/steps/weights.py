@@ -7,18 +7,15 @@ the file's hash), and records which weights it fetched and their digest for prov
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from cnnscope.io import atomic_dir, write_json, write_yaml
+from cnnscope.artifacts import WeightsArtifact
+from cnnscope.io import write_json
 from cnnscope.models.registry import ModelSpec, load_model, model_name
-from cnnscope.steps.runner import run_step
-from cnnscope.steps.schema import Step, register
-
-log = logging.getLogger("cnnscope")
-WEIGHTS_FILE = "weights.json"
+from cnnscope.stepkit.runner import Output, run_step
+from cnnscope.stepkit.schema import Step, register
 
 
 @dataclass
@@ -26,11 +23,11 @@ class Config(Step):
     model: ModelSpec = MISSING
 
 
-register("weights", Config)
+register("weights", Config, model="resnet18")
 
 
-def body(cfg: dict) -> None:
-    spec = ModelSpec(**cfg["model"])
+def body(cfg: Config) -> None:
+    spec = cfg.model
     loaded = load_model(spec)
     record = {
         "model": model_name(spec),
@@ -38,16 +35,10 @@ def body(cfg: dict) -> None:
         "weights": spec.weights,
         "digest": loaded.digest(),
     }
-    with atomic_dir(cfg["out"]) as tmp:
-        write_json(tmp / WEIGHTS_FILE, record)
-        write_yaml(tmp / "config.yaml", cfg)
-    log.info(
-        "weights: %s %s (sha256 %s) cached -> %s",
-        record["model"],
-        spec.weights,
-        record["digest"][:12],
-        cfg["out"],
-    )
+    out = Output(cfg)
+    with out.write() as tmp:
+        write_json(WeightsArtifact(tmp).record, record)
+    out.done("%s %s (sha256 %s) cached", record["model"], spec.weights, record["digest"][:12])
 
 
 if __name__ == "__main__":

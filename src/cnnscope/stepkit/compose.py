@@ -26,8 +26,8 @@ from cnnscope.overrides import hydra_value, model_items
 from cnnscope.shapebias.classes import head_problem
 from cnnscope.shapebias.evaluate import CLASS_SETS
 from cnnscope.stages import STAGES, Study
-from cnnscope.steps.runner import config_dir, plain
-from cnnscope.steps.schema import schema, validate
+from cnnscope.stepkit.runner import config_dir, plain
+from cnnscope.stepkit.schema import schema, validate
 
 
 def compose_step(step: str, overrides: list[str]) -> dict[str, Any]:
@@ -106,6 +106,31 @@ def check_model_entry(name: str, model: str, values: dict[str, Any]) -> None:
             raise CnnscopeError(f"model {name!r}: overrides {key}: {value!r} is refused ({why})") from None
 
 
+def _check_snapshots(name: str, entry: dict[str, Any]) -> None:
+    """A model's ``snapshots``: steps of its training here (``train: true``), or ``{step, checkpoint}``
+    files of a run trained elsewhere; each step once."""
+    kept = entry.get("snapshots") or []
+    trained = bool(entry.get("train"))
+    if any(isinstance(k, int) != trained for k in kept):
+        how = (
+            "training steps (integers)" if trained else "{step, checkpoint} entries (it is not trained here)"
+        )
+        raise CnnscopeError(f"model {name!r}: its snapshots must be {how}")
+    steps = [k if isinstance(k, int) else k["step"] for k in kept]
+    if len(set(steps)) < len(steps):
+        raise CnnscopeError(f"model {name!r} lists a snapshot step twice: {sorted(steps)}")
+
+
+def _check_snapshot_steps(
+    study: Study, name: str, composed: Callable[[str, tuple[str, ...]], dict[str, Any]]
+) -> None:
+    """A trained model's snapshot steps lie within its training."""
+    train = composed("train", tuple(study.job_items("train", {"model": name})))["train"]
+    late = [k for k in study.models[name]["snapshots"] if k > train["steps"]]
+    if late:
+        raise CnnscopeError(f"snapshots {late} lie beyond its training's {train['steps']} steps; drop them")
+
+
 def _check_model(study: Study, name: str, spec: ModelSpec) -> None:
     """One model of the study: its layers, its weights source, and a head that fits the cue-conflict
     decision space."""
@@ -152,7 +177,13 @@ def check_study(
             )
     for n, m in study.models.items():  # before anything composes them (the job list does)
         check_model_entry(n, m["model"], m.get("overrides") or {})
+        _check_snapshots(n, m)
     checks = [(f"models.{n}", lambda n=n: _check_model(study, n, model_spec(n))) for n in study.models]
+    checks += [
+        (f"models.{n}", lambda n=n: _check_snapshot_steps(study, n, composed))
+        for n in study.trained()
+        if study.models[n].get("snapshots")
+    ]
     checks += [
         (f"steps.{step}", lambda step=step, wc=wc: composed(step, tuple(study.job_items(step, wc))))
         for step, wc in [*study.all_jobs(), ("report", {})]

@@ -1,0 +1,173 @@
+"""Interpretability over training (Bau et al. 2017, Fig. 10): snapshots of the world models' weights
+during training, which the study dissects and evaluates like models of their own."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import TINY, downstream, planned_jobs, snakemake
+
+from cnnscope.artifacts import DissectArtifact, TrainArtifact
+from cnnscope.checkpoint import Checkpoint
+from cnnscope.errors import CnnscopeError
+from cnnscope.overrides import hydra_value
+from cnnscope.stages import Study
+from cnnscope.stepkit.compose import check_study, compose_step, study_model_spec
+from cnnscope.training import TrainSpec, train
+
+SPEC = dict(steps=12, image_size=16, n_train=96, n_val=16, batch_size=8, width=4)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _kept(spec: TrainSpec, **kwargs) -> tuple[dict[int, dict], torch.nn.Module]:
+    kept: dict[int, dict] = {}
+
+    def keep(step: int, net: torch.nn.Module) -> None:
+        kept[step] = {k: v.clone() for k, v in net.state_dict().items()}
+
+    net, metrics = train(spec, progress=False, snapshot=keep, **kwargs)
+    assert sorted(metrics["snapshots"], key=int) == [str(k) for k in sorted(spec.snapshots)]
+    assert all(0 <= v <= 1 for scores in metrics["snapshots"].values() for v in scores.values())
+    return kept, net
+
+
+def _equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_snapshot_is_the_run_stopped_there_and_keeping_them_changes_no_bit():
+    torch.set_num_threads(1)
+    kept, net = _kept(TrainSpec(**SPEC, snapshots=[0, 5, 12]))
+    assert sorted(kept) == [0, 5, 12]
+    plain, _ = train(TrainSpec(**SPEC), progress=False)
+    assert _equal(net.state_dict(), plain.state_dict())  # the final model's bytes
+    assert _equal(kept[12], plain.state_dict())
+
+    def stop_at_5(step: int, model: torch.nn.Module) -> None:
+        stopped.update({k: v.clone() for k, v in model.state_dict().items()})
+        raise _Stop
+
+    stopped: dict = {}
+    with pytest.raises(_Stop):
+        train(TrainSpec(**SPEC, snapshots=[5]), progress=False, snapshot=stop_at_5)
+    assert _equal(kept[5], stopped)
+    assert not _equal(kept[0], kept[5])
+
+
+def test_a_resumed_run_keeps_the_same_snapshots(tmp_path):
+    torch.set_num_threads(1)
+    spec = TrainSpec(**SPEC, snapshots=[0, 3, 9])
+    whole, _ = _kept(spec)
+    ckpt = Checkpoint(tmp_path / "train.ckpt", 0)  # saves at every step
+
+    def die_at_9(step: int, model: torch.nn.Module) -> None:
+        if step == 9:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(spec, progress=False, checkpoint=ckpt, snapshot=die_at_9)
+    resumed, _ = _kept(spec, checkpoint=ckpt)
+    assert sorted(resumed) == [9]  # 0 and 3 were kept before the kill
+    assert _equal(resumed[9], whole[9])
+
+
+def test_a_snapshot_beyond_the_last_step_is_refused():
+    with pytest.raises(CnnscopeError, match=r"train.snapshots \[13\] lie beyond train.steps=12"):
+        train(TrainSpec(**SPEC, snapshots=[13]), progress=False, snapshot=lambda step, net: None)
+
+
+def _tiny(**model) -> dict:
+    t = copy.deepcopy(TINY)
+    t["models"][0].update(model)
+    return t
+
+
+def test_snapshot_models_are_dissected_and_evaluated_and_nothing_else():
+    study = Study(_tiny(snapshots=[0, 10]))
+    layers = TINY["models"][0]["layers"]
+    models = ["tiny", "tiny@0", "tiny@10"]
+    for stage in ("extract", "dissect"):
+        assert [(j["model"], j["layer"]) for j in study.jobs(stage)] == [
+            (m, ly) for m in models for ly in layers
+        ]
+    assert [j["model"] for j in study.jobs("cueconflict")] == models
+    for stage in ("train", "net2vec", "featurevis", "lcam", "attribution"):
+        assert {j["model"] for j in study.jobs(stage)} == {"tiny"}, stage
+    kept = TrainArtifact(study.artifact("train", model="tiny")).snapshot(10)
+    assert study.model_overrides("tiny@10")[-1] == f"model.checkpoint={hydra_value(str(kept))}"
+    assert study.train_artifact_of("tiny@10") == study.artifact("train", model="tiny")
+    assert "train.snapshots=[0,10]" in study.job_items("train", {"model": "tiny"})
+    inputs = study.report_inputs()
+    assert [(e["name"], e.get("snapshot_of"), e.get("step")) for e in inputs["models"]] == [
+        ("tiny", None, None),
+        ("tiny@0", "tiny", 0),
+        ("tiny@10", "tiny", 10),
+    ]
+
+
+def test_snapshots_of_a_run_trained_elsewhere_load_their_own_checkpoints():
+    entry = {"train": False, "checkpoint": "final.pt", "snapshots": [{"step": 5, "checkpoint": "run/5.pt"}]}
+    study = Study(_tiny(**entry))
+    assert study.model_overrides("tiny@5")[-1] == "model.checkpoint='run/5.pt'"
+    assert study.train_artifact_of("tiny@5") is None and not study.jobs("train")
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"snapshots": [{"step": 5, "checkpoint": "x.pt"}]}, "its snapshots must be training steps"),
+        ({"train": False, "checkpoint": "f.pt", "snapshots": [5]}, r"must be \{step, checkpoint\} entries"),
+        ({"snapshots": [10, 10]}, r"lists a snapshot step twice: \[10, 10\]"),
+        ({"snapshots": [0, 30]}, r"models\.tiny: snapshots \[30\] lie beyond its training's 20 steps"),
+    ],
+)
+def test_bad_snapshots_fail_the_study_check(model, message):
+    study = Study(_tiny(**model))
+    with pytest.raises(CnnscopeError, match=message):
+        check_study(
+            study, lambda step, items: compose_step(step, list(items)), lambda n: study_model_spec(study, n)
+        )
+
+
+def test_the_study_dissects_and_evaluates_each_snapshot_and_the_report_plots_them(study, tmp_path):
+    """Snapshots and the rotated basis end to end, in a copy of the finished tiny study."""
+    work = tmp_path / "study"
+    shutil.copytree(study, work, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    config = _tiny(snapshots=[0, 10])
+    config["steps"]["dissect"]["rotation_seed"] = 0  # and each layer in a random basis (test_rotation.py)
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    planned = planned_jobs(snakemake(work, "-n"))
+    layers = TINY["models"][0]["layers"]
+    assert planned == downstream(config, "train")
+    assert (planned["extract"], planned["dissect"], planned["cueconflict"]) == (
+        3 * len(layers),
+        3 * len(layers),
+        3,
+    )
+    res = snakemake(work)
+    assert res.returncode == 0, res.stdout + res.stderr
+    trained = TrainArtifact(work / "results" / "train" / "tiny")
+    assert trained.snapshot(0).is_file() and trained.snapshot(10).is_file()
+    assert set(json.loads(trained.metrics.read_text())["snapshots"]) == {"0", "10"}
+    report = work / "results" / "report"
+    assert "<h2 id='training'>Training</h2>" in (report / "index.html").read_text()
+    detectors = pd.read_csv(report / "tables" / "training_detectors.csv")
+    assert sorted(set(detectors["step"])) == [0, 10, 20] and set(detectors["layer"]) == set(layers)
+    scores = pd.read_csv(report / "tables" / "training_scores.csv")
+    assert scores["step"].tolist() == [0, 10, 20] and scores["shape_bias"].notna().all()
+    assert scores["clean_accuracy"].between(0, 1).all()
+    basis = pd.read_csv(report / "tables" / "basis.csv")
+    assert basis["layer"].tolist() == layers and (basis["rotated_unique_detectors"] >= 0).all()
+    rotated = DissectArtifact(work / "results" / "dissect" / "synthworld" / "tiny@10" / layers[0]).rotated
+    assert np.load(rotated.rotation).shape == (len(pd.read_csv(rotated.units)),) * 2
+    assert planned_jobs(snakemake(work, "-n")) == {}
