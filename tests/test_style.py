@@ -58,3 +58,17 @@ def test_config_readme_documents_every_study_key():
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     documented = set(re.findall(r"^\| `([^`]+)` \|", (REPO / "config/README.md").read_text(), re.M))
     assert documented == set(_schema_keys(schema)) | {"steps.<stage>"}
+
+
+def test_config_readme_names_every_model_setting():
+    import dataclasses
+
+    from cnnscope.models.registry import ModelSpec
+
+    row = next(
+        line
+        for line in (REPO / "config/README.md").read_text().splitlines()
+        if line.startswith("| `models[].overrides`")
+    )
+    named = set(re.findall(r"`([a-z_]+)`", row.split("(", 1)[1].split(")", 1)[0]))
+    assert named == {f.name for f in dataclasses.fields(ModelSpec)}

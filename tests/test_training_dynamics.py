@@ -139,20 +139,29 @@ def test_bad_snapshots_fail_the_study_check(model, message):
         )
 
 
+def _write(work, config: dict) -> None:
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 def test_the_study_dissects_and_evaluates_each_snapshot_and_the_report_plots_them(study, tmp_path):
-    """Snapshots and the rotated basis end to end, in a copy of the finished tiny study."""
+    """Snapshots, the rotated basis and a repeated training condition end to end, in a copy of the
+    finished tiny study."""
     work = tmp_path / "study"
     shutil.copytree(study, work, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     config = _tiny(snapshots=[0, 10])
     config["steps"]["dissect"]["rotation_seed"] = 0  # and each layer in a random basis (test_rotation.py)
-    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    # a second condition (test_conditions.py): dropout, repeated from two seeds, one layer, no attribution
+    rep = {**TINY["models"][0], "name": "drop", "layers": ["conv5"], "attribution": False, "seeds": [1, 2]}
+    config["models"].append({**rep, "overrides": {"width": 8, "dropout": 0.5}})
+    _write(work, config)
     planned = planned_jobs(snakemake(work, "-n"))
     layers = TINY["models"][0]["layers"]
     assert planned == downstream(config, "train")
-    assert (planned["extract"], planned["dissect"], planned["cueconflict"]) == (
-        3 * len(layers),
-        3 * len(layers),
+    assert (planned["train"], planned["extract"], planned["dissect"], planned["cueconflict"]) == (
         3,
+        3 * len(layers) + 2,
+        3 * len(layers) + 2,
+        3 + 2,
     )
     res = snakemake(work)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -167,7 +176,34 @@ def test_the_study_dissects_and_evaluates_each_snapshot_and_the_report_plots_the
     assert scores["step"].tolist() == [0, 10, 20] and scores["shape_bias"].notna().all()
     assert scores["clean_accuracy"].between(0, 1).all()
     basis = pd.read_csv(report / "tables" / "basis.csv")
-    assert basis["layer"].tolist() == layers and (basis["rotated_unique_detectors"] >= 0).all()
+    assert list(zip(basis["model"], basis["layer"], strict=True)) == [
+        *(("tiny", ly) for ly in layers),
+        ("drop-seed1", "conv5"),
+        ("drop-seed2", "conv5"),
+    ]
+    assert (basis["rotated_unique_detectors"] >= 0).all()
     rotated = DissectArtifact(work / "results" / "dissect" / "synthworld" / "tiny@10" / layers[0]).rotated
     assert np.load(rotated.rotation).shape == (len(pd.read_csv(rotated.units)),) * 2
+    conditions = pd.read_csv(report / "tables" / "training_conditions.csv")
+    assert set(zip(conditions["condition"], conditions["layer"], strict=True)) == {
+        ("tiny", layers[0]),
+        ("tiny", layers[1]),
+        ("drop", "conv5"),
+    }
+    assert (conditions.loc[conditions["condition"] == "drop", "repeats"] == 2).all()
+    assert conditions.loc[conditions["condition"] == "drop", "unique_sd"].notna().all()
+    assert (conditions.loc[conditions["condition"] == "tiny", "repeats"] == 1).all()
     assert planned_jobs(snakemake(work, "-n")) == {}
+    config["models"][1]["overrides"]["dropout"] = 0.3  # one condition edited: its jobs rerun, no other
+    _write(work, config)
+    again = planned_jobs(snakemake(work, "-n"))
+    assert again == {
+        "train": 2,
+        "extract": 2,
+        "dissect": 2,
+        "cueconflict": 2,
+        "net2vec": 2,
+        "featurevis": 2,
+        "report": 1,
+        "all": 1,
+    }

@@ -399,6 +399,34 @@ def training_scores(table: pd.DataFrame, colors: dict[str, tuple], out: Path) ->
     return _save(fig, out)
 
 
+def conditions(table: pd.DataFrame, out: Path) -> Path:
+    """Unique detectors per category for each training condition, one panel per layer: a bar per
+    condition, its height the mean over the condition's repeats and its error bar their standard
+    deviation (Bau et al. 2017, Fig. 9). ``table``: condition, layer, category, unique_mean, unique_sd."""
+    layers = list(dict.fromkeys(table["layer"]))
+    conds = list(dict.fromkeys(table["condition"]))
+    cats = _category_order(table["category"])
+    fig, axes = plt.subplots(
+        1, len(layers), figsize=(max(3.2, 0.5 * len(conds) * len(cats)) * len(layers), 3.2), squeeze=False
+    )
+    shades = model_colors(conds)
+    width = 0.8 / len(conds)
+    x = np.arange(len(cats))
+    for ax, layer in zip(axes[0], layers, strict=True):
+        sub = table[table["layer"] == layer].set_index(["condition", "category"])
+        for i, c in enumerate(conds):
+            rows = [sub.loc[(c, k)] if (c, k) in sub.index else None for k in cats]
+            mean = [r["unique_mean"] if r is not None else 0.0 for r in rows]
+            sd = [r["unique_sd"] if r is not None and np.isfinite(r["unique_sd"]) else 0.0 for r in rows]
+            ax.bar(x - 0.4 + (i + 0.5) * width, mean, width, yerr=sd, capsize=2, color=shades[c], label=c)
+        ax.set_xticks(x, cats, rotation=30, fontsize=8)
+        ax.set_title(layer, fontsize=9)
+        ax.set_ylabel("unique detectors")
+        ax.spines[["top", "right"]].set_visible(False)
+    _legend_right(fig)
+    return _save(fig, out)
+
+
 def basis(table: pd.DataFrame, out: Path) -> Path:
     """Per (model, layer): unique detectors in the network's basis and in a random rotation of it
     (top), and Net2Vec's mean IoU of the best single unit and of a learned combination (bottom)."""

@@ -97,8 +97,9 @@ class Study:
         self.dataset: str = config["dataset"]
         self.data_dir: str = config.get("data_dir", "data")
         self.downloads = os.path.join(self.data_dir, "downloads")  # the archive cache of every download
-        self.models: dict[str, dict[str, Any]] = {m["name"]: m for m in config["models"]}
-        self.models.update(_snapshot_models(config["models"]))
+        self.entries = _repeat_models(config["models"])  # the study's models, each repeat on its own
+        self.models: dict[str, dict[str, Any]] = {m["name"]: m for m in self.entries}
+        self.models.update(_snapshot_models(self.entries))
         self.cc: dict[str, Any] | None = config.get("cue_conflict")
         self.attr: dict[str, Any] | None = config.get("attribution")
         self.stimset = (
@@ -238,6 +239,10 @@ class Study:
                 {"snapshot_of": entry["snapshot_of"], "step": entry["step"]} if "snapshot_of" in entry else {}
             )
 
+        def condition(m: str) -> dict[str, Any]:
+            """A repeat's condition (``seeds``); the others are their own."""
+            return {"condition": self.models[m]["condition"]} if self.models[m]["condition"] != m else {}
+
         layers = [
             {
                 "model": m,
@@ -252,6 +257,7 @@ class Study:
                 "name": m,
                 "artifacts": made(per_model, {**d, "model": m, "stimset": self.stimset or ""}),
                 **snapshot(m),
+                **condition(m),
             }
             for m in self.models
         ]
@@ -291,6 +297,31 @@ def _layers(
 
 
 SNAPSHOT = "@"  # a snapshot model's name: <model>@<step>
+REPEAT = "-seed"  # a repeat's name: <model>-seed<k>
+
+
+def _repeat_models(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The study's model entries with each entry that lists ``seeds`` replaced by its repeats: the same
+    condition (architecture, settings, training) initialised from each seed (the model config's
+    ``seed``), named ``<model>-seed<k>`` and grouped as the condition ``<model>`` (Bau et al. 2017,
+    §4.2: repeated random initialisations). Every entry names its ``condition``: its own name when it
+    is no repeat."""
+    out = []
+    for m in models:
+        if not m.get("seeds"):
+            out.append({**m, "condition": m["name"]})
+            continue
+        base = {k: v for k, v in m.items() if k != "seeds"}
+        out += [
+            {
+                **base,
+                "name": f"{m['name']}{REPEAT}{seed}",
+                "overrides": {**(m.get("overrides") or {}), "seed": seed},
+                "condition": m["name"],
+            }
+            for seed in m["seeds"]
+        ]
+    return out
 
 
 def _snapshot_models(models: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -310,6 +341,7 @@ def _snapshot_models(models: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 "overrides": m.get("overrides", {}),
                 "cue_conflict": m.get("cue_conflict", True),
                 "attribution": False,
+                "condition": m["condition"],
                 "snapshot_of": m["name"],
                 "step": step,
             }

@@ -22,7 +22,7 @@ from cnnscope.checkpoint import Checkpoint, resume
 from cnnscope.data import shapetexture
 from cnnscope.errors import CnnscopeError
 from cnnscope.io import save_torch
-from cnnscope.models.builtin import BUILTIN
+from cnnscope.models.builtin import BuiltinNet
 from cnnscope.models.normalize import normalize, to_unit
 from cnnscope.progress import track
 
@@ -51,12 +51,10 @@ class TrainParams:
 
 
 @dataclass
-class TrainSpec(TrainParams):
-    """What to train (a built-in architecture and its width; the step takes them from its model
-    config) and how (:class:`TrainParams`)."""
-
-    arch: str = "convnet"
-    width: int = 24
+class TrainSpec(TrainParams, BuiltinNet):
+    """What to train (:class:`BuiltinNet`: the step takes it from its model config, ``init_seed`` from
+    the model's ``seed``) and how (:class:`TrainParams`; its ``seed`` draws the world and the batches,
+    so repeats of one condition differ only in their initialisation)."""
 
 
 def _normalize(images: torch.Tensor) -> torch.Tensor:
@@ -126,7 +124,8 @@ def _train(
     x_rnd, y_rnd, _ = shapetexture.training_set(spec.n_val, spec.image_size, None, 30_000 + spec.seed)
     t_data = time.perf_counter() - t0
     classes = shapetexture.CLASSES
-    model = BUILTIN[spec.arch](num_classes=len(classes), width=spec.width)
+    torch.manual_seed(spec.init_seed)  # the world above draws from numpy, not from torch
+    model = spec.build(num_classes=len(classes))
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.steps)
     gen = torch.Generator().manual_seed(spec.seed)

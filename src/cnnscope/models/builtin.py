@@ -9,40 +9,50 @@ study config can address them by dotted name.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from cnnscope.errors import ModelError
 
-def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+
+def _conv_bn(cin: int, cout: int, stride: int = 1, batch_norm: bool = True) -> nn.Sequential:
+    """3x3 conv, batch normalisation and ReLU; without batch normalisation the conv has a bias."""
+    conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=not batch_norm)
+    norm = [nn.BatchNorm2d(cout)] if batch_norm else []
+    return nn.Sequential(conv, *norm, nn.ReLU(inplace=True))
 
 
 class ConvNet(nn.Module):
-    """Five conv-BN-ReLU blocks (conv1 stride 2, max-pool after conv2 and conv4), GAP and a linear head."""
+    """Five conv-BN-ReLU blocks (conv1 stride 2, max-pool after conv2 and conv4), GAP and a linear head.
 
-    def __init__(self, num_classes: int = 16, width: int = 24) -> None:
+    ``dropout`` (the rate before the classifier) and ``batch_norm`` are the training conditions of
+    Bau et al. 2017's comparison (§4.2, Fig. 9: dropout and batch normalisation change how many units
+    become detectors). With the defaults the module, its parameters and its random initialisation are
+    the same as before these options existed (no dropout module at rate 0)."""
+
+    def __init__(
+        self, num_classes: int = 16, width: int = 24, dropout: float = 0.0, batch_norm: bool = True
+    ) -> None:
         super().__init__()
         w = [width, width * 2, width * 2, width * 4, width * 4]
-        self.conv1 = _conv_bn(3, w[0], stride=2)
-        self.conv2 = _conv_bn(w[0], w[1])
+        self.conv1 = _conv_bn(3, w[0], stride=2, batch_norm=batch_norm)
+        self.conv2 = _conv_bn(w[0], w[1], batch_norm=batch_norm)
         self.pool2 = nn.MaxPool2d(2)
-        self.conv3 = _conv_bn(w[1], w[2])
-        self.conv4 = _conv_bn(w[2], w[3])
+        self.conv3 = _conv_bn(w[1], w[2], batch_norm=batch_norm)
+        self.conv4 = _conv_bn(w[2], w[3], batch_norm=batch_norm)
         self.pool4 = nn.MaxPool2d(2)
-        self.conv5 = _conv_bn(w[3], w[4])
+        self.conv5 = _conv_bn(w[3], w[4], batch_norm=batch_norm)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(w[4], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool2(self.conv2(self.conv1(x)))
         x = self.pool4(self.conv4(self.conv3(x)))
         x = self.conv5(x)
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
 
 
 class BasicBlock(nn.Module):
@@ -87,3 +97,29 @@ class TinyResNet(nn.Module):
 
 
 BUILTIN: dict[str, Callable[..., nn.Module]] = {"convnet": ConvNet, "tinyresnet": TinyResNet}
+CONDITIONED = ("convnet",)  # the built-in architectures that take dropout and batch_norm
+
+
+@dataclass
+class BuiltinNet:
+    """A built-in network as the model config gives it: ``arch``, ``width`` and the training
+    conditions ``dropout`` and ``batch_norm`` (convnet only), and the seed of its initialisation."""
+
+    arch: str = "convnet"
+    width: int = 24
+    dropout: float = 0.0
+    batch_norm: bool = True
+    init_seed: int = 0
+
+    def build(self, **kwargs: int) -> nn.Module:
+        """The network with the torch generator's current random initialisation (``kwargs``: e.g.
+        ``num_classes``); dropout or batch_norm off on an architecture without them is refused."""
+        conditions = {"dropout": self.dropout, "batch_norm": self.batch_norm}
+        if self.arch not in CONDITIONED:
+            if self.dropout or not self.batch_norm:
+                raise ModelError(
+                    f"dropout and batch_norm are settings of the built-in {' and '.join(CONDITIONED)}, "
+                    f"not of {self.arch}; leave them at 0.0 and true"
+                )
+            conditions = {}
+        return BUILTIN[self.arch](width=self.width, **conditions, **kwargs)

@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from cnnscope.bounds import bounded, choice, positive
 from cnnscope.errors import ModelError, did_you_mean
-from cnnscope.models.builtin import BUILTIN
+from cnnscope.models.builtin import BUILTIN, BuiltinNet
 from cnnscope.models.normalize import normalize, to_unit
 
 if TYPE_CHECKING:  # torchvision takes a second or two to import: only models from it load it
@@ -64,7 +64,9 @@ class ModelSpec:
     factory: str | None = bounded(None, pattern=FACTORY)
     kwargs: dict[str, Any] = field(default_factory=dict)  # of the factory (source import)
     num_classes: int | None = bounded(None, 1)
-    width: int = positive(24)
+    width: int = positive(BuiltinNet.width)
+    dropout: float = bounded(BuiltinNet.dropout, 0, 1, open_hi=True)  # before the head (built-in convnet)
+    batch_norm: bool = BuiltinNet.batch_norm  # after every conv (built-in convnet)
     mean: list[float] | None = None
     std: list[float] | None = bounded(None, 0, open_lo=True)
     input_size: int | None = bounded(None, 8, 4096)
@@ -219,7 +221,7 @@ def build_architecture(spec: ModelSpec, pretrained: bool = False) -> nn.Module:
         return _timm_model(spec, pretrained)
     kwargs = {} if spec.num_classes is None else {"num_classes": spec.num_classes}
     if spec.arch in BUILTIN and spec.source != "torchvision":
-        return BUILTIN[spec.arch](width=spec.width, **kwargs)
+        return BuiltinNet(spec.arch, spec.width, spec.dropout, spec.batch_norm).build(**kwargs)
     import torchvision
 
     return torchvision.models.get_model(spec.arch, weights=None, **kwargs)

@@ -56,7 +56,9 @@ def build_report(
     toc += [("shape", "Texture vs shape"), ("cross", "Cross-analysis")] if cue_models else []
     toc += [("attribution", "Attribution")] if attr_models else []
     training = _training(inputs, layers, metrics)
-    toc += [("training", "Training")] if training else []
+    repeats = {m.name: m.condition for m in own if m.condition is not None}
+    conditions = tables.conditions(layers, repeats) if repeats else None
+    toc += [("training", "Training")] if training or repeats else []
     contributed = _contributed(inputs)
     toc += [(s.stage, s.title) for s, _ in contributed]
     toc += [("layers", "Layers and units"), ("provenance", "Provenance")]
@@ -97,8 +99,8 @@ def build_report(
             parts.attribution_model(page, m.name, data.images[images], maps, grid)
             frames.append(table)
         parts.attribution_metrics(page, pd.concat(frames, ignore_index=True))
-    if training:
-        parts.training(page, *training, colors)
+    if training or repeats:
+        parts.training(page, training, conditions, colors)
     for section, entries in contributed:
         page.add(f"<h2 id='{section.stage}'>{html.escape(section.title)}</h2>")
         section.draw(page, entries)

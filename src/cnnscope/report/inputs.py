@@ -46,6 +46,7 @@ class ModelInputs:
     artifacts: dict[str, str] = field(default_factory=dict)
     snapshot_of: str | None = None  # a snapshot model's: the model it is a snapshot of, and its step
     step: int | None = None
+    condition: str | None = None  # a repeat's (a study model's seeds): the condition it repeats
 
 
 @dataclass

@@ -224,26 +224,61 @@ def basis(page: Page, table: pd.DataFrame) -> None:
     page.table(table, "basis")
 
 
-def training(page: Page, detectors: pd.DataFrame, scores: pd.DataFrame, colors: dict) -> None:
-    """Interpretability over training: the snapshots' detectors and shape bias against step."""
-    page.add(
-        "<h2 id='training'>Training</h2>",
-        "<p class='meta'>Snapshots of each model's weights during training (<code>snapshots</code> in the "
-        "study), dissected at the model's layers and evaluated on the cue-conflict stimuli like models of "
-        "their own; the last step is the final model. Step 0 is the random initialisation.</p>",
-    )
-    page.figure(
-        plots.training_detectors(detectors, page.figs / "training_detectors.png"),
-        "Unique detectors per category (top-label rule) against training step, per model and layer "
-        "(cf. Bau et al. 2017, Fig. 10).",
-    )
-    page.table(detectors, "training_detectors", show=False)
-    if scores["shape_bias"].notna().any() or scores["clean_accuracy"].notna().any():
-        page.figure(
-            plots.training_scores(scores, colors, page.figs / "training_scores.png"),
-            "Shape bias (solid) and clean validation accuracy (dashed) against training step.",
+def training(
+    page: Page,
+    snapshots: tuple[pd.DataFrame, pd.DataFrame] | None,
+    conditions: pd.DataFrame | None,
+    colors: dict,
+) -> None:
+    """Interpretability over training (the snapshots' detectors and shape bias against step) and
+    across training conditions (detectors per condition, repeats as error bars)."""
+    page.add("<h2 id='training'>Training</h2>")
+    if snapshots is not None:
+        detectors, scores = snapshots
+        page.add(
+            "<p class='meta'>Snapshots of each model's weights during training (<code>snapshots</code> in "
+            "the study), dissected at the model's layers and evaluated on the cue-conflict stimuli like "
+            "models of their own; the last step is the final model. Step 0 is the random "
+            "initialisation.</p>"
         )
-    page.table(scores, "training_scores")
+        page.figure(
+            plots.training_detectors(detectors, page.figs / "training_detectors.png"),
+            "Unique detectors per category (top-label rule) against training step, per model and layer "
+            "(cf. Bau et al. 2017, Fig. 10).",
+        )
+        page.table(detectors, "training_detectors", show=False)
+        if scores["shape_bias"].notna().any() or scores["clean_accuracy"].notna().any():
+            page.figure(
+                plots.training_scores(scores, colors, page.figs / "training_scores.png"),
+                "Shape bias (solid) and clean validation accuracy (dashed) against training step.",
+            )
+        page.table(scores, "training_scores")
+    if conditions is not None:
+        page.add(
+            "<h3>Training conditions</h3><p class='meta'>Each condition is a model of the study; one given "
+            "<code>seeds</code> is repeated from each initialisation seed, its repeats shown as the mean "
+            "and, as error bars, their standard deviation.</p>"
+        )
+        page.figure(
+            plots.conditions(conditions, page.figs / "training_conditions.png"),
+            "Unique detectors per category (top-label rule) for each training condition, per layer "
+            "(cf. Bau et al. 2017, Fig. 9).",
+        )
+        page.table(conditions, "training_conditions", show=False)
+        cell = conditions.assign(
+            cell=[
+                f"{m:.1f}" if n < 2 else f"{m:.1f} ± {sd:.1f}"
+                for m, sd, n in zip(
+                    conditions["unique_mean"], conditions["unique_sd"], conditions["repeats"], strict=True
+                )
+            ]
+        )
+        grid = cell.pivot(index=["condition", "layer"], columns="category", values="cell").fillna("0")
+        page.add(
+            grid.to_html(border=0),
+            "<p class='meta'>Mean ± standard deviation over repeats. Table: "
+            "<a href='tables/training_conditions.csv'>tables/training_conditions.csv</a></p>",
+        )
 
 
 def attribution_header(page: Page) -> None:

@@ -267,6 +267,23 @@ def training_scores(points: list[tuple[str, int, dict, dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["model", "step"], kind="stable").reset_index(drop=True)
 
 
+def conditions(layers: list[LayerResult], condition_of: dict[str, str]) -> pd.DataFrame:
+    """Unique detectors per category (top-label rule) of each training condition at each layer: the
+    mean over the condition's repeats (models given ``seeds``), their sample standard deviation (NaN
+    for one repeat) and their count (Bau et al. 2017, Fig. 9). ``condition_of``: model -> condition."""
+    rows = [
+        r.detectors[r.detectors["rule"] == "top_label"].assign(
+            condition=condition_of.get(r.model, r.model), model=r.model, layer=r.layer
+        )
+        for r in layers
+    ]
+    each = pd.concat(rows, ignore_index=True)
+    keys = ["condition", "layer", "category"]
+    grouped = each.groupby(keys, sort=False)["unique"]
+    table = grouped.agg(mean="mean", sd="std", repeats="count").reset_index()
+    return table.rename(columns={"mean": "unique_mean", "sd": "unique_sd"})
+
+
 def _unique(detectors: pd.DataFrame) -> int:
     return int(detectors.loc[detectors["rule"] == "top_label", "unique"].sum())
 

@@ -165,10 +165,17 @@ def check_study(
     step's schema refuses. ``composed(step, items)`` composes a job's config (the workflow's cached
     composition, which its rules reuse) and ``model_spec(name)`` a model's spec.
     """
-    names = [m["name"] for m in study.config["models"]]
+    for m in study.config["models"]:
+        if m.get("seeds") and "seed" in (m.get("overrides") or {}):
+            raise CnnscopeError(f"model {m['name']!r} gives seeds and overrides.seed; keep one of them")
+    names = [m["name"] for m in study.entries]
+    names += [m["name"] for m in study.config["models"] if m.get("seeds")]
     if len(set(names)) < len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
-        raise CnnscopeError(f"model name(s) {', '.join(twice)} given twice; every model needs its own name")
+        raise CnnscopeError(
+            f"model name(s) {', '.join(twice)} given twice (a model's seeds name its repeats "
+            "<name>-seed<k>); every model needs its own name"
+        )
     for name in study.config.get("steps") or {}:
         if name not in STAGES:
             raise CnnscopeError(

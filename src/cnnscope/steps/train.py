@@ -36,7 +36,14 @@ def body(cfg: Config) -> None:
             f"only built-in models are trained in the pipeline, got {model.source}:"
             f"{model.arch}; built-in: {', '.join(BUILTIN)}"
         )
-    spec = TrainSpec(arch=model.arch, width=model.width, **dataclasses.asdict(cfg.train))
+    spec = TrainSpec(
+        arch=model.arch,
+        width=model.width,
+        dropout=model.dropout,
+        batch_norm=model.batch_norm,
+        init_seed=model.seed,
+        **dataclasses.asdict(cfg.train),
+    )
     out = Output(cfg)
     out.identify(threads=cfg.threads)  # threads change the bytes
     with out.write(resumable=True) as tmp:
