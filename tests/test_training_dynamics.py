@@ -18,7 +18,8 @@ from cnnscope.artifacts import DissectArtifact, TrainArtifact
 from cnnscope.checkpoint import Checkpoint
 from cnnscope.errors import CnnscopeError
 from cnnscope.overrides import hydra_value
-from cnnscope.stages import Study
+from cnnscope.report import tables
+from cnnscope.stages import STAGES, Study
 from cnnscope.stepkit.compose import check_study, compose_step, study_model_spec
 from cnnscope.training import TrainSpec, train
 
@@ -115,6 +116,40 @@ def test_snapshot_models_are_dissected_and_evaluated_and_nothing_else():
     ]
 
 
+def test_snapshot_featurevis_draws_the_final_models_units_at_every_snapshot():
+    config = _tiny(snapshots=[0, 10])
+    assert Study(config).jobs("featurevis") == Study(TINY).jobs("featurevis")  # off by default
+    config["attribution"]["snapshot_featurevis"] = True
+    study = Study(config)
+    layers = TINY["models"][0]["layers"]
+    assert [(j["model"], j["layer"]) for j in study.jobs("featurevis")] == [
+        (m, ly) for m in ("tiny", "tiny@0", "tiny@10") for ly in layers
+    ]
+    (dissection,) = [i for i in STAGES["featurevis"].inputs if i.setting == "dissection"]
+    for m in ("tiny", "tiny@10"):
+        wc = {"dataset": "synthworld", "model": m, "layer": layers[0]}
+        assert study.source(dissection, wc) == study.artifact("dissect", **{**wc, "model": "tiny"})
+    packed = [i for i in STAGES["featurevis"].inputs if i.setting == "packed"][0]
+    assert not packed.final  # only the units come from the final model
+
+
+def test_units_over_training_keep_the_layers_drawn_at_several_steps():
+    one = {3: {"label": "red", "iou": 0.2, "activation": 1.5, "image": "a.png"}}
+    table = tables.featurevis_over_training(
+        [
+            ("m", 100, "conv5", one),
+            ("m", 0, "conv5", {3: {**one[3], "activation": 0.1, "image": "b.png"}}),
+            ("m", 100, "conv2", one),  # drawn at the final model only: no strip
+            ("m", 0, "conv2", {}),
+        ]
+    )
+    assert table[["layer", "unit", "step", "activation", "image"]].values.tolist() == [
+        ["conv5", 3, 0, 0.1, "b.png"],
+        ["conv5", 3, 100, 1.5, "a.png"],
+    ]
+    assert (table["label"] == "red").all()
+
+
 def test_snapshots_of_a_run_trained_elsewhere_load_their_own_checkpoints():
     entry = {"train": False, "checkpoint": "final.pt", "snapshots": [{"step": 5, "checkpoint": "run/5.pt"}]}
     study = Study(_tiny(**entry))
@@ -150,6 +185,7 @@ def test_the_study_dissects_and_evaluates_each_snapshot_and_the_report_plots_the
     shutil.copytree(study, work, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     config = _tiny(snapshots=[0, 10])
     config["steps"]["dissect"]["rotation_seed"] = 0  # and each layer in a random basis (test_rotation.py)
+    config["attribution"]["snapshot_featurevis"] = True  # the final model's units at every snapshot
     # a second condition (test_conditions.py): dropout, repeated from two seeds, one layer, no attribution
     rep = {**TINY["models"][0], "name": "drop", "layers": ["conv5"], "attribution": False, "seeds": [1, 2]}
     config["models"].append({**rep, "overrides": {"width": 8, "dropout": 0.5}})
@@ -175,6 +211,16 @@ def test_the_study_dissects_and_evaluates_each_snapshot_and_the_report_plots_the
     scores = pd.read_csv(report / "tables" / "training_scores.csv")
     assert scores["step"].tolist() == [0, 10, 20] and scores["shape_bias"].notna().all()
     assert scores["clean_accuracy"].between(0, 1).all()
+    units = pd.read_csv(report / "tables" / "training_units.csv")
+    final = json.loads((work / "results/featurevis/synthworld/tiny" / layers[-1] / "traces.json").read_text())
+    for layer in layers:
+        shown = units[units["layer"] == layer]
+        assert shown.groupby("unit")["step"].apply(list).tolist() == [[0, 10, 20]] * len(
+            shown["unit"].unique()
+        )
+    last = units[(units["layer"] == layers[-1]) & (units["step"] == 20)]
+    assert sorted(last["unit"]) == sorted(map(int, final))  # the final model's units, at every step
+    assert (report / "figures" / f"training_units_tiny_{layers[0]}.png").is_file()
     basis = pd.read_csv(report / "tables" / "basis.csv")
     assert list(zip(basis["model"], basis["layer"], strict=True)) == [
         *(("tiny", ly) for ly in layers),

@@ -399,6 +399,31 @@ def training_scores(table: pd.DataFrame, colors: dict[str, tuple], out: Path) ->
     return _save(fig, out)
 
 
+def featurevis_strips(table: pd.DataFrame, out: Path) -> Path:
+    """One (model, layer)'s units over training: a row per unit (labelled as at the final model), a
+    column per step, each cell the unit's activation-maximization image at that step. ``table``: unit,
+    label, step, image (:func:`cnnscope.report.tables.featurevis_over_training`)."""
+    units = list(dict.fromkeys(table["unit"]))
+    steps = sorted(set(table["step"]))
+    cell = table.set_index(["unit", "step"])["image"]
+    fig, axes = plt.subplots(
+        len(units), len(steps), figsize=(1.1 * len(steps) + 0.9, 1.1 * len(units) + 0.3), squeeze=False
+    )
+    for i, unit in enumerate(units):
+        label = table.loc[table["unit"] == unit, "label"].iloc[0]
+        for j, step in enumerate(steps):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if (unit, step) in cell.index:
+                ax.imshow(plt.imread(cell[(unit, step)]), interpolation="nearest")
+            if i == 0:
+                ax.set_title(f"step {step}", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"unit {unit}\n{label}", fontsize=7)
+    return _save(fig, out)
+
+
 def conditions(table: pd.DataFrame, out: Path) -> Path:
     """Unique detectors per category for each training condition, one panel per layer: a bar per
     condition, its height the mean over the condition's repeats and its error bar their standard
@@ -428,20 +453,40 @@ def conditions(table: pd.DataFrame, out: Path) -> Path:
 
 
 def basis(table: pd.DataFrame, out: Path) -> Path:
-    """Per (model, layer): unique detectors in the network's basis and in a random rotation of it
-    (top), and Net2Vec's mean IoU of the best single unit and of a learned combination (bottom)."""
+    """Per (model, layer), in the network's basis and in a random rotation of it: unique detectors
+    (top), detector units (middle); and Net2Vec's mean IoU of the best single unit and of a learned
+    combination (bottom). ``table``: :func:`cnnscope.report.tables.basis`."""
     labels = [f"{m}\n{ly}" for m, ly in zip(table["model"], table["layer"], strict=True)]
     x = np.arange(len(table))
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(4.0, 0.9 * len(table) + 1.5), 5), sharex=True)
-    top.bar(x - 0.2, table["unique_detectors"], 0.4, color="#4c72b0", label="network's basis")
-    top.bar(x + 0.2, table["rotated_unique_detectors"], 0.4, color="#bbbbbb", label="random rotation")
-    top.set_ylabel("unique detectors")
-    top.legend(fontsize=7)
-    bottom.bar(x - 0.2, table["net2vec_single_iou"], 0.4, color="#4c72b0", label="best single unit")
-    bottom.bar(x + 0.2, table["net2vec_learned_iou"], 0.4, color="#dd8452", label="Net2Vec combination")
-    bottom.set_ylabel("mean val IoU")
-    bottom.legend(fontsize=7)
-    bottom.set_xticks(x, labels, fontsize=7)
-    for ax in (top, bottom):
+    fig, axes = plt.subplots(3, 1, figsize=(max(4.0, 0.9 * len(table) + 1.5), 7), sharex=True)
+    pairs = [
+        (
+            "unique_detectors",
+            "rotated_unique_detectors",
+            "unique detectors",
+            "network's basis",
+            "random rotation",
+        ),
+        ("detector_units", "rotated_detector_units", "detector units", "network's basis", "random rotation"),
+        (
+            "net2vec_single_iou",
+            "net2vec_learned_iou",
+            "mean val IoU",
+            "best single unit",
+            "Net2Vec combination",
+        ),
+    ]
+    for ax, (left, right, ylabel, left_label, right_label) in zip(axes, pairs, strict=True):
+        ax.bar(x - 0.2, table[left], 0.4, color="#4c72b0", label=left_label)
+        ax.bar(
+            x + 0.2,
+            table[right],
+            0.4,
+            color="#bbbbbb" if "rotated" in right else "#dd8452",
+            label=right_label,
+        )
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
         ax.spines[["top", "right"]].set_visible(False)
+    axes[-1].set_xticks(x, labels, fontsize=7)
     return _save(fig, out)

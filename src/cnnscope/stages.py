@@ -32,11 +32,14 @@ EVERY_JOB = "jobs"  # the artifact of every other job of the study (the report's
 class In:
     """One input of a stage: the artifact of the first of ``stages`` that has a job for the same
     wildcards (or :data:`MODEL_FILES`), filling the step setting ``setting`` (``None``: the step finds
-    it otherwise, e.g. through its model config). ``optional``: a job without it runs without it."""
+    it otherwise, e.g. through its model config). ``optional``: a job without it runs without it.
+    ``final``: a snapshot's job reads its model's artifact instead (featurevis draws the units chosen
+    at the final model at every snapshot)."""
 
     stages: tuple[str, ...]
     setting: str | None = None
     optional: bool = False
+    final: bool = False
 
     @property
     def name(self) -> str:
@@ -44,8 +47,8 @@ class In:
         return self.setting or self.stages[0]
 
 
-def _in(*stages: str, setting: str | None = None, optional: bool = False) -> In:
-    return In(stages, setting, optional)
+def _in(*stages: str, setting: str | None = None, optional: bool = False, final: bool = False) -> In:
+    return In(stages, setting, optional, final)
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class Study:
         )
         self.net2vec = bool(config.get("net2vec", True))
         self.featurevis = bool(self.attr is not None and self.attr.get("featurevis", True))
+        self.snapshot_featurevis = self.featurevis and bool(self.attr.get("snapshot_featurevis", False))
         self.lcam = bool(self.attr is not None and self.attr.get("lcam", True))
         self._jobs: dict[str, list[dict[str, str]]] = {}
 
@@ -181,6 +185,11 @@ class Study:
 
     def source(self, given: In, wildcards: dict[str, str]) -> str | None:
         """The artifact an input refers to for one job (``None``: no stage of it has that job)."""
+        if given.final and "model" in wildcards:
+            wildcards = {
+                **wildcards,
+                "model": self.models[wildcards["model"]].get("snapshot_of", wildcards["model"]),
+            }
         for stage in given.stages:
             if self.has_job(stage, wildcards):
                 return self.artifact(stage, **{k: wildcards[k] for k in STAGES[stage].wildcards})
@@ -283,14 +292,15 @@ def _dataset(stage: str) -> Callable[[Study], list[dict[str, str]]]:
 
 
 def _layers(
-    when: Callable[[Study], bool] = lambda study: True, snapshots: bool = False
+    when: Callable[[Study], bool] = lambda study: True,
+    snapshots: Callable[[Study], bool] = lambda study: False,
 ) -> Callable[[Study], list[dict[str, str]]]:
-    """Per-layer jobs (``snapshots``: the snapshot models' too)."""
+    """Per-layer jobs (where ``snapshots``: the snapshot models' too)."""
 
     def jobs(study: Study) -> list[dict[str, str]]:
         if not when(study):
             return []
-        targets = study.layer_targets(snapshots)
+        targets = study.layer_targets(snapshots(study))
         return [{"dataset": study.dataset, "model": m, "layer": layer} for m, layer in targets]
 
     return jobs
@@ -445,7 +455,7 @@ STAGES: dict[str, Stage] = {
             "extract",
             "one layer's activations over the probe set (float16), per-image unit maxima",
             _LAYER,
-            _layers(snapshots=True),
+            _layers(snapshots=lambda study: True),
             inputs=(_PACKED, _in(MODEL_FILES)),
             items=_layer,
             threads="all",
@@ -457,7 +467,7 @@ STAGES: dict[str, Stage] = {
             "dissect",
             "Network Dissection of a layer: thresholds, IoU tally, unit labels, detectors",
             _LAYER,
-            _layers(snapshots=True),
+            _layers(snapshots=lambda study: True),
             inputs=(_in("extract", setting="activations"), _PACKED),
             threads="all",
             device=True,
@@ -475,10 +485,11 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "featurevis",
-            "activation maximization of a dissected layer's top units, and inversions of probe images",
+            "activation maximization of a dissected layer's top units (at snapshots: the final model's "
+            "units), and inversions of probe images",
             _LAYER,
-            _layers(lambda study: study.featurevis),
-            inputs=(_in("dissect", setting="dissection"), _PACKED, _in(MODEL_FILES)),
+            _layers(lambda study: study.featurevis, snapshots=lambda study: study.snapshot_featurevis),
+            inputs=(_in("dissect", setting="dissection", final=True), _PACKED, _in(MODEL_FILES)),
             items=_layer,
             threads="all",
             device=True,

@@ -135,9 +135,10 @@ def _contributed(inputs: ReportInputs) -> list[tuple]:
 
 def _training(
     inputs: ReportInputs, layers: list[read.LayerResult], metrics: dict[str, dict]
-) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """The tables of the Training section: each model with snapshots, at each snapshot's step and,
-    for a model trained here, at its last step (the final model); ``None`` without snapshots."""
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None:
+    """The tables of the Training section (detectors, scores, units visualised over training): each
+    model with snapshots, at each snapshot's step and, for a model trained here, at its last step (the
+    final model); ``None`` without snapshots."""
     snapshots = [m for m in inputs.models if m.snapshot_of is not None]
     if not snapshots:
         return None
@@ -162,4 +163,9 @@ def _training(
     scores += [
         (m.name, final[m.name], cue(m), metrics.get(m.name, {})) for m in inputs.models if m.name in final
     ]
-    return tables.training_detectors(points), tables.training_scores(scores)
+    units = [(m, step, r.layer, read.featurevis_units(r)) for m, step, r in points]
+    return (
+        tables.training_detectors(points),
+        tables.training_scores(scores),
+        tables.featurevis_over_training(units),
+    )

@@ -18,6 +18,7 @@ from cnnscope.artifacts import (
     AttributionArtifact,
     CueConflictArtifact,
     DissectArtifact,
+    FeaturevisArtifact,
     Net2VecArtifact,
     TrainArtifact,
 )
@@ -95,7 +96,9 @@ class LayerResult:
     featurevis_dir: Path | None
     net2vec: pd.DataFrame | None = None
     net2vec_summary: dict | None = None
-    rotated: pd.DataFrame | None = None  # the unique detectors in a random basis (rotation_seed)
+    # The layer dissected in a random basis (rotation_seed): its units and detectors, as above.
+    rotated_units: pd.DataFrame | None = None
+    rotated_detectors: pd.DataFrame | None = None
 
 
 def _require(path: Path, step: str, what: str) -> Path:
@@ -126,8 +129,26 @@ def load_layer(entry: LayerInputs) -> LayerResult:
         Path(made["featurevis"]) if "featurevis" in made else None,
         pd.read_csv(_require(n2v.concepts, "net2vec", what)) if n2v else None,
         read_json(n2v.summary) if n2v else None,
+        pd.read_csv(d.rotated.units) if d.rotated.units.is_file() else None,
         pd.read_csv(d.rotated.detectors) if d.rotated.detectors.is_file() else None,
     )
+
+
+def featurevis_units(r: LayerResult) -> dict[int, dict]:
+    """The layer's visualised units: each one's label and IoU (at the dissection that chose it), the
+    activation its image reached and the image's path; nothing when the layer was not visualised."""
+    if r.featurevis_dir is None:
+        return {}
+    vis = FeaturevisArtifact(r.featurevis_dir)
+    return {
+        int(unit): {
+            "label": t["label"],
+            "iou": t["iou"],
+            "activation": t["activation"][-1],
+            "image": str(vis.unit_image(int(unit))),
+        }
+        for unit, t in read_json(_require(vis.traces, "featurevis", f"{r.model}/{r.layer}")).items()
+    }
 
 
 def train_steps(model: ModelInputs) -> int | None:

@@ -218,23 +218,25 @@ def basis(page: Page, table: pd.DataFrame) -> None:
     )
     page.figure(
         plots.basis(table, page.figs / "basis.png"),
-        "Unique detectors (top-label rule) in the network's basis and in a random rotation (top); "
-        "Net2Vec's mean IoU of the best single unit and of the learned combination (bottom).",
+        "Unique detectors (top-label rule, top) and detector units (middle) in the network's basis and in "
+        "a random rotation; Net2Vec's mean IoU of the best single unit and of the learned combination "
+        "(bottom).",
     )
     page.table(table, "basis")
 
 
 def training(
     page: Page,
-    snapshots: tuple[pd.DataFrame, pd.DataFrame] | None,
+    snapshots: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None,
     conditions: pd.DataFrame | None,
     colors: dict,
 ) -> None:
-    """Interpretability over training (the snapshots' detectors and shape bias against step) and
-    across training conditions (detectors per condition, repeats as error bars)."""
+    """Interpretability over training (the snapshots' detectors, shape bias and, where drawn, the same
+    units' activation maximization against step) and across training conditions (detectors per
+    condition, repeats as error bars)."""
     page.add("<h2 id='training'>Training</h2>")
     if snapshots is not None:
-        detectors, scores = snapshots
+        detectors, scores, strips = snapshots
         page.add(
             "<p class='meta'>Snapshots of each model's weights during training (<code>snapshots</code> in "
             "the study), dissected at the model's layers and evaluated on the cue-conflict stimuli like "
@@ -253,6 +255,20 @@ def training(
                 "Shape bias (solid) and clean validation accuracy (dashed) against training step.",
             )
         page.table(scores, "training_scores")
+        if len(strips):
+            page.add(
+                "<h3>Units over training</h3><p class='meta'>The final model's top units of each layer "
+                "(<code>attribution.snapshot_featurevis</code>), their activation-maximization images "
+                "drawn again from the weights of every snapshot.</p>"
+            )
+            for (m, layer), one in strips.groupby(["model", "layer"], sort=False):
+                name = f"training_units_{m}_{layer}".replace("/", "_")
+                page.figure(
+                    plots.featurevis_strips(one, page.figs / f"{name}.png"),
+                    f"{m} {layer}: each unit's activation maximization at each training step (rows: units, "
+                    "labelled as at the final model).",
+                )
+            page.table(strips.drop(columns="image"), "training_units", show=False)
     if conditions is not None:
         page.add(
             "<h3>Training conditions</h3><p class='meta'>Each condition is a model of the study; one given "

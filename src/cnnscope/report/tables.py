@@ -239,15 +239,34 @@ def net2vec_layers(layers: list[LayerResult]) -> pd.DataFrame:
 
 
 def training_detectors(points: list[tuple[str, int, LayerResult]]) -> pd.DataFrame:
-    """Unique detectors per category (the top-label rule) at each training step: one row per (model,
-    step, layer, category), from the dissected snapshots ``(model, step, layer result)`` (Bau et al.
-    2017, Fig. 10)."""
+    """Unique detectors per category (the top-label rule) at each training step, and the detector
+    units whose top label is in the category: one row per (model, step, layer, category), from the
+    dissected snapshots ``(model, step, layer result)`` (Bau et al. 2017, Fig. 10)."""
     rows = [
         r.detectors[r.detectors["rule"] == "top_label"].assign(model=model, step=step, layer=r.layer)
         for model, step, r in points
     ]
-    table = pd.concat(rows, ignore_index=True)[["model", "step", "layer", "category", "unique"]]
+    table = pd.concat(rows, ignore_index=True)[["model", "step", "layer", "category", "unique", "detectors"]]
     return table.sort_values(["model", "step"], kind="stable").reset_index(drop=True)
+
+
+def featurevis_over_training(points: list[tuple[str, int, str, dict[int, dict]]]) -> pd.DataFrame:
+    """The units visualised at every step of a (model, layer) (``attribution.snapshot_featurevis``: the
+    final model's top units, drawn again at each snapshot), from ``(model, step, layer, units)`` with
+    ``units`` as :func:`cnnscope.report.inputs.featurevis_units` reads them: one row per (model, layer,
+    unit, step) with the unit's final label and IoU, the activation its image reached and the image;
+    only the (model, layer)s visualised at more than one step."""
+    columns = ["model", "layer", "unit", "label", "iou", "step", "activation", "image"]
+    rows = [
+        {"model": model, "layer": layer, "unit": unit, "step": step, **shown}
+        for model, step, layer, units in points
+        for unit, shown in units.items()
+    ]
+    table = pd.DataFrame(rows, columns=columns)
+    steps = table.groupby(["model", "layer"])["step"].transform("nunique")
+    return (
+        table[steps > 1].sort_values(["model", "layer", "unit", "step"], kind="stable").reset_index(drop=True)
+    )
 
 
 def training_scores(points: list[tuple[str, int, dict, dict]]) -> pd.DataFrame:
@@ -289,12 +308,14 @@ def _unique(detectors: pd.DataFrame) -> int:
 
 
 def basis(layers: list[LayerResult]) -> pd.DataFrame:
-    """Per layer dissected in a random basis too: unique detectors (top-label rule) in the network's
-    own basis and in the rotated one, beside Net2Vec's mean validation IoU of the best single unit and
-    of the learned combination (random mixtures of units against learned ones)."""
+    """Per layer dissected in a random basis too, in the network's own basis and in the rotated one:
+    unique detectors (top-label rule), detector units (best IoU above ``detector_iou``) and the mean
+    of each unit's best IoU; beside them Net2Vec's mean validation IoU of the best single unit and of
+    the learned combination (random mixtures of units against learned ones). Unique detectors are
+    capped by the probe set's vocabulary, which a small one reaches: the other two still move."""
     rows = []
     for r in layers:
-        if r.rotated is None:
+        if r.rotated_units is None or r.rotated_detectors is None:
             continue
         n2v = r.net2vec_summary or {}
         rows.append(
@@ -303,7 +324,11 @@ def basis(layers: list[LayerResult]) -> pd.DataFrame:
                 "layer": r.layer,
                 "units": r.summary["units"],
                 "unique_detectors": _unique(r.detectors),
-                "rotated_unique_detectors": _unique(r.rotated),
+                "rotated_unique_detectors": _unique(r.rotated_detectors),
+                "detector_units": int(r.units["detector"].sum()),
+                "rotated_detector_units": int(r.rotated_units["detector"].sum()),
+                "mean_iou": float(r.units["iou"].mean()),
+                "rotated_mean_iou": float(r.rotated_units["iou"].mean()),
                 "net2vec_single_iou": n2v.get("mean_single_iou", np.nan),
                 "net2vec_learned_iou": n2v.get("mean_net2vec_iou", np.nan),
             }
