@@ -14,6 +14,10 @@ from test_steps import _step
 
 from cnnscope.artifacts import DissectArtifact
 from cnnscope.data import shapetexture
+from cnnscope.data.broden import BrodenDataset
+from cnnscope.data.packed import pack
+from cnnscope.data.synthworld import WorldSpec, generate
+from cnnscope.io import seal
 from cnnscope.models.registry import LoadedModel
 from cnnscope.report import page as sections
 from cnnscope.report import tables
@@ -23,11 +27,15 @@ from cnnscope.shapebias.stimuli import stimulus_sets
 from cnnscope.training import WORLD_MEAN, WORLD_STD, TrainSpec, save_model, train
 
 WORLD = shapetexture.CLASSES
-# Margins of the measured facts of issue 26, below what was observed (2026-12-05, the tests below):
-MARGIN_BIAS = 0.03  # shape bias, final - first snapshot at 50% clean accuracy: 0.993 - 0.938
-MARGIN_DETECTORS = 4  # conv5 unique detectors, final - initialisation: standard 20 - 8, shape 14 - 8
-MARGIN_ROTATED = 1  # unique detectors, natural - rotated basis: standard 20 - 16, shape 14 - 12
-MARGIN_ROTATED_UNITS = 2  # detector units, natural - rotated basis: standard 54 - 50, shape 43 - 38
+# Margins of the measured facts of issue 26, below what was observed (2026-12-05, one training
+# thread, the 400-image probe world; the tests below):
+MARGIN_BIAS = 0.03  # shape bias, final - first snapshot at 50% clean accuracy: 0.994 - 0.928
+MARGIN_DETECTORS = 4  # conv5 unique detectors, final - initialisation: standard 10 - 3, shape 9 - 3
+MARGIN_UNITS = 20  # conv5 detector units, final - initialisation: standard 42 - 3, shape 36 - 3
+MARGIN_ROTATED_UNITS = 1  # detector units, natural - rotated basis: standard 42 - 39, shape 36 - 24
+MARGIN_ROTATED_IOU = (
+    0.002  # mean best IoU, natural - rotated: standard 0.0513 - 0.0463, shape 0.0453 - 0.0368
+)
 
 
 def test_texture_agreement_follows_the_regime():
@@ -72,9 +80,12 @@ STEPS = 600
 @pytest.fixture(scope="module")
 def regimes(stimuli_root, tmp_path_factory) -> dict[str, dict]:
     """A world model of each regime, trained with snapshots (each saved as a checkpoint), and its
-    training metrics and cue-conflict summary at every kept step (the final model's at ``STEPS``)."""
+    training metrics and cue-conflict summary at every kept step (the final model's at ``STEPS``).
+    Trained on one thread, as the train step does: the weights depend on the thread count."""
     root = tmp_path_factory.mktemp("regimes")
     out = {}
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
     for regime in ("standard", "shape"):
         saved: dict[int, Path] = {}
         scores: dict[int, dict] = {}
@@ -96,7 +107,7 @@ def regimes(stimuli_root, tmp_path_factory) -> dict[str, dict]:
             "metrics": metrics,
             "accuracy": {**accuracy, STEPS: metrics["val_accuracy"]},
         }
-    torch.set_num_threads(1)
+    torch.set_num_threads(before)
     return out
 
 
@@ -117,6 +128,17 @@ def test_shape_bias_grows_after_the_shape_model_first_classifies(regimes):
     first = min(step for step, acc in shape["accuracy"].items() if acc >= 0.5)
     assert first < STEPS, shape["accuracy"]
     assert shape["cue"][STEPS]["shape_bias"] > shape["cue"][first]["shape_bias"] + MARGIN_BIAS, shape["cue"]
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory) -> Path:
+    """A 400-image probe world at the models' 32 px, packed (the session's 60-image world is too
+    small: the shape model's conv5 facts below flip on it)."""
+    root = tmp_path_factory.mktemp("probe")
+    generate(root / "world", WorldSpec(n_images=400, image_size=32, seed=3), progress=False)
+    pack(BrodenDataset(root / "world"), root / "packed", progress=False)
+    seal(root / "packed")
+    return root / "packed"
 
 
 def _detectors(root: Path, checkpoint: Path, packed_dir: str, out: str) -> dict[str, float]:
@@ -152,23 +174,23 @@ def _detectors(root: Path, checkpoint: Path, packed_dir: str, out: str) -> dict[
     return found
 
 
-def test_training_makes_detectors_and_they_are_axis_aligned(regimes, packed, tmp_path):
+def test_training_makes_detectors_and_they_are_axis_aligned(regimes, probe, tmp_path):
     """Issue 26, measured facts of the world (Bau et al. 2017, Fig. 10 and §3.2): the random
-    initialisation has far fewer conv5 detectors than the trained model, in both regimes, and the
-    trained model has fewer in a random rotation of its units than in its own basis (unique
-    detectors and detector units; the mean best IoU barely moves: 0.131 vs 0.130, 0.064 vs 0.065)."""
+    initialisation has far fewer conv5 detectors (unique and units) than the trained model, in both
+    regimes, and a random rotation of the trained model's units has fewer detector units and a lower
+    mean best IoU than its own basis. Not its unique detectors: the standard model has 13 in the
+    rotated basis and 10 in its own (the default study too: 16 and 13), so that is not asserted."""
     counts = {
-        (regime, step): _detectors(
-            tmp_path, regimes[regime]["saved"][step], str(packed.root), f"{regime}{step}"
-        )
+        (regime, step): _detectors(tmp_path, regimes[regime]["saved"][step], str(probe), f"{regime}{step}")
         for regime in regimes
         for step in (0, STEPS)
     }
     for regime in regimes:
         init, final = counts[(regime, 0)], counts[(regime, STEPS)]
         assert final["unique"] >= init["unique"] + MARGIN_DETECTORS, counts
-        assert final["rotated_unique"] <= final["unique"] - MARGIN_ROTATED, counts
+        assert final["units"] >= init["units"] + MARGIN_UNITS, counts
         assert final["rotated_units"] <= final["units"] - MARGIN_ROTATED_UNITS, counts
+        assert final["rotated_iou"] <= final["iou"] - MARGIN_ROTATED_IOU, counts
 
 
 def test_stimuli_step_copies_a_local_checkout(tmp_path):
