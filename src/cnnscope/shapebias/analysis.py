@@ -22,8 +22,15 @@ from cnnscope.errors import DatasetError
 COLUMNS = ("subj", "session", "trial", "rt", "object_response", "category", "condition", "imagename")
 
 
-def read_decisions(*paths: str | Path) -> pd.DataFrame:
-    """Concatenate raw-data CSV files (or every ``*.csv`` of the folders given)."""
+def experiment_of(csv: Path) -> str:
+    """The experiment a published raw-data file belongs to:
+    ``edge-experiment_subject-01_session_1.csv`` -> ``edge``."""
+    return csv.name.split("_", 1)[0].removesuffix("-experiment")
+
+
+def read_decisions(*paths: str | Path, experiment: str | None = None) -> pd.DataFrame:
+    """Concatenate raw-data CSV files (or every ``*.csv`` of the folders given), with a column
+    ``experiment``: ``experiment`` if given, else each file's (:func:`experiment_of`)."""
     files: list[Path] = []
     for p in map(Path, paths):
         files += sorted(p.glob("*.csv")) if p.is_dir() else [p]
@@ -35,7 +42,7 @@ def read_decisions(*paths: str | Path) -> pd.DataFrame:
         missing = [c for c in COLUMNS if c not in df.columns]
         if missing:
             raise DatasetError(f"{f} lacks column(s) {', '.join(missing)}; expected {','.join(COLUMNS)}")
-        frames.append(df[list(COLUMNS)])
+        frames.append(df[list(COLUMNS)].assign(experiment=experiment or experiment_of(f)))
     return pd.concat(frames, ignore_index=True)
 
 
