@@ -58,7 +58,7 @@ TINY = {
         "train": {"train.steps": 20, "train.n_train": 120, "train.n_val": 60, "train.image_size": 32},
         "dissect": {"quantile": 0.005},
         "net2vec": {"segmentation.epochs": 1, "classification.steps": 20},
-        "stimuli": {"world.size": 32, "world.poses": 1, "world.singles": 1},
+        "stimuli": {"world.size": 32, "world.poses": 1, "world.singles": 1, "world.textures": 1},
         "attribution": {
             "images": 2,
             "metric_images": 4,

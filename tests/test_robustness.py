@@ -142,13 +142,19 @@ def test_uniform_noise_stays_within_its_width():
         assert noise.std() == pytest.approx(w / math.sqrt(3), rel=0.03)  # U(-w, w)
 
 
-def test_phase_scrambling_keeps_the_amplitude_spectrum(grey):
+@pytest.mark.parametrize("size", [32, 33])
+def test_phase_scrambling_keeps_the_amplitude_spectrum(size):
+    x = np.clip(np.random.default_rng(4).normal(0.45, 0.2, size=(2, size, size)), 0, 1)
     for w in (30.0, 90.0, 180.0):
-        out = dist.scramble_phase(grey, w, np.random.default_rng(2))
+        out = dist.scramble_phase(x, w, np.random.default_rng(2))
         assert np.isrealobj(out)
-        np.testing.assert_allclose(np.abs(np.fft.fft2(out)), np.abs(np.fft.fft2(grey)), atol=1e-9)
-        assert not np.allclose(out, grey)
-        np.testing.assert_allclose(out.mean(axis=(1, 2)), grey.mean(axis=(1, 2)), atol=1e-12)
+        before, after = np.fft.fft2(x), np.fft.fft2(out)
+        np.testing.assert_allclose(np.abs(after), np.abs(before), atol=1e-9)
+        np.testing.assert_allclose(out.mean(axis=(1, 2)), x.mean(axis=(1, 2)), atol=1e-12)
+        # Each frequency's phase moved by U(-w, w): within the width, and spanning it.
+        shift = np.degrees(np.angle(after * np.conj(before)))
+        assert np.abs(shift).max() <= w + 1e-6 and np.abs(shift).max() > 0.97 * w
+        assert np.abs(shift).mean() == pytest.approx(w / 2, rel=0.1)
 
 
 def test_blur_equals_scipys_gaussian_filter(grey):

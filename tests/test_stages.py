@@ -92,8 +92,15 @@ def test_jobs_follow_the_study():
     assert not quiet.jobs("net2vec") and not quiet.jobs("featurevis") and not quiet.jobs("lcam")
     inputs = quiet.report_inputs()
     assert all(set(e["artifacts"]) == {"extract", "dissect"} for e in inputs["layers"])
-    assert set(inputs["models"][0]["artifacts"]) == {"train", "cueconflict"}
+    assert set(inputs["models"][0]["artifacts"]) == {"train", "cueconflict", "robustness"}
     assert {b["step"] for b in inputs["benchmarks"]} == {s for s, _ in quiet.all_jobs()}
+    cc = TINY["cue_conflict"]
+    assert not Study({**TINY, "cue_conflict": {**cc, "robustness": False}}).jobs("robustness")
+    real = {**cc, "stimuli": "download", "classes": "imagenet"}
+    assert not Study({**TINY, "cue_conflict": real}).jobs("robustness")  # the checkout has no originals
+    given = Study({**TINY, "cue_conflict": {**real, "robustness_images": "/data/16class"}})
+    (job,) = given.jobs("robustness")
+    assert "images='/data/16class'" in given.job_items("robustness", job)
 
 
 def test_the_readme_stage_table_is_the_declarations():

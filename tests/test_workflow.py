@@ -17,6 +17,8 @@ import pytest
 import yaml
 from conftest import TINY, copy_repo, downstream, planned_jobs, snakemake, study_plan
 
+from cnnscope.shapebias.distortions import DISTORTIONS
+
 
 def test_study_runs_to_the_report(study):
     html = (study / "results" / "report" / "index.html").read_text()
@@ -38,6 +40,10 @@ def test_study_runs_to_the_report(study):
         "detectors",
         "units",
         "shape_bias",
+        "stimulus_types",
+        "robustness",
+        "robustness_curves",
+        "shape_bias_robustness",
         "cross_analysis",
         "attribution_metrics",
         "stage_times",
@@ -65,6 +71,12 @@ def test_study_runs_to_the_report(study):
     assert all(m in metrics for m in methods)
     summary = json.loads((study / "results/cueconflict/world/tiny/summary.json").read_text())
     assert summary["conflict_trials"] == 16 * 15 and summary["name"] == "tiny"
+    types = pd.read_csv(report / "tables" / "stimulus_types.csv")
+    assert types["type"].tolist() == ["original", "greyscale", "silhouettes", "edges", "texture"]
+    assert types["trials"].tolist() == [16] * 5
+    curves = pd.read_csv(report / "tables" / "robustness_curves.csv")
+    assert set(curves["curve"]) == set(DISTORTIONS)
+    assert (curves["trials"] == 16).all() and len(curves) == sum(len(d.levels) for d in DISTORTIONS.values())
     for step in (
         "synthworld/synthworld",
         "prepare/synthworld",
@@ -74,6 +86,7 @@ def test_study_runs_to_the_report(study):
         "net2vec/synthworld/tiny/conv5",
         "stimuli/world",
         "cueconflict/world/tiny",
+        "robustness/world/tiny",
         "attribution/synthworld/tiny",
         "lcam/tiny",
         "featurevis/synthworld/tiny/conv5",

@@ -95,6 +95,14 @@ class CueConflictArtifact(Artifact):
         return self.path / f"{stimulus_set}.csv"
 
 
+class RobustnessArtifact(Artifact):
+    summary = _file("summary.json", "per distortion: undistorted and distorted accuracy, half-accuracy level")
+
+    def decisions(self, distortion: str) -> Path:
+        """The raw-data rows of one distortion, every level (``condition``) of it."""
+        return self.path / f"{distortion}.csv"
+
+
 class LcamArtifact(Artifact):
     metrics = _file("metrics.json", "each variant's first and last training losses")
 

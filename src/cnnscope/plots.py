@@ -490,3 +490,80 @@ def basis(table: pd.DataFrame, out: Path) -> Path:
         ax.spines[["top", "right"]].set_visible(False)
     axes[-1].set_xticks(x, labels, fontsize=7)
     return _save(fig, out)
+
+
+def stimulus_types(table: pd.DataFrame, colors: dict[str, tuple], out: Path) -> Path:
+    """Accuracy per stimulus type, one marker per decision-maker with its 95% interval (Geirhos et al.
+    2019, Fig. 2). ``table``: decision-maker, type, accuracy, ci_low, ci_high."""
+    types = list(dict.fromkeys(table["type"]))
+    makers = list(dict.fromkeys(table["decision-maker"]))
+    cmap = _maker_colors(makers, colors)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(types) + 2.5), 3.2))
+    step = 0.7 / max(1, len(makers))
+    for i, maker in enumerate(makers):
+        rows = table[table["decision-maker"] == maker].set_index("type").reindex(types)
+        x = np.arange(len(types)) - 0.35 + step * (i + 0.5)
+        err = [rows["accuracy"] - rows["ci_low"], rows["ci_high"] - rows["accuracy"]]
+        ax.errorbar(x, rows["accuracy"], yerr=err, fmt="o", color=cmap[maker], label=maker, ms=4, capsize=2)
+    ax.set_xticks(range(len(types)), types)
+    ax.set_ylim(0, 1.02)
+    ax.axhline(1 / 16, color="k", linestyle=":", linewidth=1)
+    ax.set_ylabel("accuracy (16 classes)")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return _save(fig, out)
+
+
+def robustness_curves(curves: pd.DataFrame, colors: dict[str, tuple], out: Path) -> Path:
+    """Accuracy against distortion level, one panel per distortion, one line per decision-maker with
+    its 95% interval as a band; levels in order of difficulty, evenly spaced and labelled.
+    ``curves``: decision-maker, curve, level, accuracy, ci_low, ci_high (rows in that order)."""
+    panels = list(dict.fromkeys(curves["curve"]))
+    makers = list(dict.fromkeys(curves["decision-maker"]))
+    cmap = _maker_colors(makers, colors)
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.7 * cols + 1.6, 2.4 * rows), squeeze=False, sharey=True)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        sub = curves[curves["curve"] == panel]
+        levels = list(dict.fromkeys(sub["level"]))  # each maker's rows are in order of difficulty
+        pos = {lv: i for i, lv in enumerate(levels)}
+        for maker in makers:
+            g = sub[sub["decision-maker"] == maker]
+            if g.empty:
+                continue
+            x = g["level"].map(pos)
+            ax.plot(x, g["accuracy"], "o-", color=cmap[maker], ms=3, label=maker)
+            ax.fill_between(x, g["ci_low"], g["ci_high"], color=cmap[maker], alpha=0.2, linewidth=0)
+        ax.set_xticks(range(len(levels)), [f"{lv:g}" for lv in levels], fontsize=6, rotation=45)
+        ax.axhline(1 / 16, color="k", linestyle=":", linewidth=1)
+        ax.set_title(panel)
+        ax.set_ylim(0, 1.02)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    _legend_right(fig, makers)
+    return _save(fig, out)
+
+
+def bias_robustness(table: pd.DataFrame, colors: dict[str, tuple], out: Path) -> Path:
+    """Mean robustness against shape bias, one point per decision-maker, one panel per group (the
+    study's models; the references), each averaged over the distortions its group shares."""
+    groups = list(dict.fromkeys(table["group"]))
+    cmap = _maker_colors(list(table["decision-maker"]), colors)
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.4 * len(groups), 3), squeeze=False)
+    for ax, group in zip(axes[0], groups, strict=True):
+        sub = table[table["group"] == group]
+        for r in sub.itertuples():
+            ax.scatter(r.shape_bias, r.mean_robustness, color=cmap[r[1]], s=30, zorder=3)
+            ax.annotate(
+                r[1], (r.shape_bias, r.mean_robustness), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_xlabel("shape bias")
+        ax.set_ylabel("mean accuracy under distortion")
+        ax.set_title("the study's models" if group == "model" else "references")
+        ax.spines[["top", "right"]].set_visible(False)
+    return _save(fig, out)

@@ -121,6 +121,13 @@ class Study:
     def cc_models(self) -> list[str]:
         return [n for n, m in self.models.items() if self.cc and m.get("cue_conflict", True)]
 
+    def robustness_models(self) -> list[str]:
+        """The cue-conflict models, under distortions, where there are images to distort: the world's
+        originals, or the study's ``robustness_images`` folder (the real checkout ships none)."""
+        cc = self.cc or {}
+        images = self.stimset == "world" or cc.get("robustness_images")
+        return self.cc_models() if cc.get("robustness", True) and images else []
+
     def attr_models(self) -> list[str]:
         return [n for n, m in self.models.items() if self.attr is not None and m.get("attribution", True)]
 
@@ -387,6 +394,13 @@ def _stimuli_items(study: Study, wc: dict[str, str]) -> list[str]:
     return [f"source={cc['stimuli']}", f"cache_dir={hydra_value(study.downloads)}", *path]
 
 
+def _robustness_items(study: Study, wc: dict[str, str]) -> list[str]:
+    """The decision-maker's name and decision space, and a real study's image folder."""
+    cc = study.cc or {}
+    images = [f"images={hydra_value(cc['robustness_images'])}"] if study.stimset != "world" else []
+    return [f"name={hydra_value(wc['model'])}", f"classes={cc['classes']}", *images]
+
+
 def _train_items(study: Study, wc: dict[str, str]) -> list[str]:
     """A trained model's regime, and the steps whose weights it keeps (its snapshots)."""
     m = study.models[wc["model"]]
@@ -498,7 +512,8 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "stimuli",
-            "the cue-conflict, edge and silhouette sets: the world's, or the real ones (downloaded or local)",
+            "the stimulus types of Geirhos et al. 2019 (original, greyscale, silhouette, edges, texture, cue "
+            "conflict): the world's, or the real ones (downloaded or local)",
             ("stimset",),
             lambda study: [{"stimset": study.stimset}] if study.cc else [],
             items=_stimuli_items,
@@ -506,7 +521,8 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "cueconflict",
-            "a model's decisions on the three stimulus sets, and its shape bias (Geirhos et al. 2019)",
+            "a model's decisions on every stimulus type, its accuracy per type and shape bias (Geirhos "
+            "et al. 2019)",
             ("stimset", "model"),
             _per_model(Study.cc_models, stimset=lambda study: study.stimset),
             inputs=(_in("stimuli", setting="stimuli"), _in(MODEL_FILES)),
@@ -514,6 +530,19 @@ STAGES: dict[str, Stage] = {
                 f"name={hydra_value(wc['model'])}",
                 f"classes={(study.cc or {})['classes']}",
             ],
+            threads="all",
+            device=True,
+            loads_model=True,
+            report=True,
+        ),
+        Stage(
+            "robustness",
+            "a model's decisions under the distortions of Geirhos et al. (noise, contrast, low-/high-pass, "
+            "phase, rotation) at the published levels: the world's originals, or a folder of images",
+            ("stimset", "model"),
+            _per_model(Study.robustness_models, stimset=lambda study: study.stimset),
+            inputs=(_in("stimuli", setting="stimuli"), _in(MODEL_FILES)),
+            items=_robustness_items,
             threads="all",
             device=True,
             loads_model=True,

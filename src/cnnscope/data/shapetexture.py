@@ -11,8 +11,11 @@ is the class's own texture rather than a random class's:
 
 Stimuli for the cue-conflict evaluation are written in the layout of ``rgeirhos/texture-vs-shape``
 (``stimuli/style-transfer-preprocessed-512/<shape>/<shape><i>-<texture><j>.png``, 80 per shape class
-of which 5 have shape == texture; ``stimuli/edges`` and ``stimuli/filled-silhouettes`` with
-``<class>/<class><n>.png``), so the same loader and analyses serve the real and the built-in sets.
+of which 5 have shape == texture; the single-cue types with ``<class>/<class><n>.png``), so the same
+loader and analyses serve the real and the built-in sets. The single-cue types are those of Geirhos et
+al.'s Fig. 2: original (the object in its own texture on a background, as trained), greyscale (the
+originals' luminance), filled silhouette, edges (the silhouette's outline) and texture (the class's
+texture over the whole image, no shape); the paper showed 10 images per class of each, 3 of texture.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from PIL import Image
 
 from cnnscope.data import render
 from cnnscope.progress import track
-from cnnscope.shapebias.stimuli import STIMULUS_DIRS
+from cnnscope.shapebias.distortions import greyscale, to_uint8_rgb
+from cnnscope.shapebias.stimuli import STIMULUS_SETS
 
 CLASSES: tuple[str, ...] = render.OBJECTS
 # One texture per class: (pattern, cycles per image side, colour pair).
@@ -106,12 +110,15 @@ def write_stimuli(
     seed: int = 0,
     poses: int = 5,
     singles: int = 10,
+    textures: int = 3,
     progress: bool = True,
 ) -> Path:
-    """Write the cue-conflict, edge and silhouette sets in the real stimuli's layout."""
+    """Write every stimulus type in the real stimuli's layout: ``poses`` cue-conflict poses per shape,
+    ``singles`` originals (and their greyscale), silhouettes and edges per class, ``textures`` texture
+    images per class."""
     root = Path(root)
+    folder = {name: root / s.folder for name, s in STIMULUS_SETS.items()}
     rng = np.random.default_rng(seed)
-    cc = root / STIMULUS_DIRS["cue-conflict"]
     for s, shape in enumerate(track(CLASSES, "cue-conflict stimuli", enabled=progress)):
         for i in range(1, poses + 1):
             pose_seed = int(rng.integers(2**31))
@@ -121,7 +128,10 @@ def write_stimuli(
                 canvas = background(pose, size)
                 inside = shape_mask(s, pose, size)
                 canvas[inside] = texture_fill(t, rng, size)[inside]
-                _save(cc / shape / f"{shape}{i}-{texture}{i}.png", canvas.round().astype(np.uint8))
+                _save(
+                    folder["cue-conflict"] / shape / f"{shape}{i}-{texture}{i}.png",
+                    canvas.round().astype(np.uint8),
+                )
     for kind in ("edges", "silhouettes"):
         for s, shape in enumerate(CLASSES):
             for n in range(1, singles + 1):
@@ -129,5 +139,17 @@ def write_stimuli(
                 if kind == "edges":
                     inside = inside & ~render.erode(inside, max(1, size // 48))
                 image = np.where(inside[..., None], 20, 245).astype(np.uint8).repeat(3, axis=2)
-                _save(root / STIMULUS_DIRS[kind] / shape / f"{shape}{n}.png", image)
+                _save(folder[kind] / shape / f"{shape}{n}.png", image)
+    # The types added later draw from a stream of their own, so the sets above keep their bytes.
+    rng = np.random.default_rng([seed, 1])
+    for k, shape in enumerate(CLASSES):
+        for n in range(1, singles + 1):
+            image = draw(rng, size, k, k)
+            _save(folder["original"] / shape / f"{shape}{n}.png", image)
+            _save(folder["greyscale"] / shape / f"{shape}{n}.png", to_uint8_rgb(greyscale(image)))
+        for n in range(1, textures + 1):
+            _save(
+                folder["texture"] / shape / f"{shape}{n}.png",
+                texture_fill(k, rng, size).round().astype(np.uint8),
+            )
     return root

@@ -20,6 +20,8 @@ from cnnscope.report import page as parts
 from cnnscope.report import tables
 from cnnscope.report.inputs import ReportInputs
 from cnnscope.report.sections import SECTIONS, Entry
+from cnnscope.shapebias import analysis
+from cnnscope.shapebias.stimuli import CONFLICT_SET, STIMULUS_SETS
 
 
 def build_report(
@@ -42,7 +44,16 @@ def build_report(
         cue = {m.name: read.cue_conflict(m) for m in cue_models}
         refs = [read.reference_decisions(f) for f in inputs.references]
         bias = tables.shape_bias({n: s for n, (s, _) in cue.items()}, metrics, refs)
-        per_class = tables.per_class([t for _, t in cue.values()] + refs)
+        conflict = [r[r["experiment"] == STIMULUS_SETS[CONFLICT_SET].experiment] for r in refs]
+        per_class = tables.per_class([t for _, t in cue.values()] + conflict)
+        everyone = pd.concat([*(read.stimulus_decisions(m) for m in cue_models), *refs], ignore_index=True)
+        types = tables.stimulus_types(everyone)
+        robust = [read.robustness_decisions(m) for m in own if "robustness" in m.artifacts]
+        empty = pd.DataFrame(columns=[*analysis.COLUMNS, "experiment"])
+        curves, robust_summary = tables.robustness(
+            pd.concat(robust, ignore_index=True) if robust else empty,
+            pd.concat(refs, ignore_index=True) if refs else empty,
+        )
     else:
         bias = pd.DataFrame(columns=["decision-maker", "shape_bias"])
     cross = tables.cross(layers, bias)
@@ -87,6 +98,12 @@ def build_report(
         parts.basis(page, basis)
     if cue_models:
         parts.shape_bias(page, bias, per_class, inputs.stimuli or "", colors)
+        if len(types):
+            parts.stimulus_types(page, types, colors)
+        if len(curves):
+            parts.robustness(
+                page, curves, robust_summary, tables.bias_robustness(bias, robust_summary), colors
+            )
         parts.cross(page, cross, colors)
     if attr_models:
         parts.attribution_header(page)

@@ -20,10 +20,15 @@ from cnnscope.artifacts import (
     DissectArtifact,
     FeaturevisArtifact,
     Net2VecArtifact,
+    RobustnessArtifact,
     TrainArtifact,
 )
 from cnnscope.errors import CnnscopeError
 from cnnscope.shapebias import analysis
+from cnnscope.shapebias.distortions import DISTORTIONS
+from cnnscope.shapebias.stimuli import STIMULUS_SETS
+
+HUMANS = "humans"  # the pooled human observers of a reference folder
 
 
 @dataclass
@@ -170,12 +175,38 @@ def cue_conflict(model: ModelInputs) -> tuple[dict, pd.DataFrame]:
     return summary, pd.read_csv(d.decisions("cue-conflict"))
 
 
+def stimulus_decisions(model: ModelInputs) -> pd.DataFrame:
+    """The model's decisions on every stimulus type it was shown, with each type's ``experiment``."""
+    d = CueConflictArtifact(model.artifacts["cueconflict"])
+    return pd.concat(
+        [
+            pd.read_csv(d.decisions(name)).assign(experiment=s.experiment)
+            for name, s in STIMULUS_SETS.items()
+            if d.decisions(name).is_file()
+        ],
+        ignore_index=True,
+    )
+
+
+def robustness_decisions(model: ModelInputs) -> pd.DataFrame:
+    """The model's decisions under every distortion it was tested on, with each one's ``experiment``."""
+    d = RobustnessArtifact(model.artifacts["robustness"])
+    frames = [
+        pd.read_csv(d.decisions(name)).assign(experiment=dist.experiment)
+        for name, dist in DISTORTIONS.items()
+        if d.decisions(name).is_file()
+    ]
+    if not frames:
+        raise CnnscopeError(f"{d.path} holds no decisions; rerun the robustness step for {model.name}")
+    return pd.concat(frames, ignore_index=True)
+
+
 def reference_decisions(folder: str) -> pd.DataFrame:
-    """A reference folder's decisions; human observers (``subject-NN``) are pooled as one maker."""
+    """A reference folder's decisions, each file's experiment from its name; human observers
+    (``subject-NN``) are pooled as one decision-maker, ``humans``."""
     df = analysis.read_decisions(Path(folder))
-    if df["subj"].astype(str).str.startswith("subject-").all():
-        df = df.assign(subj=f"humans ({Path(folder).name})")
-    return df
+    human = df["subj"].astype(str).str.startswith("subject-")
+    return df.assign(subj=df["subj"].where(~human, HUMANS))
 
 
 def attribution(model: ModelInputs) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, Path]:

@@ -196,6 +196,51 @@ def shape_bias(page: Page, table: pd.DataFrame, per_class: pd.DataFrame, stimuli
     page.table(table, "shape_bias")
 
 
+def stimulus_types(page: Page, table: pd.DataFrame, colors: dict) -> None:
+    """Accuracy per single-cue stimulus type (Geirhos et al. 2019, Fig. 2)."""
+    page.add(
+        "<h3 id='types'>Stimulus types</h3><p class='meta'>Accuracy among the 16 classes on each type of "
+        "Fig. 2 of the paper (original, greyscale, filled silhouette, edges, texture only), with 95% "
+        "Wilson intervals; human observers of a reference folder are pooled. The real set ships only the "
+        "silhouette and edge images, so a real model shows those two; the references' rows come from the "
+        "published raw data of every type.</p>"
+    )
+    page.figure(
+        plots.stimulus_types(table, colors, page.figs / "stimulus_types.png"),
+        "Accuracy per stimulus type and decision-maker (dotted: chance, 1/16).",
+    )
+    page.table(table, "stimulus_types")
+
+
+def robustness(
+    page: Page, curves: pd.DataFrame, summary: pd.DataFrame, pairs: pd.DataFrame, colors: dict
+) -> None:
+    """Accuracy under distortions, and shape bias against robustness."""
+    page.add(
+        "<h3 id='robustness'>Distortion robustness</h3><p class='meta'>Accuracy on greyscale images under "
+        "each distortion of Geirhos et al. (2018; 2019, §3.3) at the published levels, with 95% Wilson "
+        "intervals: the world's originals for the study's models, and the published raw data of the "
+        "references (human observers of the generalisation paper; ResNet-50 trained on ImageNet and on "
+        "Stylized-ImageNet). The half-accuracy level is where accuracy first falls to half of the "
+        "undistorted accuracy (interpolated; none for rotation). The noise experiment's level 0 is the "
+        "image at 30% contrast, as in the papers.</p>"
+    )
+    page.figure(
+        plots.robustness_curves(curves, colors, page.figs / "robustness_curves.png"),
+        "Accuracy against distortion level, levels in order of difficulty (dotted: chance).",
+    )
+    page.table(curves, "robustness_curves", show=False)
+    page.table(summary, "robustness")
+    if len(pairs):
+        page.figure(
+            plots.bias_robustness(pairs, colors, page.figs / "shape_bias_robustness.png"),
+            "Mean accuracy under distortion against shape bias, per decision-maker (each group averaged "
+            "over the distortions all its members share; the humans of the two experiments are different "
+            "observers).",
+        )
+        page.table(pairs, "shape_bias_robustness")
+
+
 def cross(page: Page, table: pd.DataFrame, colors: dict) -> None:
     page.add("<h2 id='cross'>Cross-analysis: shape bias and what the units detect</h2>")
     if len(table):

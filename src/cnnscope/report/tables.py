@@ -9,6 +9,8 @@ import pandas as pd
 from cnnscope import plots
 from cnnscope.report.inputs import LayerResult
 from cnnscope.shapebias import analysis
+from cnnscope.shapebias import robustness as rb
+from cnnscope.shapebias.stimuli import CONFLICT_SET, STIMULUS_SETS
 
 # Cue-conflict summary keys shown for each decision-maker.
 BIAS_KEYS = (
@@ -37,7 +39,11 @@ def shape_bias(
                 "random_texture_accuracy": met.get("val_accuracy_random_texture", float("nan")),
             }
         )
+    conflict = STIMULUS_SETS[CONFLICT_SET].experiment
     for df in references:
+        df = df[df["experiment"] == conflict]
+        if df.empty:
+            continue
         for subj, b in analysis.shape_bias(df).iterrows():
             rows.append(
                 {
@@ -54,6 +60,75 @@ def shape_bias(
 def per_class(decisions: list[pd.DataFrame]) -> pd.DataFrame:
     """Shape bias per decision-maker and shape class, over every maker's cue-conflict trials."""
     return analysis.shape_bias_per_class(pd.concat(decisions, ignore_index=True))
+
+
+def _in_order(table: pd.DataFrame, makers: list[str]) -> pd.DataFrame:
+    """``table`` with its decision-makers in ``makers``' order (a stable sort keeps the rest)."""
+    rank = {m: i for i, m in enumerate(makers)}
+    return table.sort_values("subj", key=lambda s: s.map(rank), kind="stable").reset_index(drop=True)
+
+
+def stimulus_types(decisions: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per decision-maker and single-cue stimulus type (Geirhos et al. 2019, Fig. 2: original,
+    greyscale, silhouette, edges, texture), with its 95% Wilson interval; ``decisions``: everyone's
+    rows with their ``experiment``, models first."""
+    types = {s.experiment: name for name, s in STIMULUS_SETS.items() if name != CONFLICT_SET}
+    rows = decisions[decisions["experiment"].isin(types)]
+    table = rb.accuracy(rows, ("subj", "experiment"))
+    table = table.assign(type=table.pop("experiment").map(types))
+    order = {name: i for i, name in enumerate(STIMULUS_SETS)}
+    table = table.sort_values("type", key=lambda s: s.map(order), kind="stable")
+    table = _in_order(table, list(dict.fromkeys(decisions["subj"])))
+    cols = ["subj", "type", "trials", "correct", "accuracy", "ci_low", "ci_high"]
+    return table[cols].rename(columns={"subj": "decision-maker"})
+
+
+def robustness(models: pd.DataFrame, references: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Accuracy against distortion level (with 95% Wilson intervals) and, per decision-maker and
+    distortion, undistorted and mean distorted accuracy and the half-accuracy level; the study's models
+    first, then the references' decision-makers (``group``). Empty tables when nobody was distorted."""
+    curves = pd.concat(
+        [
+            _in_order(rb.curves(df), list(dict.fromkeys(df["subj"]))).assign(group=group)
+            for group, df in (("model", models), ("reference", references))
+        ],
+        ignore_index=True,
+    )
+    curves = curves.astype({"level": float, "trials": int, "correct": int, "accuracy": float})
+    curves = curves.astype({"ci_low": float, "ci_high": float})
+    summaries = [rb.summary(g).assign(group=group) for group, g in curves.groupby("group", sort=True)]
+    summary = (
+        pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame(columns=["subj", "group"])
+    )
+    return curves.rename(columns={"subj": "decision-maker"}), summary.rename(
+        columns={"subj": "decision-maker"}
+    )
+
+
+def bias_robustness(bias: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Per decision-maker with both: shape bias and mean robustness, the mean accuracy over the distorted
+    levels of the distortions that every decision-maker of its group (models, references) was tested
+    on (those distortions listed), so that each group's numbers compare."""
+    rows = []
+    for group, g in summary.groupby("group", sort=False):
+        g = g.rename(columns={"decision-maker": "subj"})
+        mean = rb.mean_robustness(g)
+        shared = sorted(set.intersection(*(set(c) for _, c in g.groupby("subj")["curve"])))
+        for maker, value in mean.items():
+            match = bias[bias["decision-maker"] == maker]
+            if len(match):
+                rows.append(
+                    {
+                        "decision-maker": maker,
+                        "group": group,
+                        "shape_bias": float(match["shape_bias"].iloc[0]),
+                        "mean_robustness": float(value),
+                        "distortions": " ".join(shared),
+                    }
+                )
+    return pd.DataFrame(
+        rows, columns=["decision-maker", "group", "shape_bias", "mean_robustness", "distortions"]
+    )
 
 
 def cross(layers: list[LayerResult], bias: pd.DataFrame) -> pd.DataFrame:

@@ -33,8 +33,10 @@ def model_decisions(
     device: torch.device | str = "cpu",
     progress: bool = True,
     classes: Sequence[str] = CLASSES,
+    condition: str | int = 0,
 ) -> pd.DataFrame:
-    """One raw-data row per stimulus: the model's response among ``classes``."""
+    """One raw-data row per stimulus: the model's response among ``classes``, in ``condition`` (a
+    distortion's level label; 0 for undistorted stimuli)."""
     device = torch.device(device)
     responses: list[str] = []
     with torch.inference_mode():
@@ -53,8 +55,8 @@ def model_decisions(
             "rt": float("nan"),
             "object_response": r,
             "category": s.shape,
-            "condition": 0,
-            "imagename": f"{i + 1:04d}_cnnscope_{subj}_0_{s.shape}_00_{s.path.name}",
+            "condition": condition,
+            "imagename": f"{i + 1:04d}_cnnscope_{subj}_{condition}_{s.shape}_00_{s.path.name}",
         }
         for i, (s, r) in enumerate(zip(stimuli, responses, strict=True))
     ]

@@ -98,15 +98,33 @@ def high_pass(x: np.ndarray, sigma: float) -> np.ndarray:
     return np.clip(detail + (BACKGROUND_GREY - mean), 0, 1)
 
 
+def _positive(n: int) -> np.ndarray:
+    """The indices of the strictly positive frequencies of an ``n``-point FFT (not 0, not Nyquist)."""
+    k = np.arange(n)
+    return (k > 0) & (2 * k < n)
+
+
+def _self_conjugate(n: int) -> np.ndarray:
+    """The indices equal to their own negation: 0, and Nyquist for even ``n``."""
+    k = np.arange(n)
+    return (k == 0) | (2 * k == n)
+
+
+def _negated(a: np.ndarray) -> np.ndarray:
+    """``a`` at the negated frequency: ``out[..., i, j] = a[..., -i mod H, -j mod W]``."""
+    return np.roll(np.flip(a, axis=(-2, -1)), shift=(1, 1), axis=(-2, -1))
+
+
 def scramble_phase(x: np.ndarray, width: float, rng: np.random.Generator) -> np.ndarray:
     """Add ``U(-width°, width°)`` to the phase of every spatial frequency of ``(..., H, W)``, keeping
-    the amplitude spectrum exactly (antisymmetric noise: a real image again); not clipped."""
-    spectrum = np.fft.fft2(x)
-    noise = rng.uniform(-1, 1, size=x.shape) * math.radians(width)
-    # φ(f) - φ(-f) is antisymmetric, and halving keeps each frequency's noise within ±width.
-    flipped = np.roll(np.flip(noise, axis=(-2, -1)), shift=(1, 1), axis=(-2, -1))
-    noise = (noise - flipped) / 2
-    return np.real(np.fft.ifft2(spectrum * np.exp(1j * noise)))
+    the amplitude spectrum exactly; not clipped. One half of the frequencies draws the noise and the
+    other half takes its negation (``φ(-f) = -φ(f)``), so the image stays real; the self-conjugate
+    frequencies (zero, Nyquist) keep their phase."""
+    h, w = x.shape[-2:]
+    half = _positive(h)[:, None] | (_self_conjugate(h)[:, None] & _positive(w)[None, :])
+    drawn = np.where(half, rng.uniform(-1, 1, size=x.shape) * math.radians(width), 0.0)
+    noise = drawn - _negated(drawn)
+    return np.real(np.fft.ifft2(np.fft.fft2(x) * np.exp(1j * noise)))
 
 
 def phase_noise(x: np.ndarray, width: float, rng: np.random.Generator) -> np.ndarray:

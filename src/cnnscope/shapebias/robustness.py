@@ -39,7 +39,8 @@ def wilson(
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+    # Mathematically p̂ lies inside; at 0 or n correct the float sum may miss it by an ulp.
+    return np.clip(np.minimum(centre - half, p), 0, 1), np.clip(np.maximum(centre + half, p), 0, 1)
 
 
 def _tally(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -2,9 +2,13 @@
 
 * cue conflict: ``<root>/<shape>/<shape><i>-<texture><j>.png``, 80 images per shape class, 5 of them
   with shape == texture class (1280 images, 1200 conflict trials);
-* edges and filled silhouettes: ``<root>/<class>/<class><n>.png``.
+* the single-cue types of the paper's Fig. 2 (original, greyscale, filled silhouette, edges, texture):
+  ``<root>/<class>/<class><n>.png``.
 
-A folder with missing classes or files that do not follow the naming fails with the file named.
+The repository ships the cue-conflict, edge and silhouette images only (the others' permissions did
+not allow it), so a real checkout must hold those three and the others are evaluated where a folder
+holds them; the world writes all six. A folder with missing classes or files that do not follow the
+naming fails with the file named.
 """
 
 from __future__ import annotations
@@ -20,12 +24,29 @@ from cnnscope.data.rgb import read_rgb
 from cnnscope.errors import DatasetError
 from cnnscope.shapebias.classes import CLASSES
 
-# The three stimulus sets, relative to the root of a texture-vs-shape checkout (or the world's copy).
-STIMULUS_DIRS = {
-    "cue-conflict": "stimuli/style-transfer-preprocessed-512",
-    "edges": "stimuli/edges",
-    "silhouettes": "stimuli/filled-silhouettes",
+
+@dataclass(frozen=True)
+class StimulusSet:
+    """One stimulus type: its folder below a texture-vs-shape root, the name of its experiment in the
+    published raw data (``<experiment>-experiment_<subj>_session_<k>.csv``), and whether the
+    repository ships its images (then a real checkout must hold it)."""
+
+    folder: str
+    experiment: str
+    published: bool
+
+
+# The stimulus types of Geirhos et al. (2019), the five single-cue types of Fig. 2 in its order, then
+# cue conflict; keyed by cnnscope's name for them (its decision files' names).
+STIMULUS_SETS: dict[str, StimulusSet] = {
+    "original": StimulusSet("stimuli/original", "original", False),
+    "greyscale": StimulusSet("stimuli/greyscale", "grayscale", False),
+    "silhouettes": StimulusSet("stimuli/filled-silhouettes", "silhouette-filled", True),
+    "edges": StimulusSet("stimuli/edges", "edge", True),
+    "texture": StimulusSet("stimuli/texture", "texture", False),
+    "cue-conflict": StimulusSet("stimuli/style-transfer-preprocessed-512", "style-transfer-512-nomask", True),
 }
+CONFLICT_SET = "cue-conflict"
 _CONFLICT = re.compile(r"^(?P<shape>[a-z]+)(?P<i>\d+)-(?P<texture>[a-z]+)(?P<j>\d+)\.png$")
 _SINGLE = re.compile(r"^(?P<cls>[a-z]+)(?P<n>\d+)\.png$")
 
@@ -91,9 +112,11 @@ def load_rgb(stimuli: list[Stimulus]) -> np.ndarray:
 
 
 def stimulus_sets(root: str | Path, classes: Sequence[str] = CLASSES) -> dict[str, list[Stimulus]]:
-    """The cue-conflict, edge and silhouette sets of a texture-vs-shape layout at ``root``."""
+    """Every stimulus type of the texture-vs-shape layout at ``root``: the published three always (a
+    missing one fails), the others where their folder exists."""
     root = Path(root)
     return {
-        name: (cue_conflict if name == "cue-conflict" else single_cue)(root / sub, classes)
-        for name, sub in STIMULUS_DIRS.items()
+        name: (cue_conflict if name == CONFLICT_SET else single_cue)(root / s.folder, classes)
+        for name, s in STIMULUS_SETS.items()
+        if s.published or (root / s.folder).is_dir()
     }

@@ -1,4 +1,4 @@
-"""Step ``stimuli``: the cue-conflict, edge and silhouette sets, built in or real."""
+"""Step ``stimuli``: the stimulus types of Geirhos et al. (2019), built in or real."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from cnnscope.bounds import bounded, choice, positive
 from cnnscope.data import shapetexture
 from cnnscope.data.download import SHA256, Fetching, fetch, unpack
 from cnnscope.errors import CnnscopeError
-from cnnscope.shapebias.stimuli import STIMULUS_DIRS, stimulus_sets
+from cnnscope.shapebias.stimuli import STIMULUS_SETS, stimulus_sets
 from cnnscope.stepkit.runner import Output, run_step
 from cnnscope.stepkit.schema import Step, register
 
@@ -24,7 +24,8 @@ class WorldStimuli:
     size: int = bounded(64, 8)
     seed: int = bounded(0, 0)
     poses: int = positive(5)  # cue-conflict images per (shape, texture) pair
-    singles: int = positive(10)  # edge and silhouette images per class
+    singles: int = positive(10)  # original, greyscale, silhouette and edge images per class
+    textures: int = positive(3)  # texture-only images per class
 
 
 @dataclass
@@ -47,11 +48,14 @@ register("stimuli", Config)
 
 
 def _copy_checkout(src: Path, dest: Path) -> None:
-    """Copy the stimulus folders and raw data of a texture-vs-shape checkout."""
-    for sub in [*STIMULUS_DIRS.values(), "raw-data"]:
+    """Copy the stimulus folders (the published ones must be there) and raw data of a texture-vs-shape
+    checkout."""
+    for sub in [*(s.folder for s in STIMULUS_SETS.values() if s.published), "raw-data"]:
         if not (src / sub).is_dir():
             raise CnnscopeError(f"{src} is not a texture-vs-shape checkout: {src / sub} is missing")
-        shutil.copytree(src / sub, dest / sub)
+    for sub in [*(s.folder for s in STIMULUS_SETS.values()), "raw-data"]:
+        if (src / sub).is_dir():
+            shutil.copytree(src / sub, dest / sub)
 
 
 def body(cfg: Config) -> None:
@@ -72,13 +76,13 @@ def body(cfg: Config) -> None:
     with out.write() as tmp:
         if source == "world":
             w = cfg.world
-            shapetexture.write_stimuli(tmp, w.size, w.seed, w.poses, w.singles, cfg.progress)
+            shapetexture.write_stimuli(tmp, w.size, w.seed, w.poses, w.singles, w.textures, cfg.progress)
         elif source == "download":
             unpack(archive, tmp, progress=cfg.progress, marker="stimuli", max_ratio=cfg.max_unpack_ratio)
         else:
             _copy_checkout(Path(cfg.path), tmp)
         if source != "world":
-            stimulus_sets(tmp)  # all 16 classes, every file named as published
+            stimulus_sets(tmp)  # the published types, all 16 classes, every file named as published
     out.done("%s stimuli", source)
 
 
