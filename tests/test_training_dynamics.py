@@ -248,6 +248,7 @@ def test_the_study_dissects_and_evaluates_each_snapshot_and_the_report_plots_the
         "extract": 2,
         "dissect": 2,
         "cueconflict": 2,
+        "robustness": 2,  # the repeats' final models (no snapshot is distorted)
         "net2vec": 2,
         "featurevis": 2,
         "report": 1,

@@ -122,11 +122,13 @@ class Study:
         return [n for n, m in self.models.items() if self.cc and m.get("cue_conflict", True)]
 
     def robustness_models(self) -> list[str]:
-        """The cue-conflict models, under distortions, where there are images to distort: the world's
-        originals, or the study's ``robustness_images`` folder (the real checkout ships none)."""
+        """The cue-conflict models but snapshots, under distortions, where there are images to distort:
+        the world's originals, or the study's ``robustness_images`` folder (the real checkout ships
+        none)."""
         cc = self.cc or {}
-        images = self.stimset == "world" or cc.get("robustness_images")
-        return self.cc_models() if cc.get("robustness", True) and images else []
+        if not cc.get("robustness", True) or not (self.stimset == "world" or cc.get("robustness_images")):
+            return []
+        return [m for m in self.cc_models() if "snapshot_of" not in self.models[m]]
 
     def attr_models(self) -> list[str]:
         return [n for n, m in self.models.items() if self.attr is not None and m.get("attribution", True)]
