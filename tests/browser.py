@@ -24,7 +24,8 @@ def available() -> bool:
 
 
 def check_page(page: Path, screenshot: Path, width: int = 1280) -> dict:
-    """Load ``page`` from disk; return broken images, console errors and the page height."""
+    """Load ``page`` from disk; return broken images, console errors, the page height, its open
+    sections, and its height with every section folded."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -45,6 +46,11 @@ def check_page(page: Path, screenshot: Path, width: int = 1280) -> dict:
         driver.set_window_size(width, min(height, 30000))
         driver.save_screenshot(str(screenshot))
         errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        sections = driver.execute_script("return document.querySelectorAll('details[open]').length")
+        folded = driver.execute_script(
+            "document.querySelectorAll('details').forEach(d => d.open = false);"
+            "return document.documentElement.scrollHeight"
+        )
     finally:
         driver.quit()
     return {
@@ -52,4 +58,6 @@ def check_page(page: Path, screenshot: Path, width: int = 1280) -> dict:
         "broken": [src for src, ok in images if not ok],
         "errors": errors,
         "height": height,
+        "sections": sections,
+        "folded_height": folded,
     }

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cnnscope.dissection import unit_masks
-from cnnscope.report import tables
+from cnnscope.report import page, tables
 from cnnscope.report.inputs import LayerResult
 
 
@@ -65,9 +65,11 @@ def test_shape_bias_rows_models_first_with_training_metrics_then_references():
                "edge_accuracy": 0.1, "silhouette_accuracy": 0.2}  # fmt: skip
     ref = pd.DataFrame(
         {"subj": ["humans"] * 3, "object_response": ["cat", "cat", "dog"], "category": ["cat"] * 3,
-         "imagename": ["cat1-dog1.png", "cat2-dog2.png", "cat3-dog3.png"]}
+         "imagename": ["cat1-dog1.png", "cat2-dog2.png", "cat3-dog3.png"],
+         "experiment": ["style-transfer-512-nomask"] * 3}
     )  # fmt: skip
-    t = tables.shape_bias({"a": summary}, {"a": {"val_accuracy": 0.9}}, [ref])
+    edges = ref.assign(imagename=["cat1.png"] * 3, experiment="edge")  # not cue conflict: left out
+    t = tables.shape_bias({"a": summary}, {"a": {"val_accuracy": 0.9}}, [ref, edges])
     assert t["decision-maker"].tolist() == ["a", "humans"]
     assert t.loc[0, "clean_accuracy"] == 0.9 and np.isnan(t.loc[0, "random_texture_accuracy"])
     assert t.loc[1, "shape_bias"] == pytest.approx(2 / 3)  # 2 shape and 1 texture decision
@@ -173,3 +175,20 @@ def test_the_unit_mask_is_the_bilinear_upsampling_compared_strictly():
     maps = torch.tensor([[[0.0, 1.0], [0.0, 1.0]]])
     assert unit_masks(maps, torch.tensor([0.5]), (2, 4))[0].tolist() == [[False, False, True, True]] * 2
     assert unit_masks(maps, torch.tensor([0.75]), (2, 4))[0].tolist() == [[False, False, False, True]] * 2
+
+
+def test_each_report_section_folds_under_its_heading():
+    parts = [
+        "<h1>t</h1>",
+        "<nav></nav>",
+        "<h2 id='a'>A</h2><p>x</p>",
+        "<p>y</p>",
+        "<h2 id='b'>B</h2>",
+        "<p>z</p>",
+    ]
+    html = "".join(page.foldable(parts))
+    assert html == (
+        "<h1>t</h1><nav></nav><details open><summary><h2 id='a'>A</h2></summary><p>x</p><p>y</p></details>"
+        "<details open><summary><h2 id='b'>B</h2></summary><p>z</p></details>"
+    )
+    assert page.foldable(["<p>no sections</p>"]) == ["<p>no sections</p>"]

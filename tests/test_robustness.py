@@ -6,13 +6,18 @@ category), independent of the pandas code under test.
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import SHARED
 from scipy import ndimage
+from test_steps import _step
 
+from cnnscope.artifacts import RobustnessArtifact
 from cnnscope.shapebias import analysis, robustness
 from cnnscope.shapebias import distortions as dist
 
@@ -185,5 +190,41 @@ def test_distort_is_seeded_per_distortion_and_level():
     np.testing.assert_array_equal(a, dist.distort(images, "noise", "0.2", seed=0))
     assert not np.array_equal(a, dist.distort(images, "noise", "0.35", seed=0))
     assert not np.array_equal(a, dist.distort(images, "noise", "0.2", seed=1))
+    for name in ("noise", "phase"):  # batching does not change any image's noise
+        whole = dist.distort(images, name, dist.DISTORTIONS[name].levels[3])
+        halves = [
+            dist.distort(images[i : i + 1], name, dist.DISTORTIONS[name].levels[3], first=i) for i in (0, 1)
+        ]
+        np.testing.assert_array_equal(whole, np.concatenate(halves))
     grey = dist.to_uint8_rgb(dist.greyscale(images))
     np.testing.assert_array_equal(dist.distort(images, "rotation", "0"), grey)
+
+
+# --- the step on a folder of images (a real study's path) ---------------------------------------
+
+
+def test_robustness_step_distorts_a_folder_of_class_images(study, tmp_path):
+    """A real study's robustness: a folder of 16-class images in ImageNet layout (here two classes of
+    the world's originals, resized to ``size``), every level of the distortions asked for."""
+    originals = study / "results" / "stimuli" / "world" / "stimuli" / "original"
+    folder = tmp_path / "images"
+    for cls in ("circle", "star"):
+        (folder / cls).mkdir(parents=True)
+        for f in sorted((originals / cls).glob("*.png")):
+            shutil.copy(f, folder / cls / f.name)
+    model = ["model=convnet", "model.width=8", f"model.checkpoint={study / 'results/train/tiny/model.pt'}"]
+    common = [*model, "name=tiny", "size=40", "distortions=[rotation,contrast]", "progress=false"]
+    res = _step("robustness", *common, f"images={folder}", "out=r", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    images = sum(1 for _ in folder.rglob("*.png"))
+    art = RobustnessArtifact(tmp_path / "r")
+    rotation, contrast = pd.read_csv(art.decisions("rotation")), pd.read_csv(art.decisions("contrast"))
+    assert len(rotation) == 4 * images and len(contrast) == 8 * images
+    assert [str(c) for c in contrast["condition"].unique()] == list(dist.DISTORTIONS["contrast"].levels)
+    assert set(rotation["category"]) == {"circle", "star"} and not art.decisions("noise").exists()
+    summary = json.loads(art.summary.read_text())
+    assert summary["images"] == images and [c["curve"] for c in summary["curves"]] == ["contrast", "rotation"]
+    (folder / "zebra").mkdir()
+    bad = _step("robustness", *common, f"images={folder}", "out=bad", cwd=tmp_path)
+    assert bad.returncode == 2 and "one folder per class named among" in bad.stdout + bad.stderr
+    assert "zebra" in bad.stdout + bad.stderr and not (tmp_path / "bad").exists()

@@ -64,7 +64,11 @@ def build_report(
     toc += [("net2vec", "Net2Vec")] if len(n2v_layers) else []
     basis = tables.basis(layers)
     toc += [("basis", "Rotated basis")] if len(basis) else []
-    toc += [("shape", "Texture vs shape"), ("cross", "Cross-analysis")] if cue_models else []
+    if cue_models:
+        toc += [("shape", "Texture vs shape")]
+        toc += [("types", "Stimulus types")] if len(types) else []
+        toc += [("robustness", "Robustness")] if len(curves) else []
+        toc += [("cross", "Cross-analysis")]
     toc += [("attribution", "Attribution")] if attr_models else []
     training = _training(inputs, layers, metrics)
     repeats = {m.name: m.condition for m in own if m.condition is not None}

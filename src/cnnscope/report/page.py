@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,24 @@ font-size:13px;text-align:left}th{background:#f3f3f3}img.strip{image-rendering:p
 .unit{margin:.6em 0}.meta{color:#555;font-size:13px}h2{border-bottom:2px solid #ddd;margin-top:2em}
 figure{margin:1em 0}figcaption{color:#555;font-size:13px;max-width:900px}nav a{margin-right:1em}
 img.fig{max-width:100%}pre{background:#f6f6f6;padding:.6em;font-size:12px;overflow-x:auto}
+summary{cursor:pointer;list-style-position:outside}summary h2{display:inline-block;width:95%}
 """
+_SECTION = re.compile(r"\s*(<h2[^>]*>.*?</h2>)(.*)", re.S)
+
+
+def foldable(parts: list[str]) -> list[str]:
+    """Each section (from its ``<h2>`` to the next) as an open ``<details>`` whose summary is the
+    heading, so a reader can fold what they are not reading; the table of contents still jumps."""
+    out, inside = [], False
+    for part in parts:
+        m = _SECTION.match(part)
+        if m:
+            out += ["</details>"] if inside else []
+            out.append(f"<details open><summary>{m[1]}</summary>{m[2]}")
+            inside = True
+        else:
+            out.append(part)
+    return out + (["</details>"] if inside else [])
 
 
 class Page:
@@ -72,7 +90,7 @@ class Page:
             f"</title><style>{CSS}</style></head><body>"
         )
         index = self.out / PAGE
-        index.write_text(head + "\n".join(self.parts) + "\n</body></html>\n")
+        index.write_text(head + "\n".join(foldable(self.parts)) + "\n</body></html>\n")
         return index
 
 

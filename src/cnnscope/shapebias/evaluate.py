@@ -103,7 +103,12 @@ def evaluate_distortions(
                 model_decisions(
                     loaded,
                     stimuli,
-                    distort(images, name, label, seed),
+                    np.concatenate(  # a batch at a time: the float work stays a batch's size
+                        [
+                            distort(images[a : a + batch_size], name, label, seed, first=a)
+                            for a in range(0, len(images), batch_size)
+                        ]
+                    ),
                     subj,
                     batch_size,
                     device,
