@@ -47,9 +47,11 @@ def check_page(page: Path, screenshot: Path, width: int = 1280) -> dict:
         driver.save_screenshot(str(screenshot))
         errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         sections = driver.execute_script("return document.querySelectorAll('details[open]').length")
+        # The body's own height: the window now spans the whole page, so the document's is at least that.
+        body = "return document.body.getBoundingClientRect().height"
+        unfolded = driver.execute_script(body)
         folded = driver.execute_script(
-            "document.querySelectorAll('details').forEach(d => d.open = false);"
-            "return document.documentElement.scrollHeight"
+            "document.querySelectorAll('details').forEach(d => d.open = false);" + body
         )
     finally:
         driver.quit()
@@ -59,5 +61,6 @@ def check_page(page: Path, screenshot: Path, width: int = 1280) -> dict:
         "errors": errors,
         "height": height,
         "sections": sections,
+        "body_height": unfolded,
         "folded_height": folded,
     }
