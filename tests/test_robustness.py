@@ -228,3 +228,18 @@ def test_robustness_step_distorts_a_folder_of_class_images(study, tmp_path):
     bad = _step("robustness", *common, f"images={folder}", "out=bad", cwd=tmp_path)
     assert bad.returncode == 2 and "one folder per class named among" in bad.stdout + bad.stderr
     assert "zebra" in bad.stdout + bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_the_colour_variant_distorts_every_channel_alike():
+    images = np.random.default_rng(5).integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8)
+    for name, d in dist.DISTORTIONS.items():
+        if name != "noise":  # the clean level is the identity in colour too
+            np.testing.assert_array_equal(dist.distort(images, name, d.levels[0], grey=False), images)
+    low = dist.distort(images, "contrast", "c10", grey=False).astype(float) / 255
+    np.testing.assert_allclose(low.std(axis=(1, 2)), 0.1 * (images / 255).std(axis=(1, 2)), atol=2e-3)
+    x = np.moveaxis(images / 255, -1, 1)[0]  # (3, H, W): one phase noise for all three channels
+    out = dist.scramble_phase(x, 90.0, np.random.default_rng(0))
+    shift = np.angle(np.fft.fft2(out) * np.conj(np.fft.fft2(x)))
+    big = np.abs(np.fft.fft2(x)).min(axis=0) > 1e-6
+    np.testing.assert_allclose(shift[0][big], shift[1][big], atol=1e-6)
+    np.testing.assert_allclose(shift[0][big], shift[2][big], atol=1e-6)

@@ -276,7 +276,7 @@ def test_report_compares_stimulus_types_and_robustness_with_the_published_raw_da
     assert pairs.loc["resnet50-train-60-epochs", "mean_robustness"] > pairs.loc["resnet50", "mean_robustness"]
     page = sections.Page(tmp_path)
     sections.stimulus_types(page, tables.stimulus_types(everyone), {})
-    sections.robustness(page, curves, summary, tables.bias_robustness(bias, summary), {})
+    sections.robustness(page, curves, summary, tables.bias_robustness(bias, summary), {}, set())
     for fig in ("stimulus_types", "robustness_curves", "shape_bias_robustness"):
         assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
         assert (tmp_path / "tables" / f"{fig}.csv").is_file(), fig

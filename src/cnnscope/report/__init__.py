@@ -49,6 +49,7 @@ def build_report(
         everyone = pd.concat([*(read.stimulus_decisions(m) for m in cue_models), *refs], ignore_index=True)
         types = tables.stimulus_types(everyone)
         robust = [read.robustness_decisions(m) for m in own if "robustness" in m.artifacts]
+        grey = {read.robustness_greyscale(m) for m in own if "robustness" in m.artifacts}
         empty = pd.DataFrame(columns=[*analysis.COLUMNS, "experiment"])
         curves, robust_summary = tables.robustness(
             pd.concat(robust, ignore_index=True) if robust else empty,
@@ -105,9 +106,8 @@ def build_report(
         if len(types):
             parts.stimulus_types(page, types, colors)
         if len(curves):
-            parts.robustness(
-                page, curves, robust_summary, tables.bias_robustness(bias, robust_summary), colors
-            )
+            pairs = tables.bias_robustness(bias, robust_summary)
+            parts.robustness(page, curves, robust_summary, pairs, colors, grey)
         parts.cross(page, cross, colors)
     if attr_models:
         parts.attribution_header(page)

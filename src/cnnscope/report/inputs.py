@@ -188,6 +188,12 @@ def stimulus_decisions(model: ModelInputs) -> pd.DataFrame:
     )
 
 
+def robustness_greyscale(model: ModelInputs) -> bool:
+    """Whether the model's distortions were applied to greyscale images (the papers'), or in colour."""
+    d = RobustnessArtifact(model.artifacts["robustness"])
+    return bool(read_json(_require(d.summary, "robustness", model.name))["greyscale"])
+
+
 def robustness_decisions(model: ModelInputs) -> pd.DataFrame:
     """The model's decisions under every distortion it was tested on, with each one's ``experiment``."""
     d = RobustnessArtifact(model.artifacts["robustness"])

@@ -231,13 +231,25 @@ def stimulus_types(page: Page, table: pd.DataFrame, colors: dict) -> None:
 
 
 def robustness(
-    page: Page, curves: pd.DataFrame, summary: pd.DataFrame, pairs: pd.DataFrame, colors: dict
+    page: Page,
+    curves: pd.DataFrame,
+    summary: pd.DataFrame,
+    pairs: pd.DataFrame,
+    colors: dict,
+    greyscale: set[bool],
 ) -> None:
-    """Accuracy under distortions, and shape bias against robustness."""
+    """Accuracy under distortions, and shape bias against robustness; ``greyscale``: how the study's
+    models' images were distorted (greyscale first, as the papers, or in colour)."""
+    how = {
+        True: "made greyscale first, as the papers did",
+        False: "in colour, every channel distorted alike (<code>steps.robustness.greyscale: false</code>)",
+    }
+    models = " and ".join(how[g] for g in sorted(greyscale, reverse=True)) or "none"
     page.add(
-        "<h3 id='robustness'>Distortion robustness</h3><p class='meta'>Accuracy on greyscale images under "
-        "each distortion of Geirhos et al. (2018; 2019, §3.3) at the published levels, with 95% Wilson "
-        "intervals: the world's originals for the study's models, and the published raw data of the "
+        "<h3 id='robustness'>Distortion robustness</h3><p class='meta'>Accuracy under each distortion of "
+        "Geirhos et al. (2018; 2019, §3.3) at the published levels, with 95% Wilson intervals: the "
+        f"study's models on its images, {models}; the references on greyscale images, from the "
+        "published raw data of the "
         "references (human observers of the generalisation paper; ResNet-50 trained on ImageNet and on "
         "Stylized-ImageNet). The half-accuracy level is where accuracy first falls to half of the "
         "undistorted accuracy (interpolated; none for rotation). The noise experiment's level 0 is the "

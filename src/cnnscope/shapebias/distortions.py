@@ -124,13 +124,16 @@ def _negated(a: np.ndarray) -> np.ndarray:
 
 
 def scramble_phase(x: np.ndarray, width: float, rng: np.random.Generator) -> np.ndarray:
-    """Add ``U(-width°, width°)`` to the phase of every spatial frequency of ``(..., H, W)``, keeping
+    """Add ``U(-width°, width°)`` to the phase of every spatial frequency of ``(..., H, W)`` (the same
+    noise for every leading index, e.g. colour channel), keeping
     the amplitude spectrum exactly; not clipped. One half of the frequencies draws the noise and the
     other half takes its negation (``φ(-f) = -φ(f)``), so the image stays real; the self-conjugate
     frequencies (zero, Nyquist) keep their phase."""
     h, w = x.shape[-2:]
     half = _positive(h)[:, None] | (_self_conjugate(h)[:, None] & _positive(w)[None, :])
-    drawn = np.where(half, rng.uniform(-1, 1, size=x.shape) * math.radians(width), 0.0)
+    drawn = np.where(
+        half, rng.uniform(-1, 1, size=(h, w)) * math.radians(width), 0.0
+    )  # one for every channel
     noise = drawn - _negated(drawn)
     return np.real(np.fft.ifft2(np.fft.fft2(x) * np.exp(1j * noise)))
 
@@ -196,12 +199,19 @@ DISTORTIONS: dict[str, Distortion] = {
 }
 
 
-def distort(images: np.ndarray, distortion: str, label: str, seed: int = 0, first: int = 0) -> np.ndarray:
-    """``uint8 (N, H, W, 3)`` images under ``distortion`` at level ``label``, as greyscale ``uint8``
-    RGB. Image ``i`` draws its noise from a generator seeded by (``seed``, distortion, level,
-    ``first + i``): every model sees the same noise, however the images are batched."""
+def distort(
+    images: np.ndarray, distortion: str, label: str, seed: int = 0, first: int = 0, grey: bool = True
+) -> np.ndarray:
+    """``uint8 (N, H, W, 3)`` images under ``distortion`` at level ``label``: made greyscale first, as
+    the papers did (``grey``), or, a named variant, in colour, each channel distorted alike (the same
+    phase noise in every channel, so colours stay coherent; uniform noise drawn per channel). Image
+    ``i`` draws its noise from a generator seeded by (``seed``, distortion, level, ``first + i``):
+    every model sees the same noise, however the images are batched."""
     d = DISTORTIONS[distortion]
     key = [seed, list(DISTORTIONS).index(distortion), d.levels.index(label)]
-    grey, value = greyscale(images), d.value(label)
-    out = np.stack([d.apply(g, value, np.random.default_rng([*key, first + i])) for i, g in enumerate(grey)])
-    return to_uint8_rgb(out)
+    x = greyscale(images) if grey else np.moveaxis(images.astype(np.float64) / 255.0, -1, 1)
+    value = d.value(label)
+    out = np.stack([d.apply(g, value, np.random.default_rng([*key, first + i])) for i, g in enumerate(x)])
+    if grey:
+        return to_uint8_rgb(out)
+    return (np.clip(np.moveaxis(out, 1, -1), 0, 1) * 255).round().astype(np.uint8)

@@ -92,9 +92,11 @@ def evaluate_distortions(
     batch_size: int = BATCH_SIZE,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    grey: bool = True,
 ) -> dict[str, pd.DataFrame]:
     """Raw-data decisions of the model on ``images`` under each distortion at each of its published
-    levels (``condition``: the level's label), the greyscale images as the papers showed them."""
+    levels (``condition``: the level's label), greyscale as the papers showed them (``grey``) or in
+    colour (:func:`cnnscope.shapebias.distortions.distort`)."""
     out = {}
     for name in distortions:
         levels = DISTORTIONS[name].levels
@@ -105,7 +107,7 @@ def evaluate_distortions(
                     stimuli,
                     np.concatenate(  # a batch at a time: the float work stays a batch's size
                         [
-                            distort(images[a : a + batch_size], name, label, seed, first=a)
+                            distort(images[a : a + batch_size], name, label, seed, a, grey)
                             for a in range(0, len(images), batch_size)
                         ]
                     ),

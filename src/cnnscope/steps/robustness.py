@@ -36,6 +36,9 @@ class Config(OnDevice):
     classes: ClassSet = ClassSet.world  # world (the 16 world shapes) | imagenet (16 ImageNet categories)
     distortions: list[DistortionName] = field(default_factory=lambda: list(DISTORTIONS))
     seed: int = bounded(0, 0)  # the noise of the random distortions (noise, phase)
+    # true: greyscale first, as the papers; false: in colour, every channel distorted alike (a variant
+    # for models whose texture cue includes colour, as the world's: greyscale alone removes half of it)
+    greyscale: bool = True
     batch_size: int = positive(BATCH_SIZE)
 
 
@@ -59,7 +62,17 @@ def body(cfg: Config) -> None:
     loaded = load_model(cfg.model, device)
     names = list(dict.fromkeys(str(d) for d in cfg.distortions))
     decisions = evaluate_distortions(
-        loaded, stimuli, images, cfg.name, names, cfg.seed, classes, cfg.batch_size, device, cfg.progress
+        loaded,
+        stimuli,
+        images,
+        cfg.name,
+        names,
+        cfg.seed,
+        classes,
+        cfg.batch_size,
+        device,
+        cfg.progress,
+        cfg.greyscale,
     )
     rows = [df.assign(experiment=DISTORTIONS[d].experiment) for d, df in decisions.items()]
     summary = robustness.summary(robustness.curves(pd.concat(rows)))
@@ -71,6 +84,7 @@ def body(cfg: Config) -> None:
             {
                 "name": cfg.name,
                 "images": len(stimuli),
+                "greyscale": cfg.greyscale,
                 "curves": summary.drop(columns="subj").to_dict("records"),
             },
         )
