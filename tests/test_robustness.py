@@ -87,6 +87,7 @@ def test_half_accuracy_level_interpolates_and_is_nan_when_never_reached():
     assert robustness.half_level(np.array([0.0, 1.0, 2.0]), np.array([0.8, 0.6, 0.2])) == pytest.approx(1.5)
     assert robustness.half_level(np.array([0.0, 1.0]), np.array([0.8, 0.4])) == pytest.approx(1.0)
     assert math.isnan(robustness.half_level(np.array([0.0, 1.0]), np.array([0.8, 0.7])))
+    assert robustness.half_level(np.array([math.inf, 3.0, 1.5]), np.array([0.9, 0.3, 0.1])) == 3.0
 
 
 def test_published_resnets_stylized_is_more_robust_on_average():

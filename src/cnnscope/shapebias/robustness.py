@@ -10,8 +10,9 @@ data's columns with an ``experiment`` (:func:`cnnscope.shapebias.analysis.read_d
 * A distortion's curve: accuracy against the numeric level of each condition (:data:`DISTORTIONS`'s
   labels, or eidolon's ``reach-coherence-grain``, one curve per coherence, against reach).
 * The half-accuracy level: where accuracy first falls to half of the undistorted accuracy, linearly
-  interpolated between the two levels around it, along the levels in order of difficulty; ``NaN`` when
-  it never does, and for rotation, whose levels have no order of difficulty.
+  interpolated between the two levels around it, along the levels in order of difficulty (the first
+  level itself when the undistorted one is at infinity, high-pass's σ = inf); ``NaN`` when it never
+  does, and for rotation, whose levels have no order of difficulty.
 * Mean robustness: per decision-maker, the mean over its distortions of the mean accuracy over each
   distortion's distorted levels (the undistorted level excluded), the quantity set against shape bias
   (Geirhos et al. 2019: "increasing shape bias improves ... robustness").
@@ -103,6 +104,8 @@ def half_level(levels: np.ndarray, accuracies: np.ndarray) -> float:
     target = accuracies[0] / 2
     for i in range(1, len(levels)):
         if accuracies[i] <= target:
+            if math.isinf(levels[i - 1]):  # high-pass's undistorted σ = inf: nothing to interpolate from
+                return float(levels[i])
             a0, a1 = accuracies[i - 1], accuracies[i]
             t = 1.0 if a0 == a1 else (a0 - target) / (a0 - a1)
             return float(levels[i - 1] + t * (levels[i] - levels[i - 1]))
