@@ -46,6 +46,7 @@ def test_study_runs_to_the_report(study):
         "shape_bias_robustness",
         "cross_analysis",
         "attribution_metrics",
+        "localisation",
         "stage_times",
         "versions",
     ):
@@ -69,6 +70,11 @@ def test_study_runs_to_the_report(study):
         "lcam_img",
     )
     assert all(m in metrics for m in methods)
+    located = pd.read_csv(study / "results/attribution/synthworld/tiny/localisation.csv")
+    scored = pd.read_csv(study / "results/attribution/synthworld/tiny/metrics.csv")["method"].tolist()
+    for placement, rows in located.groupby("placement"):
+        assert rows["method"].tolist() == [*scored, "centre point / uniform map"], placement
+    assert set(located["placement"]) == {"trained", "anywhere"} and located["pointing"].between(0, 1).all()
     summary = json.loads((study / "results/cueconflict/world/tiny/summary.json").read_text())
     assert summary["conflict_trials"] == 16 * 15 and summary["name"] == "tiny"
     types = pd.read_csv(report / "tables" / "stimulus_types.csv")

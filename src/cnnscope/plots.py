@@ -567,3 +567,25 @@ def bias_robustness(table: pd.DataFrame, colors: dict[str, tuple], out: Path) ->
         ax.set_title("the study's models" if group == "model" else "references")
         ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, out)
+
+
+def localisation(table: pd.DataFrame, baseline: str, out: Path) -> Path:
+    """Pointing accuracy and energy share in the mask, one bar per method, one panel row per model and
+    object placement; the ``baseline`` method's row as a dashed line."""
+    groups = list(dict.fromkeys(zip(table["model"], table["placement"], strict=True)))
+    fig, axes = plt.subplots(len(groups), 2, figsize=(10, 2.6 * len(groups)), squeeze=False)
+    for row, (model, placement) in zip(axes, groups, strict=True):
+        sub = table[(table["model"] == model) & (table["placement"] == placement)]
+        methods, base = sub[sub["method"] != baseline], sub[sub["method"] == baseline].iloc[0]
+        for ax, col, label in (
+            (row[0], "pointing", "pointing accuracy"),
+            (row[1], "energy_mask", "energy in mask"),
+        ):
+            ax.bar(range(len(methods)), methods[col], color="#4c72b0", width=0.7)
+            ax.axhline(base[col], color="k", linestyle="--", linewidth=1)
+            ax.set_xticks(range(len(methods)), methods["method"], rotation=35, ha="right", fontsize=7)
+            ax.set_ylim(0, 1.02)
+            ax.set_ylabel(label)
+            ax.set_title(f"{model}, objects placed {placement}")
+            ax.spines[["top", "right"]].set_visible(False)
+    return _save(fig, out)

@@ -381,6 +381,13 @@ def _named(study: Study, wc: dict[str, str]) -> list[str]:
     return [f"name={hydra_value(wc['model'])}", f"layer={hydra_value(study.cam_layer(wc['model']))}"]
 
 
+def _attribution_items(study: Study, wc: dict[str, str]) -> list[str]:
+    """The model's name and CAM layer; a model trained here is also localised on the world's originals,
+    whose object masks are known."""
+    world = ["localisation.world=true"] if study.models[wc["model"]].get("train") else []
+    return [*_named(study, wc), *world]
+
+
 def _lcam_data(study: Study, name: str) -> list[str]:
     """What the model's L-CAM trains on: the world in its regime, or the study's image folder."""
     m = study.models[name]
@@ -563,11 +570,12 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "attribution",
-            "every attribution method's maps on probe images, and their faithfulness metrics",
+            "every attribution method's maps on probe images, their faithfulness metrics, and (world "
+            "models) their localisation of the object",
             ("dataset", "model"),
             _per_model(Study.attr_models, dataset=lambda study: study.dataset),
             inputs=(_PACKED, _in("lcam", setting="lcam", optional=True), _in(MODEL_FILES)),
-            items=_named,
+            items=_attribution_items,
             threads="all",
             device=True,
             loads_model=True,

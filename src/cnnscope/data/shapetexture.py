@@ -67,9 +67,20 @@ def background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def shape_mask(k: int, rng: np.random.Generator, size: int) -> np.ndarray:
+# Where objects lie: ranges of the centre's coordinates and of the scale (fractions of the image).
+# ``trained``: every set the models learn from and are tested on; ``anywhere``: smaller objects at any
+# position, so that the image's centre is no longer a good guess of where the object is (the pointing
+# game's centre baseline hits 95% of the trained placement's objects).
+PLACEMENTS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "trained": ((0.35, 0.65), (0.28, 0.4)),
+    "anywhere": ((0.2, 0.8), (0.2, 0.28)),
+}
+
+
+def shape_mask(k: int, rng: np.random.Generator, size: int, placement: str = "trained") -> np.ndarray:
     """Where class ``k``'s object lies, at a random position, scale and rotation."""
-    frame = render.random_frame(rng, size, center=(0.35, 0.65), scale=(0.28, 0.4))
+    center, scale = PLACEMENTS[placement]
+    frame = render.random_frame(rng, size, center=center, scale=scale)
     return render.SHAPES[CLASSES[k]](frame)
 
 
@@ -79,6 +90,24 @@ def draw(rng: np.random.Generator, size: int, shape: int, texture: int) -> np.nd
     inside = shape_mask(shape, rng, size)
     canvas[inside] = texture_fill(texture, rng, size)[inside]
     return canvas.round().astype(np.uint8)
+
+
+def localisation_set(
+    n: int, size: int, seed: int, placement: str = "trained"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` originals (each object in its own class's texture, classes balanced, placed as
+    ``placement`` says) with what a localisation score needs: images ``uint8 (n, H, W, 3)``, labels
+    ``(n,)`` and the object's mask ``bool (n, H, W)``, exact by construction."""
+    rng = np.random.default_rng([seed, 2, list(PLACEMENTS).index(placement)])  # streams of their own
+    images = np.empty((n, size, size, 3), np.uint8)
+    masks = np.empty((n, size, size), bool)
+    labels = np.arange(n) % len(CLASSES)
+    for i, k in enumerate(labels):
+        canvas = background(rng, size)
+        masks[i] = shape_mask(int(k), rng, size, placement)
+        canvas[masks[i]] = texture_fill(int(k), rng, size)[masks[i]]
+        images[i] = canvas.round().astype(np.uint8)
+    return images, labels.astype(np.int64), masks
 
 
 def training_set(

@@ -120,6 +120,11 @@ def build_report(
             parts.attribution_model(page, m.name, data.images[images], maps, grid)
             frames.append(table)
         parts.attribution_metrics(page, pd.concat(frames, ignore_index=True))
+        located = [t for t in (read.localisation(m) for m in attr_models) if t is not None]
+        if located:
+            table = pd.concat(located, ignore_index=True)
+            table = table.assign(method=table["method"].map(lambda k: DISPLAY_NAMES.get(k, k)))
+            parts.localisation(page, table)
     if training or repeats:
         parts.training(page, training, conditions, colors)
     for section, entries in contributed:

@@ -215,6 +215,12 @@ def reference_decisions(folder: str) -> pd.DataFrame:
     return df.assign(subj=df["subj"].where(~human, HUMANS))
 
 
+def localisation(model: ModelInputs) -> pd.DataFrame | None:
+    """The model's localisation table (pointing game, energy share), if the study localised it."""
+    path = AttributionArtifact(model.artifacts["attribution"]).localisation
+    return pd.read_csv(path) if path.is_file() else None
+
+
 def attribution(model: ModelInputs) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, Path]:
     """The model's attribution metrics, gallery maps, gallery image indices and feature-grid image."""
     d = AttributionArtifact(model.artifacts["attribution"])

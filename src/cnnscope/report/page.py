@@ -24,6 +24,7 @@ from PIL import Image
 
 from cnnscope import plots
 from cnnscope.artifacts import PAGE, FeaturevisArtifact
+from cnnscope.attribution.localisation import CENTRE
 from cnnscope.data.packed import PackedDataset
 from cnnscope.report.images import unit_strip
 from cnnscope.report.inputs import LayerResult
@@ -415,6 +416,27 @@ def attribution_metrics(page: Page, table: pd.DataFrame) -> None:
             "<code>attribution.lcam_data</code>, an ImageNet-layout folder).</p>"
         )
     page.table(table, "attribution_metrics")
+
+
+def localisation(page: Page, table: pd.DataFrame) -> None:
+    """Do the maps point at the object? Pointing game and energy share against the world's masks."""
+    page.add(
+        "<h3 id='localisation'>Localisation</h3><p class='meta'>Each method's map of the true class on "
+        "the shape/texture world's originals, whose object masks are known by construction. Pointing "
+        "game (Zhang et al. 2016, as TorchRay defines it): a hit when the map's maximum lies within 15 px "
+        "of the object at 224 px, scaled to the image; pooled and as the mean of per-class accuracies. "
+        "Objects placed as the models were trained (centred: the centre point hits almost every one) "
+        "and anywhere (smaller, at any position). "
+        "Energy share (Score-CAM's energy-based pointing game): the map's mass inside the object's mask, "
+        "and inside its bounding box as Score-CAM measured it. The baseline row is the centre point and a "
+        "uniform map.</p>"
+    )
+    page.figure(
+        plots.localisation(table, CENTRE, page.figs / "localisation.png"),
+        "Pointing-game accuracy and energy share in the mask per method and model; dashed: the centre "
+        "point / uniform-map baseline.",
+    )
+    page.table(table, "localisation")
 
 
 def _featurevis_image(r: LayerResult, unit: int, figs: Path) -> str:

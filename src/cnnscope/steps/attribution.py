@@ -12,6 +12,7 @@ from PIL import Image
 
 from cnnscope.artifacts import AttributionArtifact, LcamArtifact
 from cnnscope.attribution.lcam import Attention
+from cnnscope.attribution.localisation import localise, scaled_tolerance
 from cnnscope.attribution.suite import (
     METHODS,
     PERTURBATION,
@@ -21,8 +22,9 @@ from cnnscope.attribution.suite import (
     attribute,
     score,
 )
-from cnnscope.bounds import positive
+from cnnscope.bounds import bounded, choice, positive
 from cnnscope.data.packed import PackedDataset
+from cnnscope.data.shapetexture import PLACEMENTS, localisation_set
 from cnnscope.device import pick_device
 from cnnscope.errors import CnnscopeError
 from cnnscope.features import LayerCapture
@@ -41,6 +43,22 @@ class Perturbation(MethodParams):
     images: int = positive(6)
 
 
+Placement = choice("Placement", PLACEMENTS)
+
+
+@dataclass
+class Localisation:
+    """The pointing game and energy share (:mod:`cnnscope.attribution.localisation`) on the
+    shape/texture world's originals, whose object masks are known by construction, each map explaining
+    the image's true class; for a model trained on the world (``world``: the study sets it)."""
+
+    world: bool = False
+    images: int = positive(64)  # world originals per placement, classes balanced (perturbation: fewer)
+    seed: int = bounded(0, 0)
+    # where the objects lie: as trained, and anywhere (smaller), where the centre is no good guess
+    placements: list[Placement] = field(default_factory=lambda: list(PLACEMENTS))
+
+
 @dataclass
 class Config(OnDevice):
     model: ModelSpec = MISSING
@@ -53,6 +71,7 @@ class Config(OnDevice):
     metric_images: int = positive(64)  # images the metrics are averaged over (gallery included)
     deletion_steps: int = positive(16)
     perturbation: Perturbation = field(default_factory=Perturbation)
+    localisation: Localisation = field(default_factory=Localisation)
 
 
 register("attribution", Config, model="convnet")
@@ -76,6 +95,7 @@ def body(cfg: Config) -> None:
     metrics = score(loaded.module, x, maps, targets, cfg.deletion_steps)
     metrics.insert(0, "model", cfg.name)
     metrics = metrics.merge(cost, on="method", how="left")
+    located = _localise(loaded, cfg, data.images.shape[1], device)
     k = cfg.images
     with out.write() as tmp:
         made = AttributionArtifact(tmp)
@@ -84,7 +104,25 @@ def body(cfg: Config) -> None:
         np.save(made.targets, targets[:k].cpu().numpy())
         metrics.to_csv(made.metrics, index=False)
         Image.fromarray((grid.numpy() * 255).round().astype(np.uint8)).save(made.feature_grid)
+        if located is not None:
+            located.to_csv(made.localisation, index=False)
     out.done("%d methods on %d images of %s", len(maps), len(idx), cfg.name)
+
+
+def _localise(loaded, cfg: Config, size: int, device: torch.device) -> pd.DataFrame | None:
+    """Every method's localisation of the true class on the world's originals (``None`` unless the
+    study says the model is a world model)."""
+    if not cfg.localisation.world or not cfg.localisation.placements:
+        return None
+    loc, attention, tables = cfg.localisation, _attention(cfg, device), []
+    for placement in dict.fromkeys(str(p) for p in loc.placements):
+        images, labels, masks = localisation_set(loc.images, size, loc.seed, placement)
+        x = loaded.normalize(torch.from_numpy(images).to(device))
+        maps, _ = _attribute(loaded.module, cfg, x, torch.from_numpy(labels).to(device), attention)
+        table = localise(maps, torch.from_numpy(masks), torch.from_numpy(labels), scaled_tolerance(size))
+        tables.append(table.assign(model=cfg.name, placement=placement))
+    table = pd.concat(tables, ignore_index=True)
+    return table[["model", "placement", *(c for c in table.columns if c not in ("model", "placement"))]]
 
 
 def _methods(cfg: Config) -> list[str]:
