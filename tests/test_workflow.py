@@ -47,6 +47,7 @@ def test_study_runs_to_the_report(study):
         "cross_analysis",
         "attribution_metrics",
         "localisation",
+        "sanity_randomisation",
         "stage_times",
         "versions",
     ):
@@ -96,6 +97,7 @@ def test_study_runs_to_the_report(study):
         "attribution/synthworld/tiny",
         "lcam/tiny",
         "featurevis/synthworld/tiny/conv5",
+        "sanity/synthworld/tiny",
         "report",
     ):
         assert (study / "results" / step / "config.yaml").is_file(), step

@@ -118,3 +118,8 @@ class AttributionArtifact(Artifact):
     metrics = _file("metrics.csv", "faithfulness metrics and cost per method")
     feature_grid = _file("feature_grid.png", "the layer's feature maps for the first image")
     localisation = _file("localisation.csv", "pointing game and energy share per method (world models)")
+
+
+class SanityArtifact(Artifact):
+    randomisation = _file("randomisation.csv", "per method and cascade step: similarity to the trained map")
+    maps = _file("maps.npz", "the first image's map per method and step, keyed <method>@<step>")

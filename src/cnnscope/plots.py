@@ -589,3 +589,50 @@ def localisation(table: pd.DataFrame, baseline: str, out: Path) -> Path:
             ax.set_title(f"{model}, objects placed {placement}")
             ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, out)
+
+
+def randomisation(table: pd.DataFrame, out: Path) -> Path:
+    """Spearman rank correlation and SSIM to the trained model's map against the cascade step, one
+    panel pair per model, one line per method. ``table``: model, method, step, randomised, spearman,
+    ssim."""
+    models = list(dict.fromkeys(table["model"]))
+    methods = list(dict.fromkeys(table["method"]))
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(len(models), 2, figsize=(9, 2.8 * len(models)), squeeze=False, sharey=True)
+    for row, model in zip(axes, models, strict=True):
+        sub = table[table["model"] == model]
+        steps = sub.drop_duplicates("step").sort_values("step")
+        labels = [
+            "trained" if s == 0 else f"+{b}" for s, b in zip(steps["step"], steps["randomised"], strict=True)
+        ]
+        for ax, col in ((row[0], "spearman"), (row[1], "ssim")):
+            for m in methods:
+                g = sub[sub["method"] == m].sort_values("step")
+                ax.plot(g["step"], g[col], "o-", ms=3, color=colors[m], label=m)
+            ax.axhline(0, color="k", linewidth=0.6)
+            ax.set_xticks(steps["step"], labels, rotation=35, ha="right", fontsize=7)
+            ax.set_title(f"{model}: {'rank correlation' if col == 'spearman' else 'SSIM'}")
+            ax.set_ylim(-1.02, 1.02)
+            ax.spines[["top", "right"]].set_visible(False)
+    _legend_right(fig, methods)
+    return _save(fig, out)
+
+
+def randomisation_maps(maps: dict[str, np.ndarray], names: dict[str, str], out: Path) -> Path:
+    """A grid of one image's maps: a row per method, a column per cascade step (``<method>@<step>``)."""
+    methods = list(dict.fromkeys(k.rsplit("@", 1)[0] for k in maps))
+    steps = sorted({int(k.rsplit("@", 1)[1]) for k in maps})
+    fig, axes = plt.subplots(
+        len(methods), len(steps), figsize=(1.1 * len(steps) + 1.4, 1.1 * len(methods)), squeeze=False
+    )
+    for i, m in enumerate(methods):
+        for j, s in enumerate(steps):
+            ax = axes[i, j]
+            ax.imshow(maps[f"{m}@{s}"].astype(np.float32), cmap="jet", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(names.get(m, m), fontsize=7, rotation=0, ha="right", va="center")
+            if i == 0:
+                ax.set_title("trained" if s == 0 else f"step {s}", fontsize=7)
+    return _save(fig, out)

@@ -582,6 +582,19 @@ STAGES: dict[str, Stage] = {
             report=True,
         ),
         Stage(
+            "sanity",
+            "cascading model-parameter randomisation (Adebayo et al. 2018): each method's maps as the "
+            "model's blocks are re-initialised from the top down, against the trained model's",
+            ("dataset", "model"),
+            _per_model(Study.attr_models, dataset=lambda study: study.dataset),
+            inputs=(_PACKED, _in(MODEL_FILES)),
+            items=_named,
+            threads="all",
+            device=True,
+            loads_model=True,
+            report=True,
+        ),
+        Stage(
             "report",
             "the study's HTML page over every job's results",
             (),
