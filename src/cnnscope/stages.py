@@ -403,11 +403,16 @@ def _stimuli_items(study: Study, wc: dict[str, str]) -> list[str]:
     return [f"source={cc['stimuli']}", f"cache_dir={hydra_value(study.downloads)}", *path]
 
 
+def _decider_items(study: Study, wc: dict[str, str]) -> list[str]:
+    """The decision-maker's name in the raw-data tables and its decision space."""
+    return [f"name={hydra_value(wc['model'])}", f"classes={(study.cc or {})['classes']}"]
+
+
 def _robustness_items(study: Study, wc: dict[str, str]) -> list[str]:
-    """The decision-maker's name and decision space, and a real study's image folder."""
+    """The decision-maker's items, and a real study's image folder."""
     cc = study.cc or {}
     images = [f"images={hydra_value(cc['robustness_images'])}"] if study.stimset != "world" else []
-    return [f"name={hydra_value(wc['model'])}", f"classes={cc['classes']}", *images]
+    return [*_decider_items(study, wc), *images]
 
 
 def _train_items(study: Study, wc: dict[str, str]) -> list[str]:
@@ -535,10 +540,7 @@ STAGES: dict[str, Stage] = {
             ("stimset", "model"),
             _per_model(Study.cc_models, stimset=lambda study: study.stimset),
             inputs=(_in("stimuli", setting="stimuli"), _in(MODEL_FILES)),
-            items=lambda study, wc: [
-                f"name={hydra_value(wc['model'])}",
-                f"classes={(study.cc or {})['classes']}",
-            ],
+            items=_decider_items,
             threads="all",
             device=True,
             loads_model=True,

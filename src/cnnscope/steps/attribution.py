@@ -89,13 +89,14 @@ def body(cfg: Config) -> None:
     x = loaded.normalize(torch.from_numpy(np.array(data.images[idx])).to(device))
     with torch.no_grad():
         targets = loaded.module(x).argmax(1)
-    maps, cost = _attribute(loaded.module, cfg, x, targets, _attention(cfg, device))
+    attention = _attention(cfg, device)
+    maps, cost = _attribute(loaded.module, cfg, x, targets, attention)
     with torch.no_grad(), LayerCapture(layer) as cap:
         grid = feature_grid(cap(loaded.module, x[:1])[0])  # the layer's maps for the first image
     metrics = score(loaded.module, x, maps, targets, cfg.deletion_steps)
     metrics.insert(0, "model", cfg.name)
     metrics = metrics.merge(cost, on="method", how="left")
-    located = _localise(loaded, cfg, data.images.shape[1], device)
+    located = _localise(loaded, cfg, data.images.shape[1], device, attention)
     k = cfg.images
     with out.write() as tmp:
         made = AttributionArtifact(tmp)
@@ -109,12 +110,12 @@ def body(cfg: Config) -> None:
     out.done("%d methods on %d images of %s", len(maps), len(idx), cfg.name)
 
 
-def _localise(loaded, cfg: Config, size: int, device: torch.device) -> pd.DataFrame | None:
+def _localise(loaded, cfg: Config, size: int, device: torch.device, attention: dict) -> pd.DataFrame | None:
     """Every method's localisation of the true class on the world's originals (``None`` unless the
     study says the model is a world model)."""
     if not cfg.localisation.world or not cfg.localisation.placements:
         return None
-    loc, attention, tables = cfg.localisation, _attention(cfg, device), []
+    loc, tables = cfg.localisation, []
     for placement in dict.fromkeys(str(p) for p in loc.placements):
         images, labels, masks = localisation_set(loc.images, size, loc.seed, placement)
         x = loaded.normalize(torch.from_numpy(images).to(device))
