@@ -91,3 +91,59 @@ def test_the_step_refuses_l_cam_before_any_work(study, tmp_path):
         and table.groupby("method")["step"].count().eq(len(blocks) + 1).all()
     )
     assert (table.loc[table["step"] == 0, ["spearman", "ssim"]] == 1.0).all().all()
+
+
+def test_hog_equals_skimages():
+    """HOG with skimage's defaults, on maps of several sizes (cells that do not tile the map included)."""
+    feature = pytest.importorskip("skimage.feature")
+    rng = np.random.default_rng(2)
+    for shape in [(64, 64), (37, 50), (24, 24)]:
+        maps = rng.random((2, *shape))
+        want = np.stack([feature.hog(m) for m in maps])
+        got = sanity.hog(torch.from_numpy(maps)).numpy()
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-7)
+
+
+def test_hog_of_a_vertical_edge_by_hand():
+    """A vertical step: every gradient is horizontal (0 degrees), so each cell's histogram has mass
+    only in the first bin, and each L2-Hys-normalised block vector is as large in every non-zero entry."""
+    edge = torch.zeros(1, 24, 24, dtype=torch.float64)
+    edge[:, :, 12:] = 1.0
+    h = sanity.hog(edge).view(-1, 3, 3, sanity.HOG_BINS)  # one block: rows, columns, orientations
+    assert (h[..., 1:] == 0).all() and (h[..., 0] > 0).any()
+    nonzero = h[h > 0]
+    np.testing.assert_allclose(nonzero.numpy(), nonzero[0].item())
+    rng = torch.rand(3, 24, 24, dtype=torch.float64)
+    np.testing.assert_allclose(sanity.hog_similarity(rng, rng), 1.0)
+    assert np.isnan(sanity.hog_similarity(torch.ones(1, 24, 24), rng[:1])).all()  # no gradient at all
+
+
+def test_data_randomisation_compares_with_a_permuted_label_model_and_refuses_a_true_one(study, tmp_path):
+    """The train step learns permuted labels when told; the sanity step compares every method's maps of
+    that model with the trained model's, and refuses a model trained on the true labels in its place."""
+    common = ["model=convnet", "model.width=8", "progress=false"]
+    tiny = ["train.steps=5", "train.n_train=64", "train.n_val=32", "train.image_size=32"]
+    res = _step("train", *common, *tiny, "train.labels=permuted", "out=twin", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    sanity_args = [
+        *common,
+        f"model.checkpoint={study / 'results/train/tiny/model.pt'}",
+        "name=tiny",
+        "layer=conv5",
+        f"packed={study / 'results/prepare/synthworld'}",
+        "images=2",
+        "methods=[gradcam,guided_backprop]",
+    ]
+    res = _step("sanity", *sanity_args, f"random_labels={tmp_path / 'twin'}", "out=s", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    made = SanityArtifact(tmp_path / "s")
+    table = pd.read_csv(made.labels)
+    assert list(table["method"]) == ["gradcam", "guided_backprop"]
+    assert np.isfinite(table[["ssim", "hog"]].to_numpy()).all()
+    assert (table[["spearman", "ssim", "hog"]] < 1.0).all().all()  # another model, other maps
+    assert set(np.load(made.maps)) >= {"gradcam@labels", "guided_backprop@labels"}
+    wrong = study / "results/train/tiny"
+    res = _step("sanity", *sanity_args, f"random_labels={wrong}", "out=t", cwd=tmp_path)
+    assert res.returncode == 2 and "train.labels=permuted" in res.stdout + res.stderr
+    assert not (tmp_path / "t").exists()

@@ -103,6 +103,26 @@ def test_jobs_follow_the_study():
     assert "images='/data/16class'" in given.job_items("robustness", job)
 
 
+def test_the_sanity_check_reads_the_permuted_label_model_of_the_same_config():
+    """Each model's sanity job reads the train artifact of the study's permuted-label model of the same
+    model config and overrides (and gives that model its labels and own train settings); that model's
+    own job, snapshots and models of another config read none."""
+    (tiny,) = TINY["models"]
+    twin = {**tiny, "name": "noise", "labels": "permuted", "training": {"n_train": 64}, "snapshots": [0]}
+    other = {**tiny, "name": "wide", "overrides": {"width": 16}}
+    study = Study({**TINY, "models": [tiny, twin, other]})
+    (given,) = [i for i in STAGES["sanity"].inputs if i.setting == "random_labels"]
+    wc = {"dataset": "synthworld"}
+    assert study.source(given, {**wc, "model": "tiny"}) == study.artifact("train", model="noise")
+    for name in ("noise", "noise@0", "wide"):
+        assert study.source(given, {**wc, "model": name}) is None
+    items = study.job_items("train", {"model": "noise"})
+    assert {"train.labels='permuted'", "train.n_train=64"} <= set(items)
+    assert "train.n_train=120" in items  # the study's, for every model; the model's own wins:
+    assert items.index("train.n_train=64") > items.index("train.n_train=120")
+    assert not any("labels" in i for i in study.job_items("train", {"model": "tiny"}))
+
+
 def test_the_readme_stage_table_is_the_declarations():
     """README's table of stages is :func:`stage_table` (``cnnscope stages`` prints it): a row per
     stage, its artifact path pattern and whether it may run on a GPU."""

@@ -123,3 +123,7 @@ class AttributionArtifact(Artifact):
 class SanityArtifact(Artifact):
     randomisation = _file("randomisation.csv", "per method and cascade step: similarity to the trained map")
     maps = _file("maps.npz", "the first image's map per method and step, keyed <method>@<step>")
+    labels = _file(
+        "data_randomisation.csv",
+        "per method: similarity of the permuted-label model's maps to the trained model's (if it has one)",
+    )

@@ -591,37 +591,65 @@ def localisation(table: pd.DataFrame, baseline: str, out: Path) -> Path:
     return _save(fig, out)
 
 
+SIMILARITIES = {"spearman": "rank correlation", "ssim": "SSIM", "hog": "HOG correlation"}
+
+
 def randomisation(table: pd.DataFrame, out: Path) -> Path:
-    """Spearman rank correlation and SSIM to the trained model's map against the cascade step, one
-    panel pair per model, one line per method. ``table``: model, method, step, randomised, spearman,
-    ssim."""
+    """Each similarity to the trained model's map (:data:`SIMILARITIES`) against the cascade step, a row
+    of panels per model, one line per method. ``table``: model, method, step, randomised and the
+    similarities."""
     models = list(dict.fromkeys(table["model"]))
     methods = list(dict.fromkeys(table["method"]))
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
-    fig, axes = plt.subplots(len(models), 2, figsize=(9, 2.8 * len(models)), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        len(models), len(SIMILARITIES), figsize=(12, 2.8 * len(models)), squeeze=False, sharey=True
+    )
     for row, model in zip(axes, models, strict=True):
         sub = table[table["model"] == model]
         steps = sub.drop_duplicates("step").sort_values("step")
         labels = [
             "trained" if s == 0 else f"+{b}" for s, b in zip(steps["step"], steps["randomised"], strict=True)
         ]
-        for ax, col in ((row[0], "spearman"), (row[1], "ssim")):
+        for ax, (col, title) in zip(row, SIMILARITIES.items(), strict=True):
             for m in methods:
                 g = sub[sub["method"] == m].sort_values("step")
                 ax.plot(g["step"], g[col], "o-", ms=3, color=colors[m], label=m)
             ax.axhline(0, color="k", linewidth=0.6)
             ax.set_xticks(steps["step"], labels, rotation=35, ha="right", fontsize=7)
-            ax.set_title(f"{model}: {'rank correlation' if col == 'spearman' else 'SSIM'}")
+            ax.set_title(f"{model}: {title}")
             ax.set_ylim(-1.02, 1.02)
             ax.spines[["top", "right"]].set_visible(False)
     _legend_right(fig, methods)
     return _save(fig, out)
 
 
+def data_randomisation(table: pd.DataFrame, out: Path) -> Path:
+    """Each method's similarity to the trained model's maps of the permuted-label model's maps, a panel
+    per similarity (:data:`SIMILARITIES`), a group of bars per method, a bar per model. ``table``:
+    model, method and the similarities."""
+    models = list(dict.fromkeys(table["model"]))
+    methods = list(dict.fromkeys(table["method"]))
+    fig, axes = plt.subplots(1, len(SIMILARITIES), figsize=(12, 3.2), squeeze=False, sharey=True)
+    width = 0.8 / len(models)
+    for ax, (col, title) in zip(axes[0], SIMILARITIES.items(), strict=True):
+        for i, model in enumerate(models):
+            sub = table[table["model"] == model].set_index("method").reindex(methods)
+            ax.bar(np.arange(len(methods)) + i * width, sub[col], width, label=model)
+        ax.axhline(0, color="k", linewidth=0.6)
+        ax.set_xticks(np.arange(len(methods)) + 0.4 - width / 2, methods, rotation=35, ha="right", fontsize=7)
+        ax.set_title(f"permuted labels: {title}")
+        ax.set_ylim(-1.02, 1.02)
+        ax.spines[["top", "right"]].set_visible(False)
+    _legend_right(fig, models)
+    return _save(fig, out)
+
+
 def randomisation_maps(maps: dict[str, np.ndarray], names: dict[str, str], out: Path) -> Path:
-    """A grid of one image's maps: a row per method, a column per cascade step (``<method>@<step>``)."""
+    """A grid of one image's maps: a row per method, a column per cascade step (``<method>@<step>``),
+    and last, where there is one, the permuted-label model's (``<method>@labels``)."""
     methods = list(dict.fromkeys(k.rsplit("@", 1)[0] for k in maps))
-    steps = sorted({int(k.rsplit("@", 1)[1]) for k in maps})
+    kinds = {k.rsplit("@", 1)[1] for k in maps}
+    steps = sorted(int(k) for k in kinds if k.isdigit()) + sorted(k for k in kinds if not k.isdigit())
     fig, axes = plt.subplots(
         len(methods), len(steps), figsize=(1.1 * len(steps) + 1.4, 1.1 * len(methods)), squeeze=False
     )
@@ -634,5 +662,6 @@ def randomisation_maps(maps: dict[str, np.ndarray], names: dict[str, str], out: 
             if j == 0:
                 ax.set_ylabel(names.get(m, m), fontsize=7, rotation=0, ha="right", va="center")
             if i == 0:
-                ax.set_title("trained" if s == 0 else f"step {s}", fontsize=7)
+                title = {0: "trained", "labels": "permuted labels"}.get(s, f"step {s}")
+                ax.set_title(title, fontsize=7)
     return _save(fig, out)

@@ -34,12 +34,14 @@ class In:
     wildcards (or :data:`MODEL_FILES`), filling the step setting ``setting`` (``None``: the step finds
     it otherwise, e.g. through its model config). ``optional``: a job without it runs without it.
     ``final``: a snapshot's job reads its model's artifact instead (featurevis draws the units chosen
-    at the final model at every snapshot)."""
+    at the final model at every snapshot). ``other``: the job reads the artifact of the model this
+    names (``None``: of none) instead of its own (the sanity check reads its permuted-label twin's)."""
 
     stages: tuple[str, ...]
     setting: str | None = None
     optional: bool = False
     final: bool = False
+    other: Callable[[Study, str], str | None] | None = None
 
     @property
     def name(self) -> str:
@@ -47,8 +49,14 @@ class In:
         return self.setting or self.stages[0]
 
 
-def _in(*stages: str, setting: str | None = None, optional: bool = False, final: bool = False) -> In:
-    return In(stages, setting, optional, final)
+def _in(
+    *stages: str,
+    setting: str | None = None,
+    optional: bool = False,
+    final: bool = False,
+    other: Callable[[Study, str], str | None] | None = None,
+) -> In:
+    return In(stages, setting, optional, final, other)
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,24 @@ class Study:
         base = self.models[self.models[name].get("snapshot_of", name)]
         return self.artifact("train", model=base["name"]) if base.get("train") else None
 
+    def random_labels_twin(self, name: str) -> str | None:
+        """The model the sanity check compares ``name``'s maps with (Adebayo et al.'s data randomisation):
+        the study's first model trained here on permuted labels (``labels: permuted``) with the same
+        model config and overrides; ``None`` for snapshots, for such models themselves and where there
+        is none."""
+        m = self.models[name]
+        if "snapshot_of" in m or m.get("labels") == "permuted":
+            return None
+        config = (m["model"], m.get("overrides") or {})
+        twins = [
+            n
+            for n, t in self.models.items()
+            if t.get("train")
+            and t.get("labels") == "permuted"
+            and (t["model"], t.get("overrides") or {}) == config
+        ]
+        return twins[0] if twins else None
+
     def cam_layer(self, name: str) -> str:
         return self.models[name].get("cam_layer", self.models[name]["layers"][-1])
 
@@ -199,6 +225,11 @@ class Study:
                 **wildcards,
                 "model": self.models[wildcards["model"]].get("snapshot_of", wildcards["model"]),
             }
+        if given.other is not None:
+            other = given.other(self, wildcards["model"])
+            if other is None:
+                return None
+            wildcards = {**wildcards, "model": other}
         for stage in given.stages:
             if self.has_job(stage, wildcards):
                 return self.artifact(stage, **{k: wildcards[k] for k in STAGES[stage].wildcards})
@@ -223,10 +254,11 @@ class Study:
         return items
 
     def job_items(self, stage: str, wildcards: dict[str, str]) -> list[str]:
-        """All of one job's settings: its model's, the stage's own, then the study's for the stage."""
+        """All of one job's settings: its model's, the study's for the stage, then the job's own (the
+        more specific last, so that a model's ``training`` settings win over ``steps.train``)."""
         s = STAGES[stage]
         model = self.model_overrides(wildcards["model"]) if s.loads_model else []
-        return [*model, *s.items(self, wildcards), *self.study_overrides(stage)]
+        return [*model, *self.study_overrides(stage), *s.items(self, wildcards)]
 
     def reference_dirs(self) -> list[str]:
         """Reference raw-data folders, inside the stimuli set unless given as absolute paths."""
@@ -416,9 +448,11 @@ def _robustness_items(study: Study, wc: dict[str, str]) -> list[str]:
 
 
 def _train_items(study: Study, wc: dict[str, str]) -> list[str]:
-    """A trained model's regime, and the steps whose weights it keeps (its snapshots)."""
+    """A trained model's regime, labels and own training settings (``training``), and the steps whose
+    weights it keeps (its snapshots)."""
     m = study.models[wc["model"]]
-    given = {"train.regime": m["regime"]} if "regime" in m else {}
+    given = {f"train.{k}": v for k, v in (m.get("training") or {}).items()}
+    given.update({f"train.{k}": m[k] for k in ("regime", "labels") if k in m})
     if m.get("snapshots"):
         given["train.snapshots"] = sorted(m["snapshots"])
     return overrides(given)
@@ -585,11 +619,16 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "sanity",
-            "cascading model-parameter randomisation (Adebayo et al. 2018): each method's maps as the "
-            "model's blocks are re-initialised from the top down, against the trained model's",
+            "the sanity checks of Adebayo et al. 2018: each method's maps as the model's blocks are "
+            "re-initialised from the top down, and those of the same architecture trained on permuted "
+            "labels, against the trained model's",
             ("dataset", "model"),
             _per_model(Study.attr_models, dataset=lambda study: study.dataset),
-            inputs=(_PACKED, _in(MODEL_FILES)),
+            inputs=(
+                _PACKED,
+                _in(MODEL_FILES),
+                _in("train", setting="random_labels", optional=True, other=Study.random_labels_twin),
+            ),
             items=_named,
             threads="all",
             device=True,

@@ -30,6 +30,11 @@ from cnnscope.progress import track
 WORLD_MEAN = (0.5, 0.5, 0.5)
 WORLD_STD = (0.25, 0.25, 0.25)
 Regime = choice("Regime", shapetexture.REGIMES)
+# The training labels: the shapes, or a random permutation of them (Adebayo et al. 2018's data
+# randomisation test: a model that can only memorise, whose explanations should differ from the true
+# model's if they explain what it learned).
+LABELS = ("shapes", "permuted")
+Labels = choice("Labels", LABELS)
 
 
 @dataclass
@@ -37,6 +42,7 @@ class TrainParams:
     """How to train: the world's regime and size and the schedule (the train step's ``train`` config)."""
 
     regime: Regime = Regime.standard  # standard (texture agrees 90%) | shape (texture random)
+    labels: Labels = Labels.shapes  # shapes (the true classes) | permuted (randomly permuted)
     image_size: int = bounded(64, 8)
     n_train: int = positive(6000)
     n_val: int = positive(1000)
@@ -118,6 +124,8 @@ def _train(
     x_train, y_train, _ = shapetexture.training_set(
         spec.n_train, spec.image_size, agreement, seed=10_000 + spec.seed
     )
+    if spec.labels == "permuted":  # a stream of its own: the images stay those of the true labels
+        y_train = np.random.default_rng([10_000 + spec.seed, 1]).permutation(y_train)
     # Clean validation images: every texture agrees with its shape (like natural images) ...
     x_val, y_val, _ = shapetexture.training_set(spec.n_val, spec.image_size, 1.0, 20_000 + spec.seed)
     # ... and images whose texture is random, where only the shape can be right.
@@ -192,6 +200,7 @@ def _train(
         "val_accuracy_random_texture": accuracy(model, x_rnd, y_rnd),
         "chance": 1 / len(classes),
         "regime": spec.regime,
+        "labels": spec.labels,
         "final_loss": float(np.mean(losses[-50:])),
         "seconds_data": round(t_data, 2),
         "seconds_total": round(time.perf_counter() - t0, 2),
