@@ -48,6 +48,8 @@ def test_study_runs_to_the_report(study):
         "attribution_metrics",
         "localisation",
         "sanity_randomisation",
+        "tcav_summary",
+        "tcav",
         "stage_times",
         "versions",
     ):
@@ -98,10 +100,14 @@ def test_study_runs_to_the_report(study):
         "lcam/tiny",
         "featurevis/synthworld/tiny/conv5",
         "sanity/synthworld/tiny",
+        "tcav/tiny",
         "report",
     ):
         assert (study / "results" / step / "config.yaml").is_file(), step
     assert (study / "results" / "benchmarks" / "dissect" / "synthworld" / "tiny" / "conv5.tsv").is_file()
+    tcav = pd.read_csv(study / "results/tcav/tiny/tcav.csv")
+    assert set(tcav["layer"]) == set(TINY["models"][0]["layers"]) and len(tcav) == 2 * 16 * 32
+    assert tcav["own"].sum() == 2 * 2 * 16 and tcav["tcav"].between(0, 1).all()
     logs = list((study / "results" / "logs").rglob("*.log"))
     assert len(logs) > 10 and all("\r" not in f.read_text() for f in logs)  # progress lines, no bars
     assert all(f.stat().st_size < 10_000 for f in logs), {f.name: f.stat().st_size for f in logs}

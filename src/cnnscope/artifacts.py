@@ -120,6 +120,10 @@ class AttributionArtifact(Artifact):
     localisation = _file("localisation.csv", "pointing game and energy share per method (world models)")
 
 
+class TcavArtifact(Artifact):
+    scores = _file("tcav.csv", "per class and concept: TCAV score, its random baseline, p, significance")
+
+
 class SanityArtifact(Artifact):
     randomisation = _file("randomisation.csv", "per method and cascade step: similarity to the trained map")
     maps = _file("maps.npz", "the first image's map per method and step, keyed <method>@<step>")

@@ -665,3 +665,41 @@ def randomisation_maps(maps: dict[str, np.ndarray], names: dict[str, str], out: 
                 title = {0: "trained", "labels": "permuted labels"}.get(s, f"step {s}")
                 ax.set_title(title, fontsize=7)
     return _save(fig, out)
+
+
+def tcav_heatmap(table: pd.DataFrame, out: Path) -> Path:
+    """TCAV scores, classes (rows) x concepts (columns), a panel per model; a cell whose score does not
+    differ significantly from the random concepts' is crossed out, and the tested class's own concepts
+    (the world's ground truth) are outlined. ``table``: model, class, concept, tcav, significant, own."""
+    models = list(dict.fromkeys(table["model"]))
+    classes = list(dict.fromkeys(table["class"]))
+    concepts = list(dict.fromkeys(table["concept"]))
+    fig, axes = plt.subplots(
+        len(models),
+        1,
+        figsize=(0.25 * len(concepts) + 2.5, 0.25 * len(classes) * len(models) + 1.2),
+        squeeze=False,
+    )
+    for ax, model in zip(axes[:, 0], models, strict=True):
+        sub = table[table["model"] == model]
+        grid = sub.pivot(index="class", columns="concept", values="tcav").reindex(
+            index=classes, columns=concepts
+        )
+        sig = sub.pivot(index="class", columns="concept", values="significant").reindex(
+            index=classes, columns=concepts
+        )
+        own = sub.pivot(index="class", columns="concept", values="own").reindex(
+            index=classes, columns=concepts
+        )
+        image = ax.imshow(grid.to_numpy(float), cmap="RdBu_r", vmin=0, vmax=1, aspect="auto")
+        for i, j in zip(*np.nonzero(~sig.to_numpy(bool)), strict=True):
+            ax.plot(j, i, "x", color="0.35", ms=3, mew=0.6)
+        for i, j in zip(*np.nonzero(own.to_numpy(bool)), strict=True):
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="k", linewidth=1.0))
+        ax.set_xticks(range(len(concepts)), concepts, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(classes)), classes, fontsize=6)
+        ax.set_title(
+            f"{model}: TCAV score (x: not significant; outlined: the class's own concepts)", fontsize=8
+        )
+        fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01)
+    return _save(fig, out)

@@ -458,6 +458,12 @@ def _train_items(study: Study, wc: dict[str, str]) -> list[str]:
     return overrides(given)
 
 
+def _tcav_items(study: Study, wc: dict[str, str]) -> list[str]:
+    """The model's name and the layers TCAV tests (``tcav_layers``, default its dissected layers)."""
+    m = study.models[wc["model"]]
+    return [f"name={hydra_value(wc['model'])}", f"layers={hydra_value(m.get('tcav_layers', m['layers']))}"]
+
+
 def _layer(study: Study, wc: dict[str, str]) -> list[str]:
     return [f"layer={hydra_value(wc['layer'])}"]
 
@@ -630,6 +636,20 @@ STAGES: dict[str, Stage] = {
                 _in("train", setting="random_labels", optional=True, other=Study.random_labels_twin),
             ),
             items=_named,
+            threads="all",
+            device=True,
+            loads_model=True,
+            report=True,
+        ),
+        Stage(
+            "tcav",
+            "TCAV (Kim et al. 2018) of the world's concepts (each class's texture and shape) at a model's "
+            "tcav_layers (default its dissected layers), with the paper's significance test against random "
+            "concepts (models trained here)",
+            ("model",),
+            _per_model(lambda study: [m for m in study.attr_models() if study.models[m].get("train")]),
+            inputs=(_in("train", setting="world"), _in(MODEL_FILES)),
+            items=_tcav_items,
             threads="all",
             device=True,
             loads_model=True,

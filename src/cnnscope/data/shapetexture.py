@@ -110,8 +110,35 @@ def localisation_set(
     return images, labels.astype(np.int64), masks
 
 
+def silhouette(inside: np.ndarray) -> np.ndarray:
+    """A filled silhouette, ``uint8 (H, W, 3)``: the object dark on white, as the silhouette stimuli."""
+    return np.where(inside[..., None], 20, 245).astype(np.uint8).repeat(3, axis=2)
+
+
+def concept_sets(n: int, size: int, seed: int) -> dict[str, np.ndarray]:
+    """The world's concepts as image sets for TCAV (Kim et al. 2018), ``n`` images each: every class's
+    texture over the whole image (``texture:<class>``: the texture stimuli) and its shape as a filled
+    silhouette at the trained placements (``shape:<class>``: the silhouette stimuli), each concept from a
+    stream of its own."""
+    out = {}
+    for k, name in enumerate(CLASSES):
+        rng = np.random.default_rng([seed, 3, k])
+        out[f"texture:{name}"] = np.stack(
+            [texture_fill(k, rng, size).round().astype(np.uint8) for _ in range(n)]
+        )
+        out[f"shape:{name}"] = np.stack([silhouette(shape_mask(k, rng, size)) for _ in range(n)])
+    return out
+
+
+def random_sets(count: int, n: int, size: int, seed: int, stream: int = 0) -> list[np.ndarray]:
+    """``count`` sets of ``n`` random images of the world for TCAV: objects of random shape in random
+    texture (``training_set`` with no agreement), each set from a stream of its own (``stream``: one
+    family of sets, e.g. the counterparts apart from the stand-ins)."""
+    return [training_set(n, size, None, [seed, 4, stream, r])[0] for r in range(count)]
+
+
 def training_set(
-    n: int, size: int, agreement: float | None, seed: int
+    n: int, size: int, agreement: float | None, seed: int | list[int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` images with balanced shape classes; returns images, shape labels, texture labels."""
     rng = np.random.default_rng(seed)
@@ -167,7 +194,7 @@ def write_stimuli(
                 inside = shape_mask(s, rng, size)
                 if kind == "edges":
                     inside = inside & ~render.erode(inside, max(1, size // 48))
-                image = np.where(inside[..., None], 20, 245).astype(np.uint8).repeat(3, axis=2)
+                image = silhouette(inside)
                 _save(folder[kind] / shape / f"{shape}{n}.png", image)
     # The types added later draw from a stream of their own, so the sets above keep their bytes.
     rng = np.random.default_rng([seed, 1])
