@@ -106,7 +106,9 @@ def test_study_runs_to_the_report(study):
         assert (study / "results" / step / "config.yaml").is_file(), step
     assert (study / "results" / "benchmarks" / "dissect" / "synthworld" / "tiny" / "conv5.tsv").is_file()
     tcav = pd.read_csv(study / "results/tcav/tiny/tcav.csv")
-    assert set(tcav["layer"]) == set(TINY["models"][0]["layers"]) and len(tcav) == 2 * 16 * 32
+    assert set(tcav["layer"]) == set(TINY["models"][0]["layers"]) and len(tcav) == 2 * 16 * (
+        32 + 2
+    )  # two random control concepts
     assert tcav["own"].sum() == 2 * 2 * 16 and tcav["tcav"].between(0, 1).all()
     logs = list((study / "results" / "logs").rglob("*.log"))
     assert len(logs) > 10 and all("\r" not in f.read_text() for f in logs)  # progress lines, no bars

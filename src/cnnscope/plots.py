@@ -668,20 +668,21 @@ def randomisation_maps(maps: dict[str, np.ndarray], names: dict[str, str], out: 
 
 
 def tcav_heatmap(table: pd.DataFrame, out: Path) -> Path:
-    """TCAV scores, classes (rows) x concepts (columns), a panel per model; a cell whose score does not
-    differ significantly from the random concepts' is crossed out, and the tested class's own concepts
-    (the world's ground truth) are outlined. ``table``: model, class, concept, tcav, significant, own."""
-    models = list(dict.fromkeys(table["model"]))
+    """TCAV scores, classes (rows) x concepts (columns), a panel per model and layer; a cell whose score
+    does not differ significantly from the random concepts' is crossed out, and the tested class's own
+    concepts (the world's ground truth) are outlined. ``table``: model, layer, class, concept, tcav,
+    significant, own."""
+    panels = list(dict.fromkeys(zip(table["model"], table["layer"], strict=True)))
     classes = list(dict.fromkeys(table["class"]))
     concepts = list(dict.fromkeys(table["concept"]))
     fig, axes = plt.subplots(
-        len(models),
+        len(panels),
         1,
-        figsize=(0.25 * len(concepts) + 2.5, 0.25 * len(classes) * len(models) + 1.2),
+        figsize=(0.2 * len(concepts) + 2.5, (0.2 * len(classes) + 1.4) * len(panels)),
         squeeze=False,
     )
-    for ax, model in zip(axes[:, 0], models, strict=True):
-        sub = table[table["model"] == model]
+    for ax, (model, layer) in zip(axes[:, 0], panels, strict=True):
+        sub = table[(table["model"] == model) & (table["layer"] == layer)]
         grid = sub.pivot(index="class", columns="concept", values="tcav").reindex(
             index=classes, columns=concepts
         )
@@ -698,8 +699,6 @@ def tcav_heatmap(table: pd.DataFrame, out: Path) -> Path:
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="k", linewidth=1.0))
         ax.set_xticks(range(len(concepts)), concepts, rotation=90, fontsize=6)
         ax.set_yticks(range(len(classes)), classes, fontsize=6)
-        ax.set_title(
-            f"{model}: TCAV score (x: not significant; outlined: the class's own concepts)", fontsize=8
-        )
+        ax.set_title(f"{model}, {layer}: TCAV (x: not significant; outlined: the class's own)", fontsize=8)
         fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01)
     return _save(fig, out)
