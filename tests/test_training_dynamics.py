@@ -130,7 +130,7 @@ def test_snapshot_featurevis_draws_the_final_models_units_at_every_snapshot():
         wc = {"dataset": "synthworld", "model": m, "layer": layers[0]}
         assert study.source(dissection, wc) == study.artifact("dissect", **{**wc, "model": "tiny"})
     packed = [i for i in STAGES["featurevis"].inputs if i.setting == "packed"][0]
-    assert not packed.final  # only the units come from the final model
+    assert packed.other is None  # only the units come from the final model
 
 
 def test_units_over_training_keep_the_layers_drawn_at_several_steps():

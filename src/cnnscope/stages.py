@@ -33,14 +33,13 @@ class In:
     """One input of a stage: the artifact of the first of ``stages`` that has a job for the same
     wildcards (or :data:`MODEL_FILES`), filling the step setting ``setting`` (``None``: the step finds
     it otherwise, e.g. through its model config). ``optional``: a job without it runs without it.
-    ``final``: a snapshot's job reads its model's artifact instead (featurevis draws the units chosen
-    at the final model at every snapshot). ``other``: the job reads the artifact of the model this
-    names (``None``: of none) instead of its own (the sanity check reads its permuted-label twin's)."""
+    ``other``: the job reads the artifact of the model this names (``None``: of none) instead of its
+    own: featurevis at a snapshot reads the final model's units (:meth:`Study.final_model`), the
+    sanity check its permuted-label twin's weights (:meth:`Study.random_labels_twin`)."""
 
     stages: tuple[str, ...]
     setting: str | None = None
     optional: bool = False
-    final: bool = False
     other: Callable[[Study, str], str | None] | None = None
 
     @property
@@ -53,10 +52,9 @@ def _in(
     *stages: str,
     setting: str | None = None,
     optional: bool = False,
-    final: bool = False,
     other: Callable[[Study, str], str | None] | None = None,
 ) -> In:
-    return In(stages, setting, optional, final, other)
+    return In(stages, setting, optional, other)
 
 
 @dataclass(frozen=True)
@@ -162,6 +160,14 @@ class Study:
         base = self.models[self.models[name].get("snapshot_of", name)]
         return self.artifact("train", model=base["name"]) if base.get("train") else None
 
+    def final_model(self, name: str) -> str:
+        """The model a snapshot was kept from (a model that is no snapshot: itself)."""
+        return self.models[name].get("snapshot_of", name)
+
+    def tcav_models(self) -> list[str]:
+        """The attribution models trained here: TCAV tests the world's concepts, whose classes they have."""
+        return [m for m in self.attr_models() if self.models[m].get("train")]
+
     def random_labels_twin(self, name: str) -> str | None:
         """The model the sanity check compares ``name``'s maps with (Adebayo et al.'s data randomisation):
         the study's first model trained here on permuted labels (``labels: permuted``) with the same
@@ -220,11 +226,6 @@ class Study:
 
     def source(self, given: In, wildcards: dict[str, str]) -> str | None:
         """The artifact an input refers to for one job (``None``: no stage of it has that job)."""
-        if given.final and "model" in wildcards:
-            wildcards = {
-                **wildcards,
-                "model": self.models[wildcards["model"]].get("snapshot_of", wildcards["model"]),
-            }
         if given.other is not None:
             other = given.other(self, wildcards["model"])
             if other is None:
@@ -557,7 +558,7 @@ STAGES: dict[str, Stage] = {
             "units), and inversions of probe images",
             _LAYER,
             _layers(lambda study: study.featurevis, snapshots=lambda study: study.snapshot_featurevis),
-            inputs=(_in("dissect", setting="dissection", final=True), _PACKED, _in(MODEL_FILES)),
+            inputs=(_in("dissect", setting="dissection", other=Study.final_model), _PACKED, _in(MODEL_FILES)),
             items=_layer,
             threads="all",
             device=True,
@@ -647,7 +648,7 @@ STAGES: dict[str, Stage] = {
             "tcav_layers (default its dissected layers), with the paper's significance test against random "
             "concepts (models trained here)",
             ("model",),
-            _per_model(lambda study: [m for m in study.attr_models() if study.models[m].get("train")]),
+            _per_model(Study.tcav_models),
             inputs=(_in("train", setting="world"), _in(MODEL_FILES)),
             items=_tcav_items,
             threads="all",
