@@ -107,6 +107,7 @@ def _check(config: dict) -> None:
         ({"seeds": [1], "overrides": {"seed": 1}}, "gives seeds and overrides.seed; keep one of them"),
         ({"overrides": {"dropout": 1.0}}, r"dropout=1.0 is out of range"),
         ({"overrides": {"batch_norm": "maybe"}}, r"overrides batch_norm: 'maybe' is refused"),
+        ({"tcav_layers": ["conv3"]}, r"tcav_layers \['conv3'\] are not among its layers"),
     ],
 )
 def test_bad_conditions_fail_the_study_check(change, message):

@@ -306,3 +306,79 @@ def test_tcav_refuses_what_it_cannot_test():
         tcav.tcav({"c": sets[0]}, sets, grads, tcav.TcavParams(randoms=1))
     with pytest.raises(CnnscopeError, match="'random'"):
         tcav.tcav({"random": sets[0]}, sets, grads, params)
+
+
+def test_label_presence_is_what_net2vec_counts(packed):
+    from cnnscope.net2vec.concepts import concept_stats, label_presence
+
+    acts = np.zeros((len(packed), 1, 2, 2), np.float32)
+    stats = concept_stats(acts, packed, 7, torch.device("cpu"), progress=False)
+    present = label_presence(packed, batch_size=5)
+    assert present.shape == stats.present.shape and present.any()
+    assert np.array_equal(present, stats.present)
+
+
+def test_probe_concepts_are_images_that_carry_the_label(packed):
+    from cnnscope.attribution.probe_concepts import concept_name, probe_family
+    from cnnscope.attribution.world_concepts import WorldTcavParams
+    from cnnscope.net2vec.concepts import label_presence
+
+    params = WorldTcavParams(concept_images=5, random_images=3, controls=1, tcav=tcav.TcavParams(randoms=2))
+    size = packed.images.shape[1]
+    family = probe_family(packed, size, params, min_images=4)
+    present = label_presence(packed)
+    counts = present.sum(0)
+    named = {concept_name(packed, label): label for label in range(1, packed.n_label_slots)}
+    wanted = {n for n, label in named.items() if counts[label] >= 4 and packed.label_category()[label] >= 0}
+    assert set(family.concepts) == wanted and wanted
+    for name, images in family.concepts.items():
+        positives = packed.images[present[:, named[name]]].reshape(-1, size * size * 3)
+        assert len(images) == min(5, counts[named[name]])
+        for image in images.reshape(len(images), -1):  # each one of the label's images, unchanged
+            assert (positives == image).all(1).any(), name
+    assert [len(s) for s in family.stand_ins] == [5, 5] and [len(s) for s in family.counterparts] == [3, 3]
+    again = probe_family(packed, size, params, min_images=4)
+    assert all(np.array_equal(again.concepts[k], v) for k, v in family.concepts.items())
+    small = probe_family(packed, 12, params, min_images=4)
+    assert all(v.shape[1:] == (12, 12, 3) and v.dtype == np.uint8 for v in small.concepts.values())
+
+
+def test_resize_keeps_a_flat_image_flat_and_an_image_at_its_size_as_it_is():
+    from cnnscope.attribution.probe_concepts import resize
+
+    flat = np.full((2, 20, 20, 3), 77, np.uint8)
+    assert (resize(flat, 8) == 77).all() and resize(flat, 8).shape == (2, 8, 8, 3)
+    noise = np.random.default_rng(0).integers(0, 256, (1, 9, 9, 3), dtype=np.uint8)
+    assert np.array_equal(resize(noise, 9), noise)
+
+
+def test_net2vec_agreement_by_hand():
+    """K = 2 units at 2 positions (D = 4, channel-major); Net2Vec's direction w / scale = (1, 0)."""
+    from cnnscope.attribution.probe_concepts import net2vec_agreement
+
+    d = np.array([2.0, 0.0]) / np.array([2.0, 1.0])
+    cavs = {
+        "object:a": torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1]]),  # pooled (2, 0): cos 1; (0, 2): cos 0
+        "random": torch.tensor([[1.0, 0, 1, 0], [-1, -1, 0, 0]]),  # pooled (1, 1): 1/sqrt 2; (-2, 0): -1
+    }
+    grads = {"a": torch.tensor([[1.0, 1, 0, 0], [-1, 0, 0, 0], [0, 0, 5, 5]])}  # . (1, 1, 0, 0): 2, -1, 0
+    table = pd.DataFrame({"class": ["a", "a"], "concept": ["object:a", "object:b"], "tcav": [0.8, 0.4]})
+    agreement, per_row = net2vec_agreement(table, cavs, grads, {"object:a": d, "object:zz": d})
+    assert list(agreement["concept"]) == ["object:a"]  # a concept without CAVs is not compared
+    row = agreement.iloc[0]
+    assert row["cosine"] == pytest.approx(0.5) and row["cosine_std"] == pytest.approx(np.sqrt(0.5))
+    assert row["random_abs_cosine"] == pytest.approx((1 / np.sqrt(2) + 1) / 2)
+    assert row["net2vec_tcav"] == pytest.approx(1 / 3) and row["tcav"] == pytest.approx(0.8)
+    assert row["same_side"] == 0.0 and row["category"] == "object"
+    assert per_row.iloc[0] == pytest.approx(1 / 3) and np.isnan(per_row.iloc[1])
+    with pytest.raises(CnnscopeError, match="3 units but the layer's activations 4 numbers"):
+        net2vec_agreement(table, cavs, grads, {"object:a": np.ones(3)})
+
+
+def test_net2vec_directions_undo_the_standardisation(packed):
+    from cnnscope.attribution.probe_concepts import concept_name, net2vec_directions
+
+    label = int(np.flatnonzero(packed.label_category() >= 0)[0])
+    emb = {"cls_labels": np.array([label]), "cls_weight": np.array([[3.0, -1.0]])}
+    emb["cls_scale"] = np.array([2.0, 4.0])
+    assert np.allclose(net2vec_directions(emb, packed)[concept_name(packed, label)], [1.5, -0.25])

@@ -32,6 +32,8 @@ def test_study_runs_to_the_report(study):
         "shape_bias_box",
         "cross_analysis",
         "tiny_attribution",
+        "tcav_heatmap",
+        "tcav_net2vec",
     ):
         assert (report / "figures" / f"{fig}.png").stat().st_size > 5_000, fig
         assert (report / "figures" / f"{fig}.svg").is_file(), fig
@@ -50,6 +52,8 @@ def test_study_runs_to_the_report(study):
         "sanity_randomisation",
         "tcav_summary",
         "tcav",
+        "tcav_net2vec_summary",
+        "tcav_net2vec",
         "stage_times",
         "versions",
     ):
@@ -100,16 +104,22 @@ def test_study_runs_to_the_report(study):
         "lcam/tiny",
         "featurevis/synthworld/tiny/conv5",
         "sanity/synthworld/tiny",
-        "tcav/tiny",
+        "tcav/synthworld/tiny/conv5",
         "report",
     ):
         assert (study / "results" / step / "config.yaml").is_file(), step
     assert (study / "results" / "benchmarks" / "dissect" / "synthworld" / "tiny" / "conv5.tsv").is_file()
-    tcav = pd.read_csv(study / "results/tcav/tiny/tcav.csv")
-    assert set(tcav["layer"]) == set(TINY["models"][0]["layers"]) and len(tcav) == 2 * 16 * (
-        32 + 2
-    )  # two random control concepts
-    assert tcav["own"].sum() == 2 * 2 * 16 and tcav["tcav"].between(0, 1).all()
+    for layer in TINY["models"][0]["layers"]:  # tcav_layers: by default every dissected layer
+        made = study / "results/tcav/synthworld/tiny" / layer
+        tcav = pd.read_csv(made / "tcav.csv")
+        assert set(tcav["layer"]) == {layer} and tcav["tcav"].between(0, 1).all()
+        world, probe = (tcav[tcav["family"] == f] for f in ("world", "probe"))
+        assert len(world) == 16 * (32 + 2) and world["own"].sum() == 2 * 16  # two random controls
+        assert (probe["cue"] == "random").sum() == 2 * 16 and len(probe) > 3 * 16
+        agreement = pd.read_csv(made / "net2vec.csv")
+        assert len(agreement) > 0 and set(agreement["concept"]) <= set(probe["concept"])
+        compared = probe[probe["concept"].isin(agreement["concept"])]
+        assert compared["net2vec_tcav"].between(0, 1).all() and agreement["cosine"].abs().le(1).all()
     logs = list((study / "results" / "logs").rglob("*.log"))
     assert len(logs) > 10 and all("\r" not in f.read_text() for f in logs)  # progress lines, no bars
     assert all(f.stat().st_size < 10_000 for f in logs), {f.name: f.stat().st_size for f in logs}

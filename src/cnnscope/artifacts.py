@@ -70,7 +70,9 @@ class Net2VecArtifact(Artifact):
     concepts = _file("concepts.csv", "per concept: single-unit and learned IoU and AP")
     neighbours = _file("neighbours.csv", "each concept's nearest concepts in embedding space")
     weights = _file("weights.npy", "(concepts, C) the segmentation embeddings")
-    embeddings = _file("embeddings.npz", "labels, biases, scales and the classification embeddings")
+    embeddings = _file(
+        "embeddings.npz", "labels, biases, scales; the classification embeddings and their unit scales"
+    )
     summary = _file("summary.json", "mean IoU and AP, single unit and learned")
 
 
@@ -122,6 +124,7 @@ class AttributionArtifact(Artifact):
 
 class TcavArtifact(Artifact):
     scores = _file("tcav.csv", "per class and concept: TCAV score, its random baseline, p, significance")
+    net2vec = _file("net2vec.csv", "per probe concept: its CAVs against the layer's Net2Vec embedding")
 
 
 class SanityArtifact(Artifact):

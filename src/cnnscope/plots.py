@@ -668,37 +668,65 @@ def randomisation_maps(maps: dict[str, np.ndarray], names: dict[str, str], out: 
 
 
 def tcav_heatmap(table: pd.DataFrame, out: Path) -> Path:
-    """TCAV scores, classes (rows) x concepts (columns), a panel per model and layer; a cell whose score
-    does not differ significantly from the random concepts' is crossed out, and the tested class's own
-    concepts (the world's ground truth) are outlined. ``table``: model, layer, class, concept, tcav,
-    significant, own."""
-    panels = list(dict.fromkeys(zip(table["model"], table["layer"], strict=True)))
+    """TCAV scores, classes (rows) x concepts (columns), a panel per model, layer and concept family; a
+    cell whose score does not differ significantly from the random concepts' is crossed out, and the
+    tested class's own concepts (the world's ground truth) are outlined. ``table``: model, layer,
+    family, class, concept, tcav, significant, own."""
+    keys = ["model", "layer", "family"]
+    panels = list(dict.fromkeys(zip(*(table[k] for k in keys), strict=True)))
     classes = list(dict.fromkeys(table["class"]))
-    concepts = list(dict.fromkeys(table["concept"]))
+    widest = table.groupby(keys)["concept"].nunique().max()
     fig, axes = plt.subplots(
         len(panels),
         1,
-        figsize=(0.2 * len(concepts) + 2.5, (0.2 * len(classes) + 1.4) * len(panels)),
+        figsize=(0.2 * widest + 2.5, (0.2 * len(classes) + 1.6) * len(panels)),
         squeeze=False,
     )
-    for ax, (model, layer) in zip(axes[:, 0], panels, strict=True):
-        sub = table[(table["model"] == model) & (table["layer"] == layer)]
-        grid = sub.pivot(index="class", columns="concept", values="tcav").reindex(
-            index=classes, columns=concepts
-        )
-        sig = sub.pivot(index="class", columns="concept", values="significant").reindex(
-            index=classes, columns=concepts
-        )
-        own = sub.pivot(index="class", columns="concept", values="own").reindex(
-            index=classes, columns=concepts
-        )
-        image = ax.imshow(grid.to_numpy(float), cmap="RdBu_r", vmin=0, vmax=1, aspect="auto")
-        for i, j in zip(*np.nonzero(~sig.to_numpy(bool)), strict=True):
+    for ax, (model, layer, family) in zip(axes[:, 0], panels, strict=True):
+        sub = table[(table["model"] == model) & (table["layer"] == layer) & (table["family"] == family)]
+        concepts = list(dict.fromkeys(sub["concept"]))
+
+        def cells(values: str, sub: pd.DataFrame = sub, concepts: list[str] = concepts) -> np.ndarray:
+            grid = sub.pivot(index="class", columns="concept", values=values)
+            return grid.reindex(index=classes, columns=concepts).to_numpy()
+
+        image = ax.imshow(cells("tcav").astype(float), cmap="RdBu_r", vmin=0, vmax=1, aspect="auto")
+        for i, j in zip(*np.nonzero(~cells("significant").astype(bool)), strict=True):
             ax.plot(j, i, "x", color="0.35", ms=3, mew=0.6)
-        for i, j in zip(*np.nonzero(own.to_numpy(bool)), strict=True):
+        for i, j in zip(*np.nonzero(cells("own").astype(bool)), strict=True):
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="k", linewidth=1.0))
         ax.set_xticks(range(len(concepts)), concepts, rotation=90, fontsize=6)
         ax.set_yticks(range(len(classes)), classes, fontsize=6)
-        ax.set_title(f"{model}, {layer}: TCAV (x: not significant; outlined: the class's own)", fontsize=8)
+        ax.set_title(
+            f"{model}, {layer}, {family} concepts: TCAV (x: not significant; outlined: the class's own)",
+            fontsize=8,
+        )
         fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01)
+    return _save(fig, out)
+
+
+def tcav_net2vec_scatter(table: pd.DataFrame, out: Path) -> Path:
+    """Per class and probe concept, the TCAV score of the concept's CAVs (x) against that along its
+    Net2Vec classification embedding (y), one panel per (model, layer), coloured by the concept's
+    category; a point in the lower-left or upper-right quarter is a cell where the two agree on the
+    side of 0.5. ``table``: model, layer, cue (the category), tcav, net2vec_tcav."""
+    rows = table[table["net2vec_tcav"].notna()]
+    groups = list(dict.fromkeys(zip(rows["model"], rows["layer"], strict=True)))
+    fig, panels = _panel_grid(groups)
+    cats = _category_order(rows["cue"])
+    for (m, ly), ax in panels.items():
+        sub = rows[(rows["model"] == m) & (rows["layer"] == ly)]
+        ax.axhline(0.5, color="k", linestyle=":", linewidth=1)
+        ax.axvline(0.5, color="k", linestyle=":", linewidth=1)
+        for cat in cats:
+            c = sub[sub["cue"] == cat]
+            ax.scatter(
+                c["tcav"], c["net2vec_tcav"], s=10, alpha=0.6, label=cat,
+                color=CATEGORY_COLORS.get(cat, "#888888"), edgecolors="none",
+            )  # fmt: skip
+        ax.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03), title=f"{m} / {ly}", aspect="equal")
+        ax.set_xlabel("TCAV score, CAVs")
+        ax.set_ylabel("TCAV score, Net2Vec embedding")
+        ax.spines[["top", "right"]].set_visible(False)
+    _legend_right(fig, cats)
     return _save(fig, out)

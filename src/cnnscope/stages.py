@@ -459,10 +459,14 @@ def _train_items(study: Study, wc: dict[str, str]) -> list[str]:
     return overrides(given)
 
 
-def _tcav_items(study: Study, wc: dict[str, str]) -> list[str]:
-    """The model's name and the layers TCAV tests (``tcav_layers``, default its dissected layers)."""
-    m = study.models[wc["model"]]
-    return [f"name={hydra_value(wc['model'])}", f"layers={hydra_value(m.get('tcav_layers', m['layers']))}"]
+def _tcav_jobs(study: Study) -> list[dict[str, str]]:
+    """Per layer of each model TCAV tests (:meth:`Study.tcav_models`): its ``tcav_layers``, default its
+    dissected layers."""
+    return [
+        {"dataset": study.dataset, "model": m, "layer": layer}
+        for m in study.tcav_models()
+        for layer in study.models[m].get("tcav_layers", study.models[m]["layers"])
+    ]
 
 
 def _layer(study: Study, wc: dict[str, str]) -> list[str]:
@@ -644,13 +648,19 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "tcav",
-            "TCAV (Kim et al. 2018) of the world's concepts (each class's texture and shape) at a model's "
-            "tcav_layers (default its dissected layers), with the paper's significance test against random "
-            "concepts (models trained here)",
-            ("model",),
-            _per_model(Study.tcav_models),
-            inputs=(_in("train", setting="world"), _in(MODEL_FILES)),
-            items=_tcav_items,
+            "TCAV (Kim et al. 2018) at a layer of a model trained here (its tcav_layers, default its "
+            "dissected layers) of the world's concepts (each class's texture and shape) and the probe "
+            "set's, with the paper's significance test against random concepts, and how the probe "
+            "concepts' CAVs agree with the layer's Net2Vec embeddings",
+            _LAYER,
+            _tcav_jobs,
+            inputs=(
+                _in("train", setting="world"),
+                _PACKED,
+                _in("net2vec", setting="net2vec", optional=True),
+                _in(MODEL_FILES),
+            ),
+            items=lambda study, wc: [f"name={hydra_value(wc['model'])}", *_layer(study, wc)],
             threads="all",
             device=True,
             loads_model=True,

@@ -1,17 +1,24 @@
-"""TCAV on the shape/texture world (:mod:`cnnscope.data.shapetexture`), where the answer is known.
+"""TCAV (:mod:`cnnscope.attribution.tcav`) in a model trained on the shape/texture world
+(:mod:`cnnscope.data.shapetexture`), where the answer is known.
 
 A model trained in the standard regime (texture agrees with shape 90% of the time) may decide by its
-class's texture, one trained in the shape regime (texture random) only by its shape. The concepts are
-every class's texture over the whole image (``texture:<class>``) and its shape as a filled silhouette
-(``shape:<class>``); the random images are objects of random shape in random texture; each class is
-tested on world originals of that class through its logit's gradient (:func:`cnnscope.attribution.tcav.tcav`).
+class's texture, one trained in the shape regime (texture random) only by its shape. Each class is
+tested on world originals of that class through its logit's gradient (:func:`class_gradients`), and
+concepts come in families, each tested against random images of its own distribution
+(:func:`test_family`):
+
+* the world's (:func:`world_family`): every class's texture over the whole image (``texture:<class>``)
+  and its shape as a filled silhouette (``shape:<class>``), against objects of random shape in random
+  texture;
+* the probe set's (:mod:`cnnscope.attribution.probe_concepts`): its Broden concepts, against random
+  probe images.
 
 The concept sets, and the random set that stands in for a concept in the null distribution, hold
 ``concept_images`` images; each random counterpart holds ``random_images``. The R scores of a concept
 share its images, so with sets of one size the t-test is anti-conservative (see
 :mod:`cnnscope.attribution.tcav`); ``controls`` more random sets are tested as if they were concepts
 (``random:<i>``), and the share of their cells found significant measures the test's false-positive
-rate in this world.
+rate in the family.
 """
 
 from __future__ import annotations
@@ -26,14 +33,13 @@ from cnnscope.attribution.tcav import TcavParams, layer_activations, layer_gradi
 from cnnscope.bounds import bounded, positive
 from cnnscope.data.shapetexture import CLASSES, concept_sets, localisation_set, random_sets
 from cnnscope.models.registry import LoadedModel
-from cnnscope.progress import track
 
 CONTROL = "random"  # the cue of a control concept: random images tested as a concept
 
 
 @dataclass
 class WorldTcavParams:
-    """The world's image sets for TCAV, and the test's own settings (``tcav``)."""
+    """The image sets for TCAV, and the test's own settings (``tcav``)."""
 
     concept_images: int = bounded(50, 2)  # per concept, and in the null's stand-in and the controls
     random_images: int = bounded(10, 2)  # per random counterpart
@@ -43,36 +49,71 @@ class WorldTcavParams:
     tcav: TcavParams = field(default_factory=TcavParams)
 
 
-def world_tcav(
-    loaded: LoadedModel, layers: list[str], size: int, params: WorldTcavParams, progress: bool = False
-) -> pd.DataFrame:
-    """The TCAV table (:data:`cnnscope.attribution.tcav.COLUMNS`) of every class and world concept at
-    each of ``layers``, for a model trained on the world at ``size`` pixels, with each row's ``layer``,
-    its concept's ``cue`` (texture, shape or random) and ``concept_class``, and ``own``: whether the
-    concept is the tested class's (the ground truth's cell)."""
+@dataclass
+class Family:
+    """One family of concepts as image sets (``uint8 (n, H, W, 3)`` each, at the model's input size):
+    ``concepts`` by name (``<cue>:<what>``), and its random sets: ``stand_ins`` (the null's stand-in,
+    then the controls) and the ``counterparts`` every CAV is fitted against."""
+
+    name: str
+    concepts: dict[str, np.ndarray]
+    stand_ins: list[np.ndarray]
+    counterparts: list[np.ndarray]
+
+
+@dataclass
+class Tested:
+    """A family's TCAV table (:data:`cnnscope.attribution.tcav.COLUMNS` with ``family``, ``cue``,
+    ``concept_class`` and ``own``) and its CAVs (concept name, and ``"random"`` -> ``(R, D)``)."""
+
+    table: pd.DataFrame
+    cavs: dict[str, torch.Tensor]
+
+
+def class_gradients(
+    loaded: LoadedModel, layer: str, size: int, params: WorldTcavParams
+) -> dict[str, torch.Tensor]:
+    """Each class's ``(class_images, D)`` gradients of its logit at ``layer`` on world originals of the
+    class, at ``size`` pixels."""
     device = next(loaded.module.parameters()).device
-    concept_images = concept_sets(params.concept_images, size, params.seed)
-    stand_ins = random_sets(1 + params.controls, params.concept_images, size, params.seed)
-    concept_images.update({f"{CONTROL}:{i}": v for i, v in enumerate(stand_ins[1:], start=1)})
-    counterparts = random_sets(params.tcav.randoms, params.random_images, size, params.seed, stream=1)
     images, labels, _ = localisation_set(params.class_images * len(CLASSES), size, params.seed)
     x = loaded.normalize(torch.from_numpy(images).to(device))
-    y = torch.from_numpy(labels).to(device)
-    tables = []
-    for layer in track(layers, "tcav", enabled=progress):
+    grads = layer_gradients(loaded.module, layer, x, torch.from_numpy(labels).to(device)).cpu()
+    return {c: grads[labels == k] for k, c in enumerate(CLASSES)}
 
-        def activations(images: np.ndarray, layer: str = layer) -> torch.Tensor:
-            normalized = loaded.normalize(torch.from_numpy(images).to(device))
-            return layer_activations(loaded.module, layer, normalized).cpu()
 
-        concepts = {k: activations(v) for k, v in concept_images.items()}
-        randoms = [activations(v) for v in [stand_ins[0], *counterparts]]
-        grads = layer_gradients(loaded.module, layer, x, y).cpu()
-        gradients = {c: grads[labels == k] for k, c in enumerate(CLASSES)}
-        table, _ = tcav(concepts, randoms, gradients, params.tcav)
-        tables.append(table.assign(layer=layer))
-    table = pd.concat(tables, ignore_index=True)
+def world_family(size: int, params: WorldTcavParams) -> Family:
+    """The world's concepts (each class's texture and silhouette) and random world images."""
+    return Family(
+        "world",
+        concept_sets(params.concept_images, size, params.seed),
+        random_sets(1 + params.controls, params.concept_images, size, params.seed),
+        random_sets(params.tcav.randoms, params.random_images, size, params.seed, stream=1),
+    )
+
+
+def test_family(
+    loaded: LoadedModel,
+    layer: str,
+    family: Family,
+    gradients: dict[str, torch.Tensor],
+    params: WorldTcavParams,
+    own_cues: tuple[str, ...],
+) -> Tested:
+    """TCAV of every class (``gradients``) and concept of ``family`` at ``layer``, with the family's
+    controls as concepts ``random:<i>`` (Bonferroni over the family's table). ``own`` marks the cells
+    whose concept is the tested class's own, for concepts of ``own_cues`` (the ground truth)."""
+    device = next(loaded.module.parameters()).device
+
+    def activations(images: np.ndarray) -> torch.Tensor:
+        normalized = loaded.normalize(torch.from_numpy(np.ascontiguousarray(images)).to(device))
+        return layer_activations(loaded.module, layer, normalized).cpu()
+
+    concepts = {k: activations(v) for k, v in family.concepts.items()}
+    concepts.update({f"{CONTROL}:{i}": activations(v) for i, v in enumerate(family.stand_ins[1:], start=1)})
+    randoms = [activations(v) for v in [family.stand_ins[0], *family.counterparts]]
+    table, cavs = tcav(concepts, randoms, gradients, params.tcav)
     parts = table["concept"].str.split(":", n=1)
-    table = table.assign(cue=parts.str[0], concept_class=parts.str[1])
-    table["own"] = table["concept_class"] == table["class"]
-    return table[["layer", *table.columns.drop("layer")]]
+    table = table.assign(family=family.name, cue=parts.str[0], concept_class=parts.str[1])
+    table["own"] = table["cue"].isin(own_cues) & (table["concept_class"] == table["class"])
+    return Tested(table[["family", *table.columns.drop("family")]], cavs)

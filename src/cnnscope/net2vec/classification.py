@@ -37,11 +37,18 @@ class ClassificationParams:
     balance: bool = True
 
 
-def standardize(features: np.ndarray, train: np.ndarray) -> np.ndarray:
-    """``features`` ``(N, K)`` minus the train rows' mean, over their standard deviation."""
-    mu = features[train].mean(0)
+def unit_scales(features: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """``(K,)`` each unit's standard deviation over the train rows of ``features`` ``(N, K)``, 1 where the
+    unit is constant: the scale the embeddings are learned in. An embedding ``w`` of standardised
+    features is the direction ``w / scale`` of the averaged activations themselves (TCAV compares it
+    with its CAVs there)."""
     sd = features[train].std(0)
-    return ((features - mu) / np.where(sd > 0, sd, 1)).astype(np.float32)
+    return np.where(sd > 0, sd, 1)
+
+
+def standardize(features: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """``features`` ``(N, K)`` minus the train rows' mean, over their :func:`unit_scales`."""
+    return ((features - features[train].mean(0)) / unit_scales(features, train)).astype(np.float32)
 
 
 def fit_weights(
@@ -120,8 +127,8 @@ def best_units(
 
 def fit(stats: ConceptStats, labels: np.ndarray, params: ClassificationParams, device: torch.device) -> dict:
     """Classification embeddings of ``labels`` trained on the train split, and on val the AP of each
-    and of its best single unit (chosen on train): ``labels``, ``weight``, ``bias``, ``unit``,
-    ``ap_single``, ``ap_net2vec``."""
+    and of its best single unit (chosen on train): ``labels``, ``weight``, ``bias``, ``scale`` (the
+    units' :func:`unit_scales`), ``unit``, ``ap_single``, ``ap_net2vec``."""
     train, val = stats.split == "train", stats.split == "val"
     x = standardize(stats.means, train)
     y, valid = stats.present[:, labels], stats.universe(labels)
@@ -136,6 +143,7 @@ def fit(stats: ConceptStats, labels: np.ndarray, params: ClassificationParams, d
         "labels": labels,
         "weight": weight,
         "bias": bias,
+        "scale": unit_scales(stats.means, train),
         "unit": units,
         "ap_single": average_precision(stats.means[val][:, units], y[val], valid[val], device),
         "ap_net2vec": average_precision(x[val] @ weight.T + bias, y[val], valid[val], device),

@@ -54,6 +54,37 @@ class ConceptStats:
         return labels[(train >= min_train_images) & (val >= 1)]
 
 
+def _labels_of(
+    data: PackedDataset, masks: Rows, start: int, stop: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``[start, stop)``: each label's labelled pixels ``(B, S)`` and whether the image carries
+    the label ``bool (B, S)`` (pixels or an image-level label); slot 0 (unlabelled) counts nothing."""
+    slots = data.n_label_slots
+    pix = read_labels(masks, start, stop, device).flatten(1)
+    b = len(pix)
+    img = torch.arange(b, device=device)[:, None].expand_as(pix)
+    counts = torch.bincount((img * slots + pix).flatten(), minlength=b * slots).view(b, slots)
+    counts[:, 0] = 0
+    sca = torch.from_numpy(data.scalars[start:stop].astype(np.int64)).to(device)
+    scalar = torch.zeros(b, slots, dtype=torch.bool, device=device)
+    scalar[torch.arange(b, device=device)[:, None].expand_as(sca), sca] = True
+    scalar[:, 0] = False
+    return counts, (counts > 0) | scalar
+
+
+def label_presence(data: PackedDataset, batch_size: int = 256) -> np.ndarray:
+    """``bool (N, S)``: whether each probe image carries each label (pixels or image level), as
+    :attr:`ConceptStats.present` but without activations (TCAV's concept image sets)."""
+    masks = data.stream("masks")
+    cpu = torch.device("cpu")
+    return np.concatenate(
+        [
+            _labels_of(data, masks, a, min(a + batch_size, len(data)), cpu)[1].numpy()
+            for a in range(0, len(data), batch_size)
+        ]
+    )
+
+
 def concept_stats(
     acts: Rows, data: PackedDataset, batch_size: int, device: torch.device, progress: bool = True
 ) -> ConceptStats:
@@ -75,17 +106,10 @@ def concept_stats(
         x = read_rows(acts, a, a + batch_size).to(device).float()
         b = len(x)
         means[a : a + b] = x.mean((2, 3)).cpu().numpy()
-        pix = read_labels(masks, a, a + b, device).flatten(1)
-        img = torch.arange(b, device=device)[:, None].expand_as(pix)
-        counts = torch.bincount((img * slots + pix).flatten(), minlength=b * slots).view(b, slots)
-        counts[:, 0] = 0
+        counts, carried = _labels_of(data, masks, a, a + b, device)
         train_pixels += counts[is_train[a : a + b]].sum(0).double()
         pixel_present[a : a + b] = (counts > 0).cpu().numpy()
-        sca = torch.from_numpy(data.scalars[a : a + b].astype(np.int64)).to(device)
-        scalar = torch.zeros(b, slots, dtype=torch.bool, device=device)
-        scalar[torch.arange(b, device=device)[:, None].expand_as(sca), sca] = True
-        scalar[:, 0] = False
-        present[a : a + b] = ((counts > 0) | scalar).cpu().numpy()
+        present[a : a + b] = carried.cpu().numpy()
     has_category = np.zeros((n, ncat), bool)
     rows, labels = np.nonzero(present)
     keep = label_cat[labels] >= 0

@@ -144,6 +144,12 @@ def _check_model(study: Study, name: str, spec: ModelSpec) -> None:
             f"model {name!r} is built-in with neither train: true nor a checkpoint; give it one of them"
         )
     check_layers(spec, [*m["layers"], study.cam_layer(name)], name)
+    unknown = [layer for layer in m.get("tcav_layers", []) if layer not in m["layers"]]
+    if unknown:
+        raise CnnscopeError(
+            f"model {name!r}: tcav_layers {unknown} are not among its layers {m['layers']} (TCAV is "
+            "compared with each layer's Net2Vec and shown beside its dissection); add them to layers"
+        )
     if name in study.cc_models():
         classes = (study.cc or {})["classes"]
         names = read_class_names(spec.classes) if spec.classes else None

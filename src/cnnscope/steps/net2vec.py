@@ -128,6 +128,7 @@ def _run(cfg: Config, data: PackedDataset, device: torch.device, tmp: Path) -> d
         cls_labels=cls_labels,
         cls_weight=cls["weight"],
         cls_bias=cls["bias"],
+        cls_scale=cls["scale"],
     )
     return _summary(table, losses, device)
 
