@@ -87,3 +87,31 @@ def test_the_worlds_localisation_set_has_exact_masks():
     hit_far = loc.pointing_hits(centre, torch.from_numpy(far), loc.scaled_tolerance(32)).double().mean()
     hit_near = loc.pointing_hits(centre, torch.from_numpy(near), loc.scaled_tolerance(32)).double().mean()
     assert hit_far < hit_near - 0.2
+
+
+def test_probe_object_masks_are_the_object_labels_pixels_upsampled(packed):
+    """Every pixel of a labelled object, in any mask layer, at the image's size (the masks are at half
+    resolution: each mask pixel becomes a 2 x 2 block); images without an object have an empty mask."""
+    from cnnscope.data.packed import read_labels
+
+    idx = np.arange(len(packed))
+    h, w = packed.images.shape[1:3]
+    masks = loc.probe_object_masks(packed, idx, (h, w))
+    assert masks.shape == (len(idx), h, w) and masks.dtype == torch.bool
+    labels = read_labels(np.asarray(packed.masks), 0, len(packed), torch.device("cpu")).numpy()
+    objects = {
+        n
+        for n in range(packed.n_label_slots)
+        if packed.label_category()[n] == packed.categories.index("object")
+    }
+    half = np.isin(labels, list(objects)).any(1)
+    assert half.shape[1:] == (h // 2, w // 2) and half.any() and not half.all(axis=(1, 2)).any()
+    assert np.array_equal(masks.numpy(), half.repeat(2, 1).repeat(2, 2))
+    assert not masks.flatten(1).any(1).all()  # the texture swatches show no object
+
+
+def test_no_object_category_no_probe_masks(packed):
+    class NoObjects:
+        categories = [c for c in packed.categories if c != "object"]
+
+    assert loc.probe_object_masks(NoObjects(), np.arange(2), (8, 8)) is None

@@ -109,6 +109,12 @@ def test_study_runs_to_the_report(study):
     ):
         assert (study / "results" / step / "config.yaml").is_file(), step
     assert (study / "results" / "benchmarks" / "dissect" / "synthworld" / "tiny" / "conv5.tsv").is_file()
+    located = pd.read_csv(report / "tables" / "localisation.csv")
+    assert set(located["placement"]) == {"trained", "anywhere", "probe set"}
+    probe = located[
+        (located["placement"] == "probe set") & (located["method"] != "centre point / uniform map")
+    ]
+    assert probe["pointing"].between(0, 1).all() and (probe["images"] > 0).all()
     for layer in TINY["models"][0]["layers"]:  # tcav_layers: by default every dissected layer
         made = study / "results/tcav/synthworld/tiny" / layer
         tcav = pd.read_csv(made / "tcav.csv")

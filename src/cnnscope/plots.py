@@ -586,7 +586,7 @@ def localisation(table: pd.DataFrame, baseline: str, out: Path) -> Path:
             ax.set_xticks(range(len(methods)), methods["method"], rotation=35, ha="right", fontsize=7)
             ax.set_ylim(0, 1.02)
             ax.set_ylabel(label)
-            ax.set_title(f"{model}, objects placed {placement}")
+            ax.set_title(f"{model}, objects: {placement}")
             ax.spines[["top", "right"]].set_visible(False)
     return _save(fig, out)
 

@@ -617,8 +617,9 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "attribution",
-            "every attribution method's maps on probe images, their faithfulness metrics, and (world "
-            "models) their localisation of the object",
+            "every attribution method's maps on probe images, their faithfulness metrics, and their "
+            "localisation of the objects (the probe set's object masks; world models: the world's "
+            "originals too)",
             ("dataset", "model"),
             _per_model(Study.attr_models, dataset=lambda study: study.dataset),
             inputs=(_PACKED, _in("lcam", setting="lcam", optional=True), _in(MODEL_FILES)),

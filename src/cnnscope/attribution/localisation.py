@@ -10,6 +10,12 @@
   mass inside the object, ``Σ_{mask} L / Σ L``. Score-CAM measured it inside the object's bounding box;
   the world knows the object's exact mask too, so both are given (``energy_box``, ``energy_mask``).
   Baseline: a uniform map, whose share is the region's share of the image.
+
+The world's originals have one object whose class the map explains. A Broden probe set has object
+masks too (its ``object`` category), but no map from a model's classes to its labels: on probe images
+(:func:`probe_object_masks`) the object is every pixel of any labelled object, and the map explains the
+model's top-1 class. That asks less (the map need only find some object, and an image of two objects
+doubles the target), so it is reported apart, as its own placement.
 """
 
 from __future__ import annotations
@@ -17,14 +23,31 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
+
+from cnnscope.data.packed import PackedDataset, read_labels
 
 TOLERANCE_224 = 15.0  # the pointing game's tolerance in pixels at 224 x 224 (Zhang et al.; TorchRay)
 CENTRE = "centre point / uniform map"  # the baseline's row in the tables
+OBJECT_CATEGORY = "object"  # Broden's category of object masks
+PROBE_PLACEMENT = "probe set"  # the tables' placement of the probe images' objects
 
 
 def scaled_tolerance(size: int) -> float:
     """The pointing game's 15 px at 224 px, scaled to a ``size``-pixel image."""
     return TOLERANCE_224 * size / 224
+
+
+def probe_object_masks(data: PackedDataset, idx: np.ndarray, size: tuple[int, int]) -> torch.Tensor | None:
+    """``bool (len(idx), H, W)``: the pixels of the probe images ``idx`` labelled with any object
+    (Broden's ``object`` category, in any of the mask layers), from the half-resolution masks by
+    nearest-neighbour upsampling to ``size``; ``None`` if the probe set has no object category."""
+    if OBJECT_CATEGORY not in data.categories:
+        return None
+    objects = torch.from_numpy(data.label_category() == data.categories.index(OBJECT_CATEGORY))
+    labels = read_labels(np.asarray(data.masks[idx]), 0, len(idx), torch.device("cpu"))
+    inside = objects[labels].any(1)  # (n, sh, sw)
+    return F.interpolate(inside[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
 
 
 def maximisers(maps: torch.Tensor) -> torch.Tensor:

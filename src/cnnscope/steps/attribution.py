@@ -12,7 +12,7 @@ from PIL import Image
 
 from cnnscope.artifacts import AttributionArtifact, LcamArtifact
 from cnnscope.attribution.lcam import Attention
-from cnnscope.attribution.localisation import localise, scaled_tolerance
+from cnnscope.attribution.localisation import PROBE_PLACEMENT, localise, probe_object_masks, scaled_tolerance
 from cnnscope.attribution.suite import (
     METHODS,
     PERTURBATION,
@@ -50,9 +50,12 @@ Placement = choice("Placement", PLACEMENTS)
 class Localisation:
     """The pointing game and energy share (:mod:`cnnscope.attribution.localisation`) on the
     shape/texture world's originals, whose object masks are known by construction, each map explaining
-    the image's true class; for a model trained on the world (``world``: the study sets it)."""
+    the image's true class, for a model trained on the world (``world``: the study sets it); and
+    (``probe``) on the metric images of the probe set that have object masks, each map explaining the
+    model's top-1 class, for every model."""
 
     world: bool = False
+    probe: bool = True
     images: int = positive(64)  # world originals per placement, classes balanced (perturbation: fewer)
     seed: int = bounded(0, 0)
     # where the objects lie: as trained, and anywhere (smaller), where the centre is no good guess
@@ -97,6 +100,8 @@ def body(cfg: Config) -> None:
     metrics.insert(0, "model", cfg.name)
     metrics = metrics.merge(cost, on="method", how="left")
     located = _localise(loaded, cfg, data.images.shape[1], device, attention)
+    if cfg.localisation.probe:
+        located = _localise_probe(cfg, data, idx, maps, targets, located)
     k = cfg.images
     with out.write() as tmp:
         made = AttributionArtifact(tmp)
@@ -124,6 +129,28 @@ def _localise(loaded, cfg: Config, size: int, device: torch.device, attention: d
         tables.append(table.assign(model=cfg.name, placement=placement))
     table = pd.concat(tables, ignore_index=True)
     return table[["model", "placement", *(c for c in table.columns if c not in ("model", "placement"))]]
+
+
+def _localise_probe(
+    cfg: Config,
+    data: PackedDataset,
+    idx: np.ndarray,
+    maps: dict[str, torch.Tensor],
+    targets: torch.Tensor,
+    located: pd.DataFrame | None,
+) -> pd.DataFrame | None:
+    """``located`` with the rows of placement :data:`PROBE_PLACEMENT`: every method's maps of the
+    metric images that show a labelled object, scored against the union of the objects' masks."""
+    masks = probe_object_masks(data, idx, tuple(data.images.shape[1:3]))
+    if masks is None or not masks.flatten(1).any(1).any():
+        return located
+    keep = masks.flatten(1).any(1)
+    kept = {m: v.detach().cpu()[keep[: len(v)]] for m, v in maps.items()}
+    size = data.images.shape[1]
+    table = localise(kept, masks[keep], targets.cpu()[keep], scaled_tolerance(size))
+    table = table.assign(model=cfg.name, placement=PROBE_PLACEMENT)
+    table = table[["model", "placement", *(c for c in table.columns if c not in ("model", "placement"))]]
+    return table if located is None else pd.concat([located, table], ignore_index=True)
 
 
 def _methods(cfg: Config) -> list[str]:
