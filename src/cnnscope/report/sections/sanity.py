@@ -20,6 +20,12 @@ def draw(page, entries: list[Entry]) -> None:
     )
     table = table.assign(method=table["method"].map(lambda k: DISPLAY_NAMES.get(k, k)))
     page.add(
+        "<p class='meta'>Three checks of the maps against what the worlds know: whether they point at "
+        "the object (<a href='#localisation'>Localisation</a>, in the Attribution section), whether they "
+        "change when the model does (this section), and which concepts the decisions are sensitive to "
+        "(<a href='#tcav'>Concept tests</a>, next).</p>"
+    )
+    page.add(
         "<p class='meta'>Cascading model-parameter randomisation (Adebayo et al. 2018): the model's "
         "parametrised blocks are re-initialised from the output down, one more at each step, and each "
         "method's map of the same image and class (the trained model's prediction) is compared with the "
@@ -74,4 +80,4 @@ def _data_randomisation(page, entries: list[Entry]) -> None:
     page.table(table, "sanity_data_randomisation")
 
 
-register(Section("sanity", "Sanity checks", draw))
+register(Section("sanity", "Do the explanations explain? Sanity checks", draw))

@@ -113,4 +113,4 @@ def draw(page, entries: list[Entry]) -> None:
         page.table(agreement, "tcav_net2vec", show=False)
 
 
-register(Section("tcav", "Concept tests (TCAV)", draw))
+register(Section("tcav", "Do the explanations explain? Concept tests (TCAV)", draw))
