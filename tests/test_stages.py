@@ -88,8 +88,9 @@ def test_jobs_follow_the_study():
         s.name: 0 if s.name in ("download", "weights") else layers if s.per_layer else 1
         for s in STAGES.values()
     }
-    quiet = Study({**TINY, "net2vec": False, "attribution": None})
+    quiet = Study({**TINY, "net2vec": False, "formulas": False, "attribution": None})
     assert not quiet.jobs("net2vec") and not quiet.jobs("featurevis") and not quiet.jobs("lcam")
+    assert not quiet.jobs("formulas") and not quiet.jobs("tcav")
     inputs = quiet.report_inputs()
     assert all(set(e["artifacts"]) == {"extract", "dissect"} for e in inputs["layers"])
     assert set(inputs["models"][0]["artifacts"]) == {"train", "cueconflict", "robustness"}

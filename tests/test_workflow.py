@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import browser
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -34,6 +35,7 @@ def test_study_runs_to_the_report(study):
         "tiny_attribution",
         "tcav_heatmap",
         "tcav_net2vec",
+        "formulas_iou",
     ):
         assert (report / "figures" / f"{fig}.png").stat().st_size > 5_000, fig
         assert (report / "figures" / f"{fig}.svg").is_file(), fig
@@ -54,6 +56,8 @@ def test_study_runs_to_the_report(study):
         "tcav",
         "tcav_net2vec_summary",
         "tcav_net2vec",
+        "formulas_summary",
+        "formulas_top_units",
         "stage_times",
         "versions",
     ):
@@ -81,7 +85,8 @@ def test_study_runs_to_the_report(study):
     scored = pd.read_csv(study / "results/attribution/synthworld/tiny/metrics.csv")["method"].tolist()
     for placement, rows in located.groupby("placement"):
         assert rows["method"].tolist() == [*scored, "centre point / uniform map"], placement
-    assert set(located["placement"]) == {"trained", "anywhere"} and located["pointing"].between(0, 1).all()
+    assert set(located["placement"]) == {"trained", "anywhere", "probe set"}
+    assert located["pointing"].between(0, 1).all()
     summary = json.loads((study / "results/cueconflict/world/tiny/summary.json").read_text())
     assert summary["conflict_trials"] == 16 * 15 and summary["name"] == "tiny"
     types = pd.read_csv(report / "tables" / "stimulus_types.csv")
@@ -105,12 +110,19 @@ def test_study_runs_to_the_report(study):
         "featurevis/synthworld/tiny/conv5",
         "sanity/synthworld/tiny",
         "tcav/synthworld/tiny/conv5",
+        "formulas/synthworld/tiny/conv5",
         "report",
     ):
         assert (study / "results" / step / "config.yaml").is_file(), step
     assert (study / "results" / "benchmarks" / "dissect" / "synthworld" / "tiny" / "conv5.tsv").is_file()
+    formulas = pd.read_csv(study / "results/formulas/synthworld/tiny/conv5/formulas.csv")
+    assert sorted(formulas["length"].unique()) == [1, 2, 3] and formulas["iou"].between(0, 1).all()
+    joins = formulas["formula"].str.count(" AND NOT | AND | OR ")
+    assert (joins == formulas["length"] - 1).all()
+    units = pd.read_csv(study / "results/dissect/synthworld/tiny/conv5/units.csv")
+    single = formulas[formulas["length"] == 1].set_index("unit")
+    assert np.allclose(single["iou"], units.set_index("unit")["iou"].loc[single.index], rtol=0, atol=1e-6)
     located = pd.read_csv(report / "tables" / "localisation.csv")
-    assert set(located["placement"]) == {"trained", "anywhere", "probe set"}
     probe = located[
         (located["placement"] == "probe set") & (located["method"] != "centre point / uniform map")
     ]

@@ -76,6 +76,12 @@ class Net2VecArtifact(Artifact):
     summary = _file("summary.json", "mean IoU and AP, single unit and learned")
 
 
+class FormulasArtifact(Artifact):
+    formulas = _file("formulas.csv", "per unit and formula length: the best formula, its IoU and counts")
+    pairs = _file("pairs.csv", "per unit: beam search's length-2 formula against the exhaustive optimum")
+    summary = _file("summary.json", "mean IoU per length, compound share, beam search's misses")
+
+
 class FeaturevisArtifact(Artifact):
     traces = _file("traces.json", "each visualised unit's label, IoU and activation trace")
     inversions = _file("inversions.json", "the reconstructed probe images and their losses")

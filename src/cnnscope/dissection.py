@@ -152,7 +152,7 @@ def may_exceed(maps: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     return maps.flatten(-2).amax(-1) >= thresholds - margin
 
 
-def _active_pixels(
+def active_pixels(
     x: torch.Tensor, thr: torch.Tensor, size: tuple[int, int], max_elements: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``(image, unit, pixel)`` indices where the upsampled map exceeds the unit's threshold, in chunks
@@ -242,7 +242,7 @@ def tally(
         # per (label, unit)); and which categories each unit's mask touches (lite).
         area = torch.zeros(b * c, dtype=torch.float64, device=device)
         inside = torch.zeros(b * c * ncat, dtype=torch.bool, device=device)
-        for ab, au, ap in _active_pixels(x, thr, (sh, sw), max_elements):
+        for ab, au, ap in active_pixels(x, thr, (sh, sw), max_elements):
             area += torch.bincount(ab * c + au, minlength=b * c).double()
             under = pix[ab, :, ap]  # (n_active, K)
             hit = under > 0

@@ -730,3 +730,18 @@ def tcav_net2vec_scatter(table: pd.DataFrame, out: Path) -> Path:
         ax.spines[["top", "right"]].set_visible(False)
     _legend_right(fig, cats)
     return _save(fig, out)
+
+
+def formula_iou_by_length(table: pd.DataFrame, out: Path) -> Path:
+    """Mean IoU of the units' best formula per length (Mu & Andreas 2020's headline curve), one line
+    per (model, layer). ``table``: model, layer, unit, length, iou."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for (model, layer), sub in table.groupby(["model", "layer"], sort=False):
+        mean = sub.groupby("length")["iou"].mean()
+        ax.plot(mean.index, mean.to_numpy(), marker="o", label=f"{model} / {layer}")
+    ax.set_xticks(sorted(table["length"].unique()))
+    ax.set_xlabel("formula length (concepts)")
+    ax.set_ylabel("mean IoU of the best formula")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    return _save(fig, out)

@@ -115,6 +115,7 @@ class Study:
             (self.cc["stimuli"] if self.cc["stimuli"] == "world" else "texture-vs-shape") if self.cc else None
         )
         self.net2vec = bool(config.get("net2vec", True))
+        self.formulas = bool(config.get("formulas", True))
         self.featurevis = bool(self.attr is not None and self.attr.get("featurevis", True))
         self.snapshot_featurevis = self.featurevis and bool(self.attr.get("snapshot_featurevis", False))
         self.lcam = bool(self.attr is not None and self.attr.get("lcam", True))
@@ -554,6 +555,16 @@ STAGES: dict[str, Stage] = {
             inputs=(_in("extract", setting="activations"), _in("dissect", setting="dissect"), _PACKED),
             threads="one",
             device=True,
+            report=True,
+        ),
+        Stage(
+            "formulas",
+            "compositional explanations of a dissected layer's units (Mu & Andreas 2020): each unit's best "
+            "formula of concepts (AND, OR, AND NOT) per length by beam search, and the optimal pair",
+            _LAYER,
+            _layers(lambda study: study.formulas),
+            inputs=(_in("extract", setting="activations"), _in("dissect", setting="dissect"), _PACKED),
+            threads="all",
             report=True,
         ),
         Stage(
