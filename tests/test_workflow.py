@@ -64,7 +64,7 @@ def test_study_runs_to_the_report(study):
         assert len(pd.read_csv(report / "tables" / f"{table}.csv")) > 0, table
     stages = set(pd.read_csv(report / "tables" / "stage_times.csv")["stage"])
     assert {"train", "extract", "dissect", "cueconflict", "attribution"} <= stages
-    assert "Study config" in html and "At a glance" in html
+    assert "Study config" in html and "At a glance" in html and "; as a formula: " in html
     assert "<h2 id='attribution'>Attribution</h2>" in html and "maximized" in html
     assert "Network inversion" in html and "L-CAM-Img" in html and "Score-CAM" in html
     inversions = sorted((study / "results/featurevis/synthworld/tiny/conv5").glob("inversion_*.png"))

@@ -50,6 +50,7 @@ from cnnscope.rows import Rows, read_rows
 OPS = ("AND", "OR", "AND NOT")
 COMMUTATIVE = ("AND", "OR")
 MAX_BYTES = 1 << 30  # the dense concept masks' limit
+CHUNK = 1 << 14  # pixel rows counted at once (a widened copy of them is CHUNK x L x 8 bytes)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,12 @@ class Formula:
     @property
     def length(self) -> int:
         return len(self.terms)
+
+    @property
+    def key(self) -> tuple:
+        """The canonical order that breaks ties: shorter first, then by operators (AND, OR, AND NOT),
+        then by concept columns."""
+        return (self.length, tuple(OPS.index(o) for o in self.ops), self.terms)
 
     def join(self, op: str, term: int) -> Formula:
         """``(self op term)``; a commutative pair of single concepts in ascending order."""
@@ -155,7 +162,7 @@ class FormulaSearch:
         for s in range(on_image.shape[1]):
             cols[torch.arange(n), :, on_image[:, s]] = True
         self.columns = cols[..., :big].reshape(n * self.pixels, big)
-        self.size = self.columns.sum(0)  # |C_l|
+        self.size = _column_counts(self.columns)  # |C_l|
         cat_of = torch.cat([self.category, torch.tensor([-1])])
         pcat = cat_of[column[masks]]  # (N, K, P) categories of each pixel's labels, -1 for none
         self.pixel_category = torch.zeros(n, self.pixels, ncat + 1, dtype=torch.bool)
@@ -217,7 +224,7 @@ class FormulaSearch:
         """``|F|`` and ``|F & C_l|`` for every concept, kept for the next unit that asks."""
         if formula not in self._whole:
             mask = evaluate(formula, self.columns)
-            self._whole[formula] = (int(mask.sum()), self.columns[mask].sum(0))
+            self._whole[formula] = (int(mask.sum()), _column_counts(self.columns[mask]))
         return self._whole[formula]
 
     # --- scoring -----------------------------------------------------------------------------------
@@ -230,48 +237,58 @@ class FormulaSearch:
             Scored(Formula((i,)), int(a), int(b)) for i, (a, b) in enumerate(zip(inter, union, strict=True))
         ]
 
-    def extensions(self, unit: _Unit, formula: Formula) -> list[Scored]:
-        """``formula op c`` for every operator and every concept ``c`` not in it, in canonical order."""
+    def _extension_counts(self, unit: _Unit, formula: Formula) -> tuple[torch.Tensor, torch.Tensor]:
+        """``inter`` and ``union`` ``(3, L)`` of ``formula op c`` for each operator (:data:`OPS`) and
+        concept ``c``; a concept already in the formula gets union 0 (never chosen)."""
         size, with_c = self._formula_counts(formula)
         f = evaluate(formula, unit.rows)
         inter_f = int(f.sum())
         inter_fc = (unit.rows & f[:, None]).sum(0)
         inter_c = unit.rows.sum(0)
         base = self._categories(formula.terms)
-        ncat = len(base)
-        cats = base[None, :] | torch.eye(ncat, dtype=torch.bool)
+        cats = base[None, :] | torch.eye(len(base), dtype=torch.bool)
         area = unit.area_over(cats)[self.category]  # A_{S(F) + cat(c)} per concept c
-        counts = {
-            "AND": (inter_fc, with_c),
-            "OR": (inter_f + inter_c - inter_fc, size + self.size - with_c),
-            "AND NOT": (inter_f - inter_fc, size - with_c),
-        }
-        out = []
-        for op in OPS:
-            inter, fsize = counts[op]
-            union = area + fsize - inter
-            for c in range(len(self.labels)):
-                if c not in formula.terms:
-                    out.append(Scored(formula.join(op, c), int(inter[c]), int(union[c])))
-        return out
+        inter = torch.stack([inter_fc, inter_f + inter_c - inter_fc, inter_f - inter_fc])
+        fsize = torch.stack([with_c, size + self.size - with_c, size - with_c])
+        union = area[None, :] + fsize - inter
+        union[:, list(formula.terms)] = 0
+        return inter, union
+
+    def extensions(self, unit: _Unit, formula: Formula, top: int | None = None) -> list[Scored]:
+        """``formula op c`` for every operator and every concept ``c`` not in it; ``top``: only the
+        candidates whose IoU reaches the ``top``-th best (ties kept), sorted best first."""
+        inter, union = self._extension_counts(unit, formula)
+        iou = torch.where(union > 0, inter.double() / union.clamp(min=1).double(), -1.0)
+        if top is not None:
+            cut = iou.flatten().topk(min(top, iou.numel())).values[-1]
+            iou = torch.where(iou >= cut, iou, -1.0)
+        ops, cs = (iou >= 0).nonzero(as_tuple=True)
+        out = [
+            Scored(formula.join(OPS[o], c), int(inter[o, c]), int(union[o, c]))
+            for o, c in zip(ops.tolist(), cs.tolist(), strict=True)
+        ]
+        return _top(out, len(out)) if top is not None else out
 
     def beam(self, active: torch.Tensor, max_length: int = 3, beam_size: int = 5) -> dict[int, Scored]:
         """The beam search's best formula of each length ``1..max_length`` for the unit whose active
-        pixels are ``active``."""
+        pixels are ``active`` (the best of everything the search scored at that length). Only each
+        beam formula's ``beam_size`` best extensions can enter the next beam, so only they are kept."""
         unit = self._unit(active)
-        scored = {s.formula: s for s in self.singles(unit)}
-        beam = _top(list(scored.values()), beam_size)
+        singles = self.singles(unit)
+        beam = _top(singles, beam_size)
+        best = {1: beam[0]}
         for _ in range(max_length - 1):
+            pool = {s.formula: s for s in beam}
             for s in beam:
-                for e in self.extensions(unit, s.formula):
-                    scored.setdefault(e.formula, e)
-            beam = _top(list(scored.values()), beam_size)
-        by_length: dict[int, Scored] = {}
-        for s in scored.values():  # in canonical order: the first of equal IoUs stays
-            best = by_length.get(s.formula.length)
-            if best is None or s.iou > best.iou:
-                by_length[s.formula.length] = s
-        return by_length
+                found = self.extensions(unit, s.formula, beam_size)
+                if not found:
+                    continue
+                length = s.formula.length + 1
+                best[length] = _top([best[length], found[0]] if length in best else found[:1], 1)[0]
+                for e in found:
+                    pool.setdefault(e.formula, e)
+            beam = _top(list(pool.values()), beam_size)
+        return best
 
     def pair_table(self, active: torch.Tensor) -> tuple[list[Formula], torch.Tensor, torch.Tensor]:
         """Every length-2 formula in canonical order with its exact ``inter`` and ``union`` (the
@@ -330,24 +347,23 @@ class FormulaSearch:
             / torch.maximum(torch.maximum(area, size[:, None]), size[None, :]).clamp(min=1),
             "AND NOT": inter_c[:, None].expand_as(area) / safe,
         }
-        candidates, bound = [], []
         big = len(self.labels)
-        for op in OPS:
-            for a in range(big):
-                for b in range(big):
-                    if a == b or (op in COMMUTATIVE and b < a):
-                        continue
-                    candidates.append(Formula((a, b), (op,)))
-                    bound.append(float(bounds[op][a, b]))
-        order = np.argsort(-np.asarray(bound), kind="stable")
+        bound = torch.stack([bounds[op] for op in OPS])  # (3, L, L), flat index = canonical order
+        idx = torch.arange(big)
+        valid = (idx[:, None] != idx[None, :]).expand(3, big, big).clone()
+        valid[: len(COMMUTATIVE)] &= idx[:, None] < idx[None, :]
+        flat = valid.flatten().nonzero().flatten()
+        values = bound.flatten()[flat]
+        order = flat[torch.from_numpy(np.argsort(-values.numpy(), kind="stable"))].tolist()
+        bound_of = bound.flatten()
         pair_size = self._cooccurrence()
         best: tuple[Scored, int] | None = None
         scored = 0
         for i in order:
-            if best is not None and bound[i] < best[0].iou - 1e-12:
+            if best is not None and float(bound_of[i]) < best[0].iou - 1e-12:
                 break
-            formula = candidates[i]
-            a, b = formula.terms
+            o, a, b = i // (big * big), (i // big) % big, i % big
+            formula = Formula((a, b), (OPS[o],))
             both = int((unit.rows[:, a] & unit.rows[:, b]).sum())
             ia, ib, co = int(inter_c[a]), int(inter_c[b]), int(pair_size[a, b])
             sa, sb = int(size[a]), int(size[b])
@@ -367,14 +383,22 @@ class FormulaSearch:
         """``|C_a & C_b|`` for every pair of concepts (exact: float64 sums of at most 2^53)."""
         if not hasattr(self, "_pairs"):
             total = torch.zeros(len(self.labels), len(self.labels), dtype=torch.float64)
-            for s in range(0, len(self.columns), 1 << 16):
-                block = self.columns[s : s + (1 << 16)].double()
+            for s in range(0, len(self.columns), CHUNK):
+                block = self.columns[s : s + CHUNK].double()
                 total += block.T @ block
             self._pairs = total.round().long()
         return self._pairs
 
 
+def _column_counts(columns: torch.Tensor) -> torch.Tensor:
+    """``int64 (L,)``: the true entries of each column of ``columns`` ``bool (n, L)``, :data:`CHUNK`
+    rows at a time (a sum widens its input to int64: never all ``n x L`` at once)."""
+    total = torch.zeros(columns.shape[1], dtype=torch.long)
+    for s in range(0, len(columns), CHUNK):
+        total += columns[s : s + CHUNK].sum(0)
+    return total
+
+
 def _top(scored: list[Scored], k: int) -> list[Scored]:
-    """The ``k`` best by IoU, shorter first among equals, then in the given (canonical) order."""
-    keys = [(-s.iou, s.formula.length, i) for i, s in enumerate(scored)]
-    return [scored[i] for *_, i in sorted(keys)[:k]]
+    """The ``k`` best by IoU, ties broken by :attr:`Formula.key`."""
+    return sorted(scored, key=lambda s: (-s.iou, s.formula.key))[:k]

@@ -19,6 +19,7 @@ from cnnscope.artifacts import (
     CueConflictArtifact,
     DissectArtifact,
     FeaturevisArtifact,
+    FormulasArtifact,
     Net2VecArtifact,
     RobustnessArtifact,
     TrainArtifact,
@@ -104,6 +105,8 @@ class LayerResult:
     # The layer dissected in a random basis (rotation_seed): its units and detectors, as above.
     rotated_units: pd.DataFrame | None = None
     rotated_detectors: pd.DataFrame | None = None
+    # Compositional explanations: each unit's best formula per length (formulas.csv), if the study made them.
+    formulas: pd.DataFrame | None = None
 
 
 def _require(path: Path, step: str, what: str) -> Path:
@@ -136,6 +139,7 @@ def load_layer(entry: LayerInputs) -> LayerResult:
         read_json(n2v.summary) if n2v else None,
         pd.read_csv(d.rotated.units) if d.rotated.units.is_file() else None,
         pd.read_csv(d.rotated.detectors) if d.rotated.detectors.is_file() else None,
+        pd.read_csv(FormulasArtifact(made["formulas"]).formulas) if "formulas" in made else None,
     )
 
 

@@ -485,6 +485,15 @@ def _inversions(r: LayerResult, data: PackedDataset, figs: Path, scale: int) -> 
     )
 
 
+def _formula(r: LayerResult, unit: int) -> str:
+    """The unit's longest best formula and its IoU (compositional explanations), if the study made them."""
+    if r.formulas is None:
+        return ""
+    mine = r.formulas[r.formulas["unit"] == unit]
+    best = mine[mine["length"] == mine["length"].max()].iloc[0]
+    return f"; as a formula: {html.escape(str(best['formula']))}, IoU {best['iou']:.3f}"
+
+
 def layers(
     page: Page, data: PackedDataset, results: list[LayerResult], top_units: int, top_images: int
 ) -> None:
@@ -507,7 +516,7 @@ def layers(
             Image.fromarray(unit_strip(data, r, unit, top_images, scale)).save(page.figs / name)
             page.add(
                 f"<div class='unit'><b>unit {unit}</b>: {html.escape(str(u['label']))} "
-                f"({html.escape(str(u['category']))}), IoU {u['iou']:.3f}<br>"
+                f"({html.escape(str(u['category']))}), IoU {u['iou']:.3f}{_formula(r, unit)}<br>"
                 + _featurevis_image(r, unit, page.figs)
                 + f"<img class='strip' src='figures/{name}' alt='unit {unit} top images'></div>"
             )
