@@ -20,7 +20,7 @@ from cnnscope.attribution.world_concepts import (
     CONTROL,
     WorldTcavParams,
     class_gradients,
-    test_family,
+    family_tcav,
     world_family,
 )
 from cnnscope.data import shapetexture
@@ -252,7 +252,7 @@ def test_tcav_finds_the_standard_models_texture_shortcut_and_not_the_shape_model
         loaded = regimes[regime]["model"]
         for layer in ("conv3", "conv5"):
             gradients = class_gradients(loaded, layer, 32, params)
-            table = test_family(loaded, layer, family, gradients, params, ("texture", "shape")).table
+            table = family_tcav(loaded, layer, family, gradients, params, ("texture", "shape")).table
             texture = table[table["cue"] == "texture"]
             gap = texture[texture["own"]]["tcav"].mean() - texture[~texture["own"]]["tcav"].mean()
             if regime == "standard":

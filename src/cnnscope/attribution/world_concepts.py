@@ -5,7 +5,7 @@ A model trained in the standard regime (texture agrees with shape 90% of the tim
 class's texture, one trained in the shape regime (texture random) only by its shape. Each class is
 tested on world originals of that class through its logit's gradient (:func:`class_gradients`), and
 concepts come in families, each tested against random images of its own distribution
-(:func:`test_family`):
+(:func:`family_tcav`):
 
 * the world's (:func:`world_family`): every class's texture over the whole image (``texture:<class>``)
   and its shape as a filled silhouette (``shape:<class>``), against objects of random shape in random
@@ -92,7 +92,7 @@ def world_family(size: int, params: WorldTcavParams) -> Family:
     )
 
 
-def test_family(
+def family_tcav(
     loaded: LoadedModel,
     layer: str,
     family: Family,

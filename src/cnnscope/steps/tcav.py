@@ -22,7 +22,7 @@ from cnnscope.attribution.world_concepts import (
     CONTROL,
     WorldTcavParams,
     class_gradients,
-    test_family,
+    family_tcav,
     world_family,
 )
 from cnnscope.bounds import bounded
@@ -62,7 +62,7 @@ def body(cfg: Config) -> None:
     families.append((probe_family(data, size, cfg, cfg.probe_min_images), PROBE_OWN_CUES))
     gradients = class_gradients(loaded, cfg.layer, size, cfg)
     tested = [
-        test_family(loaded, cfg.layer, family, gradients, cfg, own)
+        family_tcav(loaded, cfg.layer, family, gradients, cfg, own)
         for family, own in track(families, "tcav", enabled=cfg.progress)
     ]
     agreement = None
