@@ -248,8 +248,7 @@ class FormulaSearch:
         base = self._categories(formula.terms)
         cats = base[None, :] | torch.eye(len(base), dtype=torch.bool)
         area = unit.area_over(cats)[self.category]  # A_{S(F) + cat(c)} per concept c
-        inter = torch.stack([inter_fc, inter_f + inter_c - inter_fc, inter_f - inter_fc])
-        fsize = torch.stack([with_c, size + self.size - with_c, size - with_c])
+        inter, fsize = _joined(inter_f, inter_c, inter_fc, size, self.size, with_c)
         union = area[None, :] + fsize - inter
         union[:, list(formula.terms)] = 0
         return inter, union
@@ -290,39 +289,39 @@ class FormulaSearch:
             beam = _top(list(pool.values()), beam_size)
         return best
 
+    def _pair_area(self, unit: _Unit) -> torch.Tensor:
+        """``A_{cat a, cat b}(u)`` for every pair of concepts ``(L, L)``."""
+        ncat = self.image_category.shape[1]
+        eye = torch.eye(ncat, dtype=torch.bool)
+        area_pairs = unit.area_over((eye[:, None, :] | eye[None, :, :]).view(-1, ncat)).view(ncat, ncat)
+        return area_pairs[self.category[:, None], self.category[None, :]]
+
+    def _pair_candidates(self) -> torch.Tensor:
+        """The flat indices into ``(3, L, L)`` (operator, first, second concept) of every length-2
+        formula, ascending: the canonical order (a commutative pair once, a concept never with itself)."""
+        idx = torch.arange(len(self.labels))
+        valid = (idx[:, None] != idx[None, :]).expand(len(OPS), len(idx), len(idx)).clone()
+        valid[: len(COMMUTATIVE)] &= idx[:, None] < idx[None, :]
+        return valid.flatten().nonzero().flatten()
+
+    def _pair_formula(self, flat: int) -> Formula:
+        """The length-2 formula at a flat index of :meth:`_pair_candidates`."""
+        big = len(self.labels)
+        return Formula(((flat // big) % big, flat % big), (OPS[flat // (big * big)],))
+
     def pair_table(self, active: torch.Tensor) -> tuple[list[Formula], torch.Tensor, torch.Tensor]:
         """Every length-2 formula in canonical order with its exact ``inter`` and ``union`` (the
         unpruned exhaustive search)."""
         unit = self._unit(active)
         rows = unit.rows.double()
         pair_inter = (rows.T @ rows).round().long()  # |M_u & C_a & C_b|
-        pair_size = self._cooccurrence()
         inter_c, size = unit.rows.sum(0), self.size
-        ncat = self.image_category.shape[1]
-        eye = torch.eye(ncat, dtype=torch.bool)
-        area_pairs = unit.area_over((eye[:, None, :] | eye[None, :, :]).view(-1, ncat)).view(ncat, ncat)
-        area = area_pairs[self.category[:, None], self.category[None, :]]
-        counts = {
-            "AND": (pair_inter, pair_size),
-            "OR": (
-                inter_c[:, None] + inter_c[None, :] - pair_inter,
-                size[:, None] + size[None, :] - pair_size,
-            ),
-            "AND NOT": (inter_c[:, None] - pair_inter, size[:, None] - pair_size),
-        }
-        formulas, inters, unions = [], [], []
-        big = len(self.labels)
-        for op in OPS:
-            inter, fsize = counts[op]
-            union = area + fsize - inter
-            for a in range(big):
-                for b in range(big):
-                    if a == b or (op in COMMUTATIVE and b < a):
-                        continue
-                    formulas.append(Formula((a, b), (op,)))
-                    inters.append(inter[a, b])
-                    unions.append(union[a, b])
-        return formulas, torch.stack(inters), torch.stack(unions)
+        inter, fsize = _joined(
+            inter_c[:, None], inter_c[None, :], pair_inter, size[:, None], size[None, :], self._cooccurrence()
+        )
+        union = self._pair_area(unit)[None] + fsize - inter
+        flat = self._pair_candidates()
+        return [self._pair_formula(i) for i in flat.tolist()], inter.flatten()[flat], union.flatten()[flat]
 
     def best_pair(self, active: torch.Tensor) -> tuple[Scored, int]:
         """The optimal length-2 formula, by the exhaustive search pruned by upper bounds, and how many
@@ -336,10 +335,7 @@ class FormulaSearch:
         unit = self._unit(active)
         inter_c = unit.rows.sum(0).double()
         size = self.size.double()
-        ncat = self.image_category.shape[1]
-        eye = torch.eye(ncat, dtype=torch.bool)
-        area_pairs = unit.area_over((eye[:, None, :] | eye[None, :, :]).view(-1, ncat)).view(ncat, ncat)
-        area = area_pairs[self.category[:, None], self.category[None, :]].double()
+        area = self._pair_area(unit).double()
         safe = area.clamp(min=1)
         bounds = {
             "AND": torch.minimum(inter_c[:, None], inter_c[None, :]) / safe,
@@ -347,31 +343,23 @@ class FormulaSearch:
             / torch.maximum(torch.maximum(area, size[:, None]), size[None, :]).clamp(min=1),
             "AND NOT": inter_c[:, None].expand_as(area) / safe,
         }
-        big = len(self.labels)
-        bound = torch.stack([bounds[op] for op in OPS])  # (3, L, L), flat index = canonical order
-        idx = torch.arange(big)
-        valid = (idx[:, None] != idx[None, :]).expand(3, big, big).clone()
-        valid[: len(COMMUTATIVE)] &= idx[:, None] < idx[None, :]
-        flat = valid.flatten().nonzero().flatten()
-        values = bound.flatten()[flat]
-        order = flat[torch.from_numpy(np.argsort(-values.numpy(), kind="stable"))].tolist()
-        bound_of = bound.flatten()
+        bound = torch.stack([bounds[op] for op in OPS]).flatten()  # canonical flat order
+        flat = self._pair_candidates()
+        order = flat[torch.from_numpy(np.argsort(-bound[flat].numpy(), kind="stable"))].tolist()
         pair_size = self._cooccurrence()
         best: tuple[Scored, int] | None = None
         scored = 0
         for i in order:
-            if best is not None and float(bound_of[i]) < best[0].iou - 1e-12:
+            if best is not None and float(bound[i]) < best[0].iou - 1e-12:
                 break
-            o, a, b = i // (big * big), (i // big) % big, i % big
-            formula = Formula((a, b), (OPS[o],))
+            formula = self._pair_formula(i)
+            a, b = formula.terms
             both = int((unit.rows[:, a] & unit.rows[:, b]).sum())
-            ia, ib, co = int(inter_c[a]), int(inter_c[b]), int(pair_size[a, b])
-            sa, sb = int(size[a]), int(size[b])
-            inter, fsize = {
-                "AND": (both, co),
-                "OR": (ia + ib - both, sa + sb - co),
-                "AND NOT": (ia - both, sa - co),
-            }[formula.ops[0]]
+            inter_all, size_all = _joined(
+                int(inter_c[a]), int(inter_c[b]), both, int(size[a]), int(size[b]), int(pair_size[a, b])
+            )
+            op = OPS.index(formula.ops[0])
+            inter, fsize = int(inter_all[op]), int(size_all[op])
             s = Scored(formula, inter, int(area[a, b]) + fsize - inter)
             scored += 1
             if best is None or s.iou > best[0].iou or (s.iou == best[0].iou and i < best[1]):
@@ -388,6 +376,20 @@ class FormulaSearch:
                 total += block.T @ block
             self._pairs = total.round().long()
         return self._pairs
+
+
+def _joined(
+    inter_f: object, inter_c: object, inter_fc: object, size_f: object, size_c: object, size_fc: object
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``|M_u & G|`` and ``|G|`` of ``G = F op C`` for each operator of :data:`OPS`, stacked first, from
+    ``|M_u & F|``, ``|M_u & C|``, ``|M_u & F & C|`` and ``|F|``, ``|C|``, ``|F & C|`` (numbers or
+    tensors that broadcast): AND keeps the overlap, OR adds the two and removes it, AND NOT removes it."""
+
+    def three(f: object, c: object, both: object) -> torch.Tensor:
+        parts = [torch.as_tensor(x) for x in (both, f + c - both, f - both)]
+        return torch.stack(torch.broadcast_tensors(*parts))
+
+    return three(inter_f, inter_c, inter_fc), three(size_f, size_c, size_fc)
 
 
 def _column_counts(columns: torch.Tensor) -> torch.Tensor:

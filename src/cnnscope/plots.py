@@ -239,6 +239,26 @@ def _category_order(categories: Sequence[str]) -> list[str]:
     return [c for c in CATEGORY_COLORS if c in present] + [c for c in present if c not in CATEGORY_COLORS]
 
 
+def _scatter_by_category(
+    ax: plt.Axes,
+    rows: pd.DataFrame,
+    x: str,
+    y: str,
+    by: str,
+    cats: Sequence[str],
+    size: float,
+    alpha: float,
+) -> None:
+    """Column ``x`` against ``y`` of ``rows``, one labelled series per Broden category (column ``by``),
+    in the category's colour."""
+    for cat in cats:
+        c = rows[rows[by] == cat]
+        ax.scatter(
+            c[x], c[y], s=size, alpha=alpha, label=cat,
+            color=CATEGORY_COLORS.get(cat, "#888888"), edgecolors="none",
+        )  # fmt: skip
+
+
 def net2vec_scatter(concepts: pd.DataFrame, out: Path) -> Path:
     """Per segmentation concept, the IoU of the best single unit (x) against that of the learned
     combination (y), one panel per (model, layer), coloured by category; points above the diagonal
@@ -251,12 +271,7 @@ def net2vec_scatter(concepts: pd.DataFrame, out: Path) -> Path:
     for (m, ly), ax in panels.items():
         sub = seg[(seg["model"] == m) & (seg["layer"] == ly)]
         ax.plot([0, top], [0, top], color="k", linestyle=":", linewidth=1, label="y = x")
-        for cat in cats:
-            c = sub[sub["category"] == cat]
-            ax.scatter(
-                c["single_iou"], c["net2vec_iou"], s=16, alpha=0.8, label=cat,
-                color=CATEGORY_COLORS.get(cat, "#888888"), edgecolors="none",
-            )  # fmt: skip
+        _scatter_by_category(ax, sub, "single_iou", "net2vec_iou", "category", cats, size=16, alpha=0.8)
         ax.set(xlim=(0, top), ylim=(0, top), title=f"{m} / {ly}", aspect="equal")
         ax.set_xlabel("IoU, best single unit")
         ax.set_ylabel("IoU, Net2Vec combination")
@@ -718,12 +733,7 @@ def tcav_net2vec_scatter(table: pd.DataFrame, out: Path) -> Path:
         sub = rows[(rows["model"] == m) & (rows["layer"] == ly)]
         ax.axhline(0.5, color="k", linestyle=":", linewidth=1)
         ax.axvline(0.5, color="k", linestyle=":", linewidth=1)
-        for cat in cats:
-            c = sub[sub["cue"] == cat]
-            ax.scatter(
-                c["tcav"], c["net2vec_tcav"], s=10, alpha=0.6, label=cat,
-                color=CATEGORY_COLORS.get(cat, "#888888"), edgecolors="none",
-            )  # fmt: skip
+        _scatter_by_category(ax, sub, "tcav", "net2vec_tcav", "cue", cats, size=10, alpha=0.6)
         ax.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03), title=f"{m} / {ly}", aspect="equal")
         ax.set_xlabel("TCAV score, CAVs")
         ax.set_ylabel("TCAV score, Net2Vec embedding")

@@ -477,6 +477,8 @@ def _layer(study: Study, wc: dict[str, str]) -> list[str]:
 _DATASET = ("dataset",)
 _LAYER = ("dataset", "model", "layer")
 _PACKED = _in("prepare", setting="packed")
+# What a step reads of one dissected layer: its activations, its dissection and the probe set.
+_DISSECTED = (_in("extract", setting="activations"), _in("dissect", setting="dissect"), _PACKED)
 
 # The study's stages in DAG order: each one's declaration is its whole wiring.
 STAGES: dict[str, Stage] = {
@@ -552,7 +554,7 @@ STAGES: dict[str, Stage] = {
             "Net2Vec of a dissected layer: learned unit combinations per concept vs the best single unit",
             _LAYER,
             _layers(lambda study: study.net2vec),
-            inputs=(_in("extract", setting="activations"), _in("dissect", setting="dissect"), _PACKED),
+            inputs=_DISSECTED,
             threads="one",
             device=True,
             report=True,
@@ -563,7 +565,7 @@ STAGES: dict[str, Stage] = {
             "formula of concepts (AND, OR, AND NOT) per length by beam search, and the optimal pair",
             _LAYER,
             _layers(lambda study: study.formulas),
-            inputs=(_in("extract", setting="activations"), _in("dissect", setting="dissect"), _PACKED),
+            inputs=_DISSECTED,
             threads="all",
             report=True,
         ),

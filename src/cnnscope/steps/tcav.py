@@ -65,13 +65,14 @@ def body(cfg: Config) -> None:
         family_tcav(loaded, cfg.layer, family, gradients, cfg, own)
         for family, own in track(families, "tcav", enabled=cfg.progress)
     ]
+    probe = tested[-1]  # the probe set's concepts, which Net2Vec embeds too
     agreement = None
     if cfg.net2vec is not None:
         embeddings = dict(np.load(Net2VecArtifact(cfg.net2vec).embeddings))
         agreement, per_row = net2vec_agreement(
-            tested[1].table, tested[1].cavs, gradients, net2vec_directions(embeddings, data)
+            probe.table, probe.cavs, gradients, net2vec_directions(embeddings, data)
         )
-        tested[1].table["net2vec_tcav"] = per_row
+        probe.table["net2vec_tcav"] = per_row
     table = pd.concat([t.table for t in tested], ignore_index=True)
     table.insert(0, "layer", cfg.layer)
     table.insert(0, "model", cfg.name)
