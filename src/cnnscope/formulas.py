@@ -50,6 +50,8 @@ from cnnscope.rows import Rows, read_rows
 OPS = ("AND", "OR", "AND NOT")
 COMMUTATIVE = ("AND", "OR")
 MAX_BYTES = 1 << 30  # the dense concept masks' limit
+BEAM_SIZE = 5  # the reference code's BEAM_SIZE
+MAX_LENGTH = 3  # the reference code's MAX_FORMULA_LENGTH
 CHUNK = 1 << 14  # pixel rows counted at once (a widened copy of them is CHUNK x L x 8 bytes)
 
 
@@ -268,7 +270,9 @@ class FormulaSearch:
         ]
         return _top(out, len(out)) if top is not None else out
 
-    def beam(self, active: torch.Tensor, max_length: int = 3, beam_size: int = 5) -> dict[int, Scored]:
+    def beam(
+        self, active: torch.Tensor, max_length: int = MAX_LENGTH, beam_size: int = BEAM_SIZE
+    ) -> dict[int, Scored]:
         """The beam search's best formula of each length ``1..max_length`` for the unit whose active
         pixels are ``active`` (the best of everything the search scored at that length). Only each
         beam formula's ``beam_size`` best extensions can enter the next beam, so only they are kept."""

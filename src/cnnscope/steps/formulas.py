@@ -12,7 +12,7 @@ from omegaconf import MISSING
 from cnnscope.artifacts import DissectArtifact, ExtractArtifact, FormulasArtifact
 from cnnscope.bounds import bounded, positive
 from cnnscope.data.packed import PackedDataset
-from cnnscope.formulas import MAX_BYTES, FormulaSearch
+from cnnscope.formulas import BEAM_SIZE, MAX_BYTES, MAX_LENGTH, FormulaSearch
 from cnnscope.io import read_json, write_json
 from cnnscope.progress import track
 from cnnscope.rows import RowReader
@@ -28,8 +28,8 @@ class Config(Threaded):
     activations: str = MISSING  # an extract step's output directory
     dissect: str = MISSING  # the same layer's dissect step output (thresholds, IoU mode, IoUs)
     packed: str = MISSING
-    max_length: int = bounded(3, 1, 6)  # concepts per formula (the reference code's MAX_FORMULA_LENGTH)
-    beam_size: int = positive(5)  # the reference code's BEAM_SIZE
+    max_length: int = bounded(MAX_LENGTH, 1, 6)  # concepts per formula
+    beam_size: int = positive(BEAM_SIZE)
     exhaustive: bool = True  # also the optimal length-2 formula, to count beam search's misses
     max_mb: int = positive(MAX_BYTES >> 20)  # the dense concept masks' limit
 
