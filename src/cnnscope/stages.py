@@ -68,7 +68,9 @@ class Stage:
     setting; ``"one"`` for one thread, where the result's bytes depend on the thread count (the backward
     pass sums gradients in another order: training, Net2Vec's and L-CAM's learned weights;
     ``tests/test_threads.py``), so that every machine learns the same bytes; ``"all"`` for every core of
-    the run or of its cluster job. ``device``: it runs on a GPU when the study has ``gpu: true``.
+    the run (at most the study's ``job_threads``) or of its cluster job. ``priority``: the job's
+    Snakemake priority (``None``: 0), where the order of jobs ready together matters: the longest
+    chains first. ``device``: it runs on a GPU when the study has ``gpu: true``.
     ``loads_model``: it loads the job's model (the model's settings, and :data:`MODEL_FILES` as an
     input). ``local``: it runs on the submit host (it needs the network). ``report``: the report reads
     its artifact. ``root``: ``"data"`` for artifacts kept outside ``results/`` (downloads).
@@ -81,6 +83,7 @@ class Stage:
     inputs: tuple[In, ...] = ()
     items: Callable[[Study, dict[str, str]], list[str]] = lambda study, wc: []
     threads: Literal["one", "all"] | None = None
+    priority: Callable[[Study, dict[str, str]], int] | None = None
     device: bool = False
     loads_model: bool = False
     local: bool = False
@@ -119,6 +122,7 @@ class Study:
         self.featurevis = bool(self.attr is not None and self.attr.get("featurevis", True))
         self.snapshot_featurevis = self.featurevis and bool(self.attr.get("snapshot_featurevis", False))
         self.lcam = bool(self.attr is not None and self.attr.get("lcam", True))
+        self.job_threads: int | None = config.get("job_threads")  # None: every core of the run
         self._jobs: dict[str, list[dict[str, str]]] = {}
 
     # --- models ------------------------------------------------------------------------------------
@@ -220,6 +224,13 @@ class Study:
     def all_jobs(self) -> list[tuple[str, dict[str, str]]]:
         """Every job of the study but the report's, as ``(stage, wildcards)``, in declaration order."""
         return [(s, wc) for s in STAGES if s != "report" for wc in self.jobs(s)]
+
+    def model_jobs(self, name: str) -> int:
+        """How many of the study's jobs work on the model or its snapshots: training's priority, so
+        that on a few cores the models most of the study waits for train first and a control (the
+        permuted-label model, a few jobs) trains beside their downstream jobs."""
+        own = {m for m, entry in self.models.items() if self.final_model(m) == name}
+        return sum(wc.get("model") in own for _, wc in self.all_jobs())
 
     def has_job(self, stage: str, wildcards: dict[str, str]) -> bool:
         keys = STAGES[stage].wildcards
@@ -337,14 +348,16 @@ def _dataset(stage: str) -> Callable[[Study], list[dict[str, str]]]:
 def _layers(
     when: Callable[[Study], bool] = lambda study: True,
     snapshots: Callable[[Study], bool] = lambda study: False,
+    models: Callable[[Study], list[str]] | None = None,
 ) -> Callable[[Study], list[dict[str, str]]]:
-    """Per-layer jobs (where ``snapshots``: the snapshot models' too)."""
+    """Per-layer jobs (where ``snapshots``: the snapshot models' too; ``models``: of those only)."""
 
     def jobs(study: Study) -> list[dict[str, str]]:
         if not when(study):
             return []
         targets = study.layer_targets(snapshots(study))
-        return [{"dataset": study.dataset, "model": m, "layer": layer} for m, layer in targets]
+        keep = set(models(study)) if models else {m for m, _ in targets}
+        return [{"dataset": study.dataset, "model": m, "layer": layer} for m, layer in targets if m in keep]
 
     return jobs
 
@@ -524,6 +537,7 @@ STAGES: dict[str, Stage] = {
             _per_model(Study.trained),
             items=_train_items,
             threads="one",
+            priority=lambda study, wc: study.model_jobs(wc["model"]),
             loads_model=True,
             report=True,
         ),
@@ -572,9 +586,13 @@ STAGES: dict[str, Stage] = {
         Stage(
             "featurevis",
             "activation maximization of a dissected layer's top units (at snapshots: the final model's "
-            "units), and inversions of probe images",
+            "units), and inversions of probe images, for the attributed models and their snapshots",
             _LAYER,
-            _layers(lambda study: study.featurevis, snapshots=lambda study: study.snapshot_featurevis),
+            _layers(
+                lambda study: study.featurevis,
+                snapshots=lambda study: study.snapshot_featurevis,
+                models=lambda study: [m for m in study.models if study.final_model(m) in study.attr_models()],
+            ),
             inputs=(_in("dissect", setting="dissection", other=Study.final_model), _PACKED, _in(MODEL_FILES)),
             items=_layer,
             threads="all",

@@ -158,11 +158,22 @@ def step_params(stage):
 
 
 def step_threads(stage):
-    """A CPU step's threads: every core of a local run (Snakemake gives a job at most --cores), one for
-    the other steps and for those whose results depend on the thread count (training). A cluster job
-    uses the cpus_per_task it was given instead (`step_params` passes them on), never more.
+    """A CPU step's threads: every core of a local run (Snakemake gives a job at most --cores), or
+    the study's job_threads where fewer, one for the other steps and for those whose results depend
+    on the thread count (training). A cluster job uses the cpus_per_task it was given instead
+    (`step_params` passes them on), never more.
     """
-    return (workflow.resource_settings.cores or 1) if stage.threads == "all" else 1
+    if stage.threads != "all":
+        return 1
+    cores = workflow.resource_settings.cores or 1
+    return min(cores, STUDY.job_threads or cores)
+
+
+def step_priority(stage):
+    """The job's priority from its declaration (0 where it declares none)."""
+    if stage.priority is None:
+        return 0
+    return lambda wildcards: stage.priority(STUDY, dict(wildcards.items()))
 
 
 def step_resources(stage):

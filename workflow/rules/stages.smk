@@ -19,6 +19,7 @@ for stage in STAGES.values():
             STUDY.benchmark_file(stage.name)
         wildcard_constraints:
             **stage.constraints,
+        priority: step_priority(stage)
         localrule: stage.local
         conda:
             ENV
