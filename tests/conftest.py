@@ -41,6 +41,7 @@ TINY = {
     "dataset": "synthworld",
     "data_dir": "data",
     "gpu": False,
+    "job_threads": 1,
     "models": [
         {
             "name": "tiny",

@@ -47,12 +47,29 @@ def _threads(res) -> dict[str, set[int]]:
     return found
 
 
+def _priorities(res) -> dict[str, int]:
+    """The train jobs' priorities from a dry run's job listing (model -> priority)."""
+    found = {}
+    for block in (res.stdout + res.stderr).split("\n\n"):
+        rule = re.search(r"rule train:", block)
+        model, priority = re.search(r"wildcards: model=(\S+)", block), re.search(r"priority: (\d+)", block)
+        if rule and model:
+            found[model.group(1)] = int(priority.group(1)) if priority else 0
+    return found
+
+
 def test_cpu_steps_get_every_core_of_the_run_or_of_their_cluster_job(tmp_path):
     work = copy_repo(tmp_path)
+    study = work / "config" / "config.yaml"
+    default = _threads(snakemake(work, "-n", "-p", "--forceall", "--cores", "2"))
+    assert default["train"] == {1}
+    for step in ("prepare", "extract", "dissect", "attribution", "cueconflict", "featurevis"):
+        assert default[step] == {1}, (step, default)  # the default study's job_threads: 1
+    study.write_text(study.read_text().replace("job_threads: 1", "job_threads: 3"))
     local = _threads(snakemake(work, "-n", "-p", "--forceall", "--cores", "2"))
     assert local["train"] == {1}
     for step in ("prepare", "extract", "dissect", "attribution", "cueconflict", "featurevis"):
-        assert local[step] == {2}, (step, local)
+        assert local[step] == {2}, (step, local)  # never more than the run's cores
     cluster = _threads(snakemake(work, "-n", "-p", "--forceall", "--default-resources", "cpus_per_task=3"))
     assert cluster["train"] == {1} and cluster["extract"] == {3} and cluster["dissect"] == {3}
     # a cluster job on a bigger node still uses only what it was given
@@ -60,3 +77,12 @@ def test_cpu_steps_get_every_core_of_the_run_or_of_their_cluster_job(tmp_path):
         snakemake(work, "-n", "-p", "--forceall", "--cores", "8", "--default-resources", "cpus_per_task=1")
     )
     assert given["extract"] == {1} and given["attribution"] == {1}
+
+
+def test_models_most_of_the_study_waits_for_train_first(tmp_path):
+    """Two cores, three models: the permuted-label control (a few jobs) trains last, beside the
+    downstream jobs of the two models the rest of the study needs."""
+    work = copy_repo(tmp_path)
+    found = _priorities(snakemake(work, "-n", "--forceall"))
+    assert set(found) == {"standard", "shape", "permuted"}, found
+    assert found["permuted"] < min(found["standard"], found["shape"]), found

@@ -250,8 +250,7 @@ def test_the_study_dissects_and_evaluates_each_snapshot_and_the_report_plots_the
         "cueconflict": 2,
         "robustness": 2,  # the repeats' final models (no snapshot is distorted)
         "net2vec": 2,
-        "formulas": 2,
-        "featurevis": 2,
+        "formulas": 2,  # no featurevis: the condition is not attributed
         "report": 1,
         "all": 1,
     }
