@@ -50,7 +50,7 @@ def _threads(res) -> dict[str, set[int]]:
 def _priorities(res) -> dict[str, int]:
     """The train jobs' priorities from a dry run's job listing (model -> priority)."""
     found = {}
-    for block in (res.stdout + res.stderr).split("\n\n"):
+    for block in re.split(r"\n(?=\[)", res.stdout + res.stderr):  # each job's listing starts "[<date>]"
         rule = re.search(r"rule train:", block)
         model, priority = re.search(r"wildcards: model=(\S+)", block), re.search(r"priority: (\d+)", block)
         if rule and model:
