@@ -30,6 +30,10 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/stages.smk"
 
 
+onstart:
+    start_warm()
+
+
 rule all:
     default_target: True
     input:

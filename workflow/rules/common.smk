@@ -16,15 +16,43 @@ from cnnscope.overrides import overrides, shell_args
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-# Steps run as `python -m cnnscope.steps.<step>`, in the environment Snakemake runs in: this
+# Steps run as `python -m cnnscope.steps.<step>` (STEP_SHELL), in the environment Snakemake runs in: this
 # interpreter's directory goes first on PATH (cluster jobs inherit it). Under --sdm conda every rule runs
 # in envs/cnnscope.yaml instead, whose post-deploy script makes this cnnscope importable there.
 os.environ["PATH"] = os.pathsep.join(
     [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
 )
 ENV = "../envs/cnnscope.yaml"
-# How each step is run (every job alike): its module, given the job's settings and paths.
-STEP_SHELL = "python -m {params.module} {params.args} > {log:q} 2>&1"
+# How each step is run (every job alike): its module, given the job's settings and paths, through
+# cnnscope.stepkit.warm, which runs it as `python -m <module>` would, in a child of the warm-start
+# server where a local run has one (start_warm), else in a fresh interpreter.
+STEP_SHELL = (
+    "python -m cnnscope.stepkit.warm {params.module} {params.args} > {log:q} 2>&1"
+)
+
+
+def start_warm():
+    """Start a local run's warm-start server (its socket in a folder of its own under the temporary
+    folder; it removes both when this Snakemake process ends) and name it to the jobs. A cluster
+    run has none: its jobs start on other machines, in their own allocations."""
+    if not workflow.local_exec:
+        return
+    import subprocess
+    import tempfile
+
+    from cnnscope.stepkit.warm import ENV as WARM
+
+    socket = os.path.join(tempfile.mkdtemp(prefix="cnnscope-warm-"), "socket")
+    server = [
+        sys.executable,
+        "-m",
+        "cnnscope.stepkit.warm",
+        "--serve",
+        socket,
+        str(os.getpid()),
+    ]
+    subprocess.Popen(server, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    os.environ[WARM] = socket
 
 
 def _build_plan():

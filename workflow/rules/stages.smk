@@ -1,6 +1,7 @@
 # One rule per stage declared in cnnscope.stages.STAGES (src/cnnscope/stages.py): its inputs, settings,
 # threads, resources and paths all come from the declaration, and the step runs as
-# `python -m cnnscope.steps.<stage> <its settings as Hydra overrides>` (`snakemake -n -p` prints each).
+# `python -m cnnscope.steps.<stage> <its settings as Hydra overrides>` would, through the warm start
+# of common.smk (`snakemake -n -p` prints each command).
 
 
 for stage in STAGES.values():
