@@ -56,7 +56,7 @@ def server(tmp_path_factory):
     proc.wait(timeout=30)
 
 
-def _job(work: Path, socket: Path | None, *args: str) -> subprocess.Popen:
+def _job(work: Path, socket: Path | None, *args: str, python: str = sys.executable) -> subprocess.Popen:
     (work / "probe_step.py").write_text(PROBE)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PROBE_VALUE": "from the job"}
     env.pop(ENV, None)
@@ -64,7 +64,7 @@ def _job(work: Path, socket: Path | None, *args: str) -> subprocess.Popen:
         env[ENV] = str(socket)
     with open(work / "job.log", "w") as log:  # the job's log, as the rule's redirection opens it
         return subprocess.Popen(
-            [sys.executable, "-m", "cnnscope.stepkit.warm", "probe_step", *args],
+            [python, "-m", "cnnscope.stepkit.warm", "probe_step", *args],
             cwd=work,
             env=env,
             stdout=log,
@@ -72,9 +72,18 @@ def _job(work: Path, socket: Path | None, *args: str) -> subprocess.Popen:
         )
 
 
-def test_a_step_runs_in_a_child_of_the_server_as_python_m_would(server, tmp_path):
+# The environment's interpreter by another of its names (a venv's python and python3: the workflow's
+# jobs run `python`, `cnnscope run` starts Snakemake with the entry point's `python3`).
+OTHER_NAME = next(
+    (str(p) for p in Path(sys.executable).parent.glob("python3*") if p.name != Path(sys.executable).name),
+    sys.executable,
+)
+
+
+@pytest.mark.parametrize("python", [sys.executable, OTHER_NAME])
+def test_a_step_runs_in_a_child_of_the_server_as_python_m_would(server, tmp_path, python):
     proc, socket = server
-    job = _job(tmp_path, socket, "3", "x=1")
+    job = _job(tmp_path, socket, "3", "x=1", python=python)
     assert job.wait(timeout=60) == 3  # the step's exit status
     facts = json.loads((tmp_path / "facts.json").read_text())
     assert facts["ppid"] == proc.pid  # forked by the server, not a fresh interpreter

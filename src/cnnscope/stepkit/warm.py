@@ -85,9 +85,9 @@ def client(argv: list[str]) -> int:
 
 # --- the server -------------------------------------------------------------------------------------
 def _interpreter() -> list[str]:
-    """What decides which code a step imports: the interpreter and its import path (without the
-    working folder, which the child sets)."""
-    return [sys.executable, *sys.path[1:]]
+    """What decides which code a step imports: the Python and environment (a venv's ``python`` and
+    ``python3`` are one) and the import path (without the working folder, which the child sets)."""
+    return [sys.version, sys.prefix, *sys.path[1:]]
 
 
 def serve(path: str, parent: int) -> None:
