@@ -34,8 +34,10 @@ STEP_SHELL = (
 def start_warm():
     """Start a local run's warm-start server (its socket in a folder of its own under the temporary
     folder; it removes both when this Snakemake process ends) and name it to the jobs. A cluster
-    run has none: its jobs start on other machines, in their own allocations."""
-    if not workflow.local_exec:
+    run has none: neither the process that submits its jobs (they start on other machines, in their
+    own allocations) nor a job's own Snakemake inside its allocation (it runs that one job).
+    """
+    if not workflow.local_exec or workflow.exec_mode.name != "DEFAULT":
         return
     import subprocess
     import tempfile
