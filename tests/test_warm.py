@@ -107,6 +107,29 @@ def test_without_a_server_the_step_runs_in_a_fresh_interpreter(tmp_path, socket)
     assert facts["pid"] == job.pid  # the client became the step (exec)
 
 
+def test_a_server_that_ends_before_starting_the_step_leaves_it_to_the_job(tmp_path):
+    import socket
+    import threading
+
+    path = tmp_path / "socket"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def hang_up():  # takes the request, then ends without an answer
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.close()
+
+    thread = threading.Thread(target=hang_up)
+    thread.start()
+    job = _job(tmp_path, path, "0")
+    assert job.wait(timeout=60) == 0
+    thread.join(timeout=10)
+    listener.close()
+    assert json.loads((tmp_path / "facts.json").read_text())["pid"] == job.pid  # it ran the step itself
+
+
 def test_another_interpreter_or_import_path_runs_the_step_itself(server, tmp_path):
     _, socket = server
     (tmp_path / "elsewhere").mkdir()

@@ -67,20 +67,24 @@ def client(argv: list[str]) -> int:
     conn.sendmsg([_LEN.pack(len(request)), request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
     try:
         (pid,) = _PID.unpack(_recv_exact(conn, _PID.size))
-    except EOFError:
-        print("cnnscope: the warm-start server ended before the step started; rerun", file=sys.stderr)
-        return 1
-    if pid == 0:  # another interpreter or import path than the server's (e.g. a conda env): run here
+    except EOFError:  # the server ended before it started the step: nothing ran, so run it here
+        pid = 0
+    if pid == 0:  # or another interpreter or import path than the server's (e.g. a conda env)
         conn.close()
         os.execv(sys.executable, [sys.executable, "-m", *argv])
     for sig in _FORWARDED:
-        signal.signal(sig, lambda s, frame, pid=pid: os.kill(pid, s))
+        signal.signal(sig, lambda s, frame, pid=pid: _pass_on(pid, s))
     try:
         (status,) = _STATUS.unpack(_recv_exact(conn, _STATUS.size))
     except EOFError:  # the child ended without a status: killed by a signal, e.g. out of memory
         print(f"cnnscope: the step's process {pid} ended without an exit status (killed)", file=sys.stderr)
         return 1
     return status
+
+
+def _pass_on(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the step may have ended a moment ago
+        os.kill(pid, sig)
 
 
 # --- the server -------------------------------------------------------------------------------------
