@@ -144,6 +144,11 @@ class Study:
     def attr_models(self) -> list[str]:
         return [n for n, m in self.models.items() if self.attr is not None and m.get("attribution", True)]
 
+    def featurevis_models(self) -> list[str]:
+        """The attributed models and their snapshots (a snapshot is never attributed itself)."""
+        attributed = set(self.attr_models())
+        return [m for m in self.models if self.final_model(m) in attributed]
+
     def lcam_models(self) -> list[str]:
         """L-CAM needs a model's training images: the world's for the models trained here, else the
         study's ``lcam_data`` folder; the other models are compared without L-CAM (the report says so)."""
@@ -356,8 +361,10 @@ def _layers(
         if not when(study):
             return []
         targets = study.layer_targets(snapshots(study))
-        keep = set(models(study)) if models else {m for m, _ in targets}
-        return [{"dataset": study.dataset, "model": m, "layer": layer} for m, layer in targets if m in keep]
+        if models is not None:
+            keep = set(models(study))
+            targets = [(m, layer) for m, layer in targets if m in keep]
+        return [{"dataset": study.dataset, "model": m, "layer": layer} for m, layer in targets]
 
     return jobs
 
@@ -591,7 +598,7 @@ STAGES: dict[str, Stage] = {
             _layers(
                 lambda study: study.featurevis,
                 snapshots=lambda study: study.snapshot_featurevis,
-                models=lambda study: [m for m in study.models if study.final_model(m) in study.attr_models()],
+                models=Study.featurevis_models,
             ),
             inputs=(_in("dissect", setting="dissection", other=Study.final_model), _PACKED, _in(MODEL_FILES)),
             items=_layer,

@@ -29,6 +29,7 @@ import struct
 import sys
 import threading
 import traceback
+from typing import NoReturn
 
 ENV = "CNNSCOPE_WARM"  # the server's socket, in the environment of the jobs of a local run
 PRELOAD = ("numpy", "torch", "pandas", "omegaconf", "hydra", "PIL.Image")  # what nearly every step imports
@@ -59,7 +60,7 @@ def client(argv: list[str]) -> int:
         conn.connect(path)
     except OSError:
         conn.close()
-        os.execv(sys.executable, [sys.executable, "-m", *argv])
+        _run_here(argv)
     request = json.dumps(
         {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "python": _interpreter()}
     ).encode()
@@ -71,7 +72,7 @@ def client(argv: list[str]) -> int:
         pid = 0
     if pid == 0:  # or another interpreter or import path than the server's (e.g. a conda env)
         conn.close()
-        os.execv(sys.executable, [sys.executable, "-m", *argv])
+        _run_here(argv)
     for sig in _FORWARDED:
         signal.signal(sig, lambda s, frame, pid=pid: _pass_on(pid, s))
     try:
@@ -80,6 +81,11 @@ def client(argv: list[str]) -> int:
         print(f"cnnscope: the step's process {pid} ended without an exit status (killed)", file=sys.stderr)
         return 1
     return status
+
+
+def _run_here(argv: list[str]) -> NoReturn:
+    """Become ``python -m argv[0] argv[1:]`` in a fresh interpreter (this process, exec'd)."""
+    os.execv(sys.executable, [sys.executable, "-m", *argv])
 
 
 def _pass_on(pid: int, sig: int) -> None:
@@ -120,7 +126,8 @@ def serve(path: str, parent: int) -> None:
                 conn.close()
                 continue
             if request.get("python") != own:
-                conn.sendall(_PID.pack(0))  # the client runs the step itself
+                with contextlib.suppress(OSError):  # a client already gone must not end the server
+                    conn.sendall(_PID.pack(0))  # the client runs the step itself
             elif os.fork() == 0:
                 listener.close()
                 _child(conn, request, fds)  # never returns
