@@ -31,8 +31,14 @@ Ties between equal IoUs go to the shorter formula, then the earlier in the searc
 (operators AND, OR, AND NOT; concepts by label number), so that both searches agree. Counts are exact
 integers; IoUs are their float64 ratio.
 
-The concepts' masks are held dense, ``N * P`` pixels by ``L`` concepts (``max_bytes`` bounds it): a
-probe set of the default study's size costs megabytes; full Broden does not fit (not built yet).
+**Atoms.** Every count above is a sum over pixels of something that depends only on which concepts
+the pixel carries, so pixels that carry the same concepts (the same pixel labels under the same
+image-level labels) are counted together: an *atom* is one such set, with its number of pixels. A
+formula's mask, its overlap with each concept and the unit's overlaps are sums over atoms, a unit is
+the histogram of the atoms its mask covers (and its area per image, for ``A_S``), and the search never
+holds a pixel-by-concept mask. Full Broden's 794M mask pixels make a few million atoms at most
+(one per labelled region of an image, fewer where images share them); the map from pixel to atom
+(``int32``, 4 bytes a pixel) is the one per-pixel array.
 """
 
 from __future__ import annotations
@@ -42,17 +48,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cnnscope.data.packed import PackedDataset, read_labels
+from cnnscope.data.packed import PackedDataset
 from cnnscope.dissection import IOU_MODES, active_pixels, batch_elements
 from cnnscope.errors import CnnscopeError
+from cnnscope.progress import track
 from cnnscope.rows import Rows, read_rows
 
 OPS = ("AND", "OR", "AND NOT")
 COMMUTATIVE = ("AND", "OR")
-MAX_BYTES = 1 << 30  # the dense concept masks' limit
 BEAM_SIZE = 5  # the reference code's BEAM_SIZE
 MAX_LENGTH = 3  # the reference code's MAX_FORMULA_LENGTH
-CHUNK = 1 << 14  # pixel rows counted at once (a widened copy of them is CHUNK x L x 8 bytes)
+CHUNK = 1 << 16  # atoms whose concept pairs are counted at once (a key table of CHUNK x W x W int64)
+MERGE = 1 << 22  # a unit histogram's pending (unit, atom) runs merged beyond this many
+TIE = 1e-12  # IoUs closer than this are equal when bounds are compared with them
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,12 @@ class Formula:
         then by concept columns."""
         return (self.length, tuple(OPS.index(o) for o in self.ops), self.terms)
 
+    @property
+    def support(self) -> tuple[int, ...]:
+        """The concepts whose union holds the formula's mask: the first, and every one joined by OR
+        (AND and AND NOT only shrink a mask)."""
+        return (self.terms[0], *(t for o, t in zip(self.ops, self.terms[1:], strict=True) if o == "OR"))
+
     def join(self, op: str, term: int) -> Formula:
         """``(self op term)``; a commutative pair of single concepts in ascending order."""
         if self.length == 1 and op in COMMUTATIVE and term < self.terms[0]:
@@ -87,11 +101,12 @@ class Formula:
         return text
 
 
-def evaluate(formula: Formula, columns: torch.Tensor) -> torch.Tensor:
-    """The formula's mask over the rows of ``columns`` ``bool (rows, L)`` (each row a pixel)."""
-    out = columns[:, formula.terms[0]].clone()
+def evaluate(formula: Formula, terms: torch.Tensor) -> torch.Tensor:
+    """The formula's truth on each row of ``terms`` ``long (rows, W)``, a row being the concept columns
+    one atom (or pixel) carries, padded with any number that is not a column."""
+    out = (terms == formula.terms[0]).any(1)
     for op, term in zip(formula.ops, formula.terms[1:], strict=True):
-        col = columns[:, term]
+        col = (terms == term).any(1)
         out = out & col if op == "AND" else out | col if op == "OR" else out & ~col
     return out
 
@@ -110,12 +125,13 @@ class Scored:
 
 
 @dataclass
-class _Unit:
-    """One unit's mask: its active pixels' concept rows, its area per image, and the images each
-    category's universe counts (``bool (N, ncat)``)."""
+class Unit:
+    """One unit's mask ``M_u``: the atoms it covers and its pixels in each, its area per image, and the
+    images each category's universe counts (``bool (N, ncat)``)."""
 
-    rows: torch.Tensor  # bool (n_active, L)
-    area: torch.Tensor  # int64 (N,)
+    atoms: torch.Tensor  # long (n,), ascending
+    count: torch.Tensor  # long (n,)
+    area: torch.Tensor  # long (N,)
     universe: torch.Tensor  # bool (N, ncat)
 
     def area_over(self, categories: torch.Tensor) -> torch.Tensor:
@@ -125,10 +141,23 @@ class _Unit:
         return (self.area[:, None] * counted).sum(0)
 
 
-class FormulaSearch:
-    """Formulas of the probe set's concepts for the units of one layer (see the module docstring)."""
+def _as_sets(labels: np.ndarray) -> np.ndarray:
+    """Each row of label numbers (last axis) as a canonical set: ascending, a repeated label once,
+    0 (none) first."""
+    out = np.sort(labels, axis=-1)
+    out[..., 1:][out[..., 1:] == out[..., :-1]] = 0
+    return np.sort(out, axis=-1)
 
-    def __init__(self, data: PackedDataset, iou_mode: str = "paper", max_bytes: int = MAX_BYTES) -> None:
+
+class FormulaSearch:
+    """Formulas of the probe set's concepts for the units of one layer (see the module docstring).
+
+    Building it reads the probe set's masks once and finds its atoms; :meth:`units` reads a layer's
+    activations once and finds each unit's histogram over them."""
+
+    def __init__(
+        self, data: PackedDataset, iou_mode: str = "paper", max_elements: int = 0, progress: bool = False
+    ) -> None:
         if iou_mode not in IOU_MODES:
             raise CnnscopeError(f"unknown iou_mode {iou_mode!r}; use one of {', '.join(IOU_MODES)}")
         self.data, self.mode = data, iou_mode
@@ -136,47 +165,60 @@ class FormulaSearch:
         sh, sw = data.meta["mask_size"]
         self.pixels = sh * sw
         label_cat = data.label_category()
-        masks = read_labels(np.asarray(data.masks), 0, n, torch.device("cpu")).flatten(2)  # (N, K, P)
-        scalars = torch.from_numpy(data.scalars.astype(np.int64))  # (N, S)
-        seen = torch.zeros(data.n_label_slots, dtype=torch.bool)
-        seen[masks.flatten()] = True
-        seen[scalars.flatten()] = True
-        seen[0] = False
-        seen &= torch.from_numpy(label_cat >= 0)
-        self.labels = seen.nonzero().flatten().numpy()  # label numbers, ascending
+        ncat = len(data.categories)
+        layers = data.masks.shape[1]
+        scalars = _as_sets(data.scalars.astype(np.uint16))  # (N, S); label numbers fit the masks' uint16
+        width = layers + scalars.shape[1]
+        masks = data.stream("masks")
+        batch = max(1, batch_elements(max_elements, "cpu") // (self.pixels * width))
+        self.atom_of = np.empty((n, self.pixels), np.int32)  # each pixel's atom
+        ids: dict[bytes, int] = {}
+        found: list[np.ndarray] = []  # each atom's label numbers: pixel labels, then image-level ones
+        pixel_cat = np.zeros((n, ncat + 1), bool)  # the last column: no category
+        for a in track(range(0, n, batch), "formula atoms", enabled=progress):
+            block = np.asarray(masks[a : a + batch])  # (B, K, sh, sw) label numbers
+            b = len(block)
+            pix = _as_sets(block.reshape(b, layers, self.pixels).swapaxes(1, 2))  # (B, P, K)
+            sca = np.broadcast_to(scalars[a : a + b, None, :], (b, self.pixels, scalars.shape[1]))
+            rows = np.ascontiguousarray(np.concatenate([pix, sca], 2).reshape(b * self.pixels, width))
+            keys = rows.view(np.dtype((np.void, rows.itemsize * width))).ravel()
+            uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+            known = len(ids)
+            local = np.fromiter((ids.setdefault(k, len(ids)) for k in uniq.tolist()), np.int32, len(uniq))
+            found.append(rows[first[local >= known]])  # the new atoms, in the order of their numbers
+            self.atom_of[a : a + b] = local[inverse.reshape(-1)].reshape(b, self.pixels)
+            image = np.repeat(np.arange(a, a + b), self.pixels * layers)
+            pixel_cat[image, label_cat[pix.ravel()]] = True  # label 0's category is -1: the last column
+        atoms = np.concatenate(found).astype(np.int64)  # (A, W) label numbers, 0 for none
+
+        labelled = np.unique(atoms)
+        self.labels = labelled[(labelled > 0) & (label_cat[labelled] >= 0)]  # label numbers, ascending
+        big = len(self.labels)
         self.category = torch.from_numpy(label_cat[self.labels])
-        ncat, big = len(data.categories), len(self.labels)
-        need = n * self.pixels * big
-        if need > max_bytes:
-            raise CnnscopeError(
-                f"{data.root}: the formula search holds every concept's mask densely, {need / 2**20:.0f} MiB "
-                f"for {n} images x {self.pixels} mask pixels x {big} concepts, over its "
-                f"{max_bytes >> 20} MiB limit; use a smaller probe set"
-            )
-        column = torch.full((data.n_label_slots,), -1, dtype=torch.long)
-        column[torch.from_numpy(self.labels)] = torch.arange(big)
-        cols = torch.zeros(n, self.pixels, big + 1, dtype=torch.bool)  # the last column: no concept
-        image = torch.arange(n)[:, None].expand(n, self.pixels)
-        pixel = torch.arange(self.pixels)[None, :].expand(n, self.pixels)
-        for k in range(masks.shape[1]):
-            cols[image, pixel, column[masks[:, k]]] = True
-        on_image = column[scalars]  # (N, S)
-        for s in range(on_image.shape[1]):
-            cols[torch.arange(n), :, on_image[:, s]] = True
-        self.columns = cols[..., :big].reshape(n * self.pixels, big)
-        self.size = _column_counts(self.columns)  # |C_l|
-        cat_of = torch.cat([self.category, torch.tensor([-1])])
-        pcat = cat_of[column[masks]]  # (N, K, P) categories of each pixel's labels, -1 for none
-        self.pixel_category = torch.zeros(n, self.pixels, ncat + 1, dtype=torch.bool)
-        for k in range(masks.shape[1]):
-            self.pixel_category[image, pixel, pcat[:, k]] = True
-        self.pixel_category = self.pixel_category[..., :ncat].reshape(n * self.pixels, ncat)
-        self.scalar_category = torch.zeros(n, ncat + 1, dtype=torch.bool)
-        for s in range(on_image.shape[1]):
-            self.scalar_category[torch.arange(n), cat_of[on_image[:, s]]] = True
-        self.scalar_category = self.scalar_category[:, :ncat]
-        self.image_category = self.scalar_category | self.pixel_category.view(n, self.pixels, ncat).any(1)
+        column = np.full(data.n_label_slots, big)  # big: not a concept
+        column[self.labels] = np.arange(big)
+        terms = np.sort(column[atoms], axis=1)
+        terms[:, 1:][terms[:, 1:] == terms[:, :-1]] = big  # a concept both pixel and image label, once
+        self.terms = torch.from_numpy(terms)  # (A, W) concept columns, `big` for none
+        self.weight = torch.from_numpy(
+            np.bincount(self.atom_of.ravel(), minlength=len(atoms)).astype(np.int64)
+        )
+        pcat = label_cat[atoms[:, :layers]]  # (A, K) categories of each atom's pixel labels
+        self.pixel_cats = torch.from_numpy((pcat[:, :, None] == np.arange(ncat)).any(1))  # (A, ncat)
+        sc = label_cat[data.scalars]
+        self.scalar_category = torch.from_numpy((sc[:, :, None] == np.arange(ncat)).any(1))  # (N, ncat)
+        self.image_category = self.scalar_category | torch.from_numpy(pixel_cat[:, :ncat])
+        self.size = self._label_counts(self.terms, self.weight)  # |C_l|
+        self.pairs = self._pair_counts(self.terms, self.weight)  # |C_a & C_b|
+        flat = self.terms.flatten()
+        holds = flat < big
+        order = torch.argsort(flat[holds], stable=True)
+        self._holding = torch.arange(len(atoms)).repeat_interleave(width)[holds][order]  # atoms by concept
+        self._start = torch.cat(
+            [torch.zeros(1, dtype=torch.long), torch.bincount(flat[holds], minlength=big).cumsum(0)]
+        )
         self._whole: dict[Formula, tuple[int, torch.Tensor]] = {}
+        self._candidates: torch.Tensor | None = None
 
     @property
     def names(self) -> list[str]:
@@ -184,69 +226,116 @@ class FormulaSearch:
         names = self.data.label_names()
         return [names[i] for i in self.labels]
 
+    # --- counting over atoms -----------------------------------------------------------------------
+    def _label_counts(self, terms: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``long (L,)``: the weight of the rows of ``terms`` that carry each concept."""
+        big = len(self.labels)
+        out = torch.zeros(big + 1, dtype=torch.long)
+        out.index_add_(0, terms.flatten(), weight[:, None].expand_as(terms).flatten())
+        return out[:big]
+
+    def _pair_counts(self, terms: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``long (L, L)``: the weight of the rows of ``terms`` that carry both concepts of each pair
+        (the diagonal: each concept), :data:`CHUNK` rows at a time."""
+        side = len(self.labels) + 1
+        out = torch.zeros(side * side, dtype=torch.long)
+        for s in range(0, len(terms), CHUNK):
+            t, w = terms[s : s + CHUNK], weight[s : s + CHUNK]
+            key = (t[:, :, None] * side + t[:, None, :]).flatten(1)
+            out.index_add_(0, key.flatten(), w[:, None].expand_as(key).flatten())
+        return out.view(side, side)[:-1, :-1]
+
+    def _holding_any(self, concepts: tuple[int, ...]) -> torch.Tensor:
+        """The atoms that carry some of ``concepts``, ascending."""
+        parts = [self._holding[self._start[c] : self._start[c + 1]] for c in concepts]
+        return torch.cat(parts).unique() if len(parts) > 1 else parts[0]
+
     # --- units -------------------------------------------------------------------------------------
-    def units(self, acts: Rows, thresholds: np.ndarray, max_elements: int = 0) -> list[torch.Tensor]:
-        """Each unit's active pixels (flat indices ``image * P + pixel``), ``M_u`` as dissection defines
-        it (:func:`cnnscope.dissection.unit_masks`), read in batches of images."""
+    def units(
+        self, acts: Rows, thresholds: np.ndarray, max_elements: int = 0, progress: bool = False
+    ) -> list[Unit]:
+        """Each unit's mask ``M_u`` as dissection defines it (:func:`cnnscope.dissection.unit_masks`),
+        as atoms and area per image, from activations read in batches of images. An upsampled map's
+        active pixels come in runs of one atom (a labelled region), so runs are counted, not pixels."""
         n, c = acts.shape[:2]
         if n != len(self.data):
             raise CnnscopeError(f"activations cover {n} images but the probe set has {len(self.data)}")
         sh, sw = self.data.meta["mask_size"]
         thr = torch.as_tensor(thresholds, dtype=torch.float32)
         max_elements = batch_elements(max_elements, "cpu")
-        per_image = max(int(np.prod(acts.shape[1:])), self.pixels)
-        batch = max(1, max_elements // per_image)
-        found: list[list[torch.Tensor]] = [[] for _ in range(c)]
-        for a in range(0, n, batch):
+        batch = max(1, max_elements // max(int(np.prod(acts.shape[1:])), self.pixels))
+        n_atoms, ncat = len(self.weight), self.image_category.shape[1]
+        atom_of = torch.from_numpy(self.atom_of)
+        area = torch.zeros(c * n, dtype=torch.long)
+        touched = torch.zeros(c * n * ncat, dtype=torch.bool) if self.mode == "lite" else None
+        pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        held = 0
+        for a in track(range(0, n, batch), "formula units", enabled=progress):
             x = read_rows(acts, a, a + batch).float()
             for ab, au, ap in active_pixels(x, thr, (sh, sw), max_elements):
-                flat = (ab + a) * self.pixels + ap
-                for u in au.unique().tolist():
-                    found[u].append(flat[au == u])
-        return [torch.cat(f).sort().values if f else torch.zeros(0, dtype=torch.long) for f in found]
+                image = ab + a
+                atom = atom_of[image, ap].long()
+                new = torch.ones(len(atom), dtype=torch.bool)
+                new[1:] = (atom[1:] != atom[:-1]) | (au[1:] != au[:-1]) | (image[1:] != image[:-1])
+                start = new.nonzero().flatten()
+                length = torch.diff(start, append=torch.tensor([len(atom)]))
+                ru, ri, ra = au[start], image[start], atom[start]
+                area.index_add_(0, ru * n + ri, length)
+                if touched is not None:
+                    hit, cat = self.pixel_cats[ra].nonzero(as_tuple=True)
+                    touched[(ru[hit] * n + ri[hit]) * ncat + cat] = True
+                pending.append((ru * n_atoms + ra, length))
+                held += len(ra)
+                if held > MERGE:
+                    pending, held = [_merged(pending)], 0
+        keys, counts = _merged(pending) if pending else (torch.zeros(0, dtype=torch.long),) * 2
+        bounds = torch.searchsorted(keys, torch.arange(c + 1) * n_atoms).tolist()
+        area = area.view(c, n)
+        out = []
+        for u in range(c):
+            if touched is None:
+                universe = self.image_category
+            else:
+                universe = touched.view(c, n, ncat)[u] | self.scalar_category
+            part = slice(bounds[u], bounds[u + 1])
+            out.append(Unit(keys[part] - u * n_atoms, counts[part], area[u], universe))
+        return out
 
-    def _unit(self, active: torch.Tensor) -> _Unit:
-        n = len(self.data)
-        images = active // self.pixels
-        area = torch.bincount(images, minlength=n)
-        if self.mode == "paper":
-            universe = self.image_category
-        else:
-            touched = torch.zeros(n, self.image_category.shape[1], dtype=torch.long)
-            touched.index_add_(0, images, self.pixel_category[active].long())
-            universe = (touched > 0) | self.scalar_category
-        return _Unit(self.columns[active], area, universe)
+    def _formula_counts(self, formula: Formula) -> tuple[int, torch.Tensor]:
+        """``|F|`` and ``|F & C_l|`` for every concept, over the atoms that can hold ``F``, kept for the
+        next unit that asks."""
+        if formula not in self._whole:
+            atoms = self._holding_any(formula.support)
+            terms = self.terms[atoms]
+            inside = evaluate(formula, terms)
+            weight = self.weight[atoms][inside]
+            self._whole[formula] = (int(weight.sum()), self._label_counts(terms[inside], weight))
+        return self._whole[formula]
 
     def _categories(self, terms: tuple[int, ...]) -> torch.Tensor:
         out = torch.zeros(self.image_category.shape[1], dtype=torch.bool)
         out[self.category[list(terms)]] = True
         return out
 
-    def _formula_counts(self, formula: Formula) -> tuple[int, torch.Tensor]:
-        """``|F|`` and ``|F & C_l|`` for every concept, kept for the next unit that asks."""
-        if formula not in self._whole:
-            mask = evaluate(formula, self.columns)
-            self._whole[formula] = (int(mask.sum()), _column_counts(self.columns[mask]))
-        return self._whole[formula]
-
     # --- scoring -----------------------------------------------------------------------------------
-    def singles(self, unit: _Unit) -> list[Scored]:
+    def singles(self, unit: Unit) -> list[Scored]:
         """Every concept alone (dissection's IoU)."""
-        inter = unit.rows.sum(0)
+        inter = self._label_counts(self.terms[unit.atoms], unit.count)
         cats = torch.nn.functional.one_hot(self.category, self.image_category.shape[1]).bool()
         union = unit.area_over(cats) + self.size - inter
         return [
             Scored(Formula((i,)), int(a), int(b)) for i, (a, b) in enumerate(zip(inter, union, strict=True))
         ]
 
-    def _extension_counts(self, unit: _Unit, formula: Formula) -> tuple[torch.Tensor, torch.Tensor]:
+    def _extension_counts(self, unit: Unit, formula: Formula) -> tuple[torch.Tensor, torch.Tensor]:
         """``inter`` and ``union`` ``(3, L)`` of ``formula op c`` for each operator (:data:`OPS`) and
         concept ``c``; a concept already in the formula gets union 0 (never chosen)."""
         size, with_c = self._formula_counts(formula)
-        f = evaluate(formula, unit.rows)
-        inter_f = int(f.sum())
-        inter_fc = (unit.rows & f[:, None]).sum(0)
-        inter_c = unit.rows.sum(0)
+        rows = self.terms[unit.atoms]
+        f = evaluate(formula, rows)
+        inter_f = int(unit.count[f].sum())
+        inter_fc = self._label_counts(rows[f], unit.count[f])
+        inter_c = self._label_counts(rows, unit.count)
         base = self._categories(formula.terms)
         cats = base[None, :] | torch.eye(len(base), dtype=torch.bool)
         area = unit.area_over(cats)[self.category]  # A_{S(F) + cat(c)} per concept c
@@ -255,7 +344,7 @@ class FormulaSearch:
         union[:, list(formula.terms)] = 0
         return inter, union
 
-    def extensions(self, unit: _Unit, formula: Formula, top: int | None = None) -> list[Scored]:
+    def extensions(self, unit: Unit, formula: Formula, top: int | None = None) -> list[Scored]:
         """``formula op c`` for every operator and every concept ``c`` not in it; ``top``: only the
         candidates whose IoU reaches the ``top``-th best (ties kept), sorted best first."""
         inter, union = self._extension_counts(unit, formula)
@@ -270,13 +359,10 @@ class FormulaSearch:
         ]
         return _top(out, len(out)) if top is not None else out
 
-    def beam(
-        self, active: torch.Tensor, max_length: int = MAX_LENGTH, beam_size: int = BEAM_SIZE
-    ) -> dict[int, Scored]:
-        """The beam search's best formula of each length ``1..max_length`` for the unit whose active
-        pixels are ``active`` (the best of everything the search scored at that length). Only each
-        beam formula's ``beam_size`` best extensions can enter the next beam, so only they are kept."""
-        unit = self._unit(active)
+    def beam(self, unit: Unit, max_length: int = MAX_LENGTH, beam_size: int = BEAM_SIZE) -> dict[int, Scored]:
+        """The beam search's best formula of each length ``1..max_length`` for ``unit`` (the best of
+        everything the search scored at that length). Only each beam formula's ``beam_size`` best
+        extensions can enter the next beam, so only they are kept."""
         singles = self.singles(unit)
         beam = _top(singles, beam_size)
         best = {1: beam[0]}
@@ -293,7 +379,7 @@ class FormulaSearch:
             beam = _top(list(pool.values()), beam_size)
         return best
 
-    def _pair_area(self, unit: _Unit) -> torch.Tensor:
+    def _pair_area(self, unit: Unit) -> torch.Tensor:
         """``A_{cat a, cat b}(u)`` for every pair of concepts ``(L, L)``."""
         ncat = self.image_category.shape[1]
         eye = torch.eye(ncat, dtype=torch.bool)
@@ -301,43 +387,50 @@ class FormulaSearch:
         return area_pairs[self.category[:, None], self.category[None, :]]
 
     def _pair_candidates(self) -> torch.Tensor:
-        """The flat indices into ``(3, L, L)`` (operator, first, second concept) of every length-2
-        formula, ascending: the canonical order (a commutative pair once, a concept never with itself)."""
-        idx = torch.arange(len(self.labels))
-        valid = (idx[:, None] != idx[None, :]).expand(len(OPS), len(idx), len(idx)).clone()
-        valid[: len(COMMUTATIVE)] &= idx[:, None] < idx[None, :]
-        return valid.flatten().nonzero().flatten()
+        """``bool (3, L, L)`` (operator, first, second concept): which are length-2 formulas in the
+        canonical order (a commutative pair once, a concept never with itself)."""
+        if self._candidates is None:
+            idx = torch.arange(len(self.labels))
+            valid = (idx[:, None] != idx[None, :]).expand(len(OPS), len(idx), len(idx)).clone()
+            valid[: len(COMMUTATIVE)] &= idx[:, None] < idx[None, :]
+            self._candidates = valid
+        return self._candidates
 
     def _pair_formula(self, flat: int) -> Formula:
-        """The length-2 formula at a flat index of :meth:`_pair_candidates`."""
+        """The length-2 formula at a flat index into ``(3, L, L)``."""
         big = len(self.labels)
         return Formula(((flat // big) % big, flat % big), (OPS[flat // (big * big)],))
 
-    def pair_table(self, active: torch.Tensor) -> tuple[list[Formula], torch.Tensor, torch.Tensor]:
+    def _pair_exact(self, unit: Unit) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact ``inter`` and ``union`` ``(3, L, L)`` of every pair: the unit's pair counts are one
+        pass over its atoms (the concept pairs each carries)."""
+        inter_c = self._label_counts(self.terms[unit.atoms], unit.count)
+        pair_inter = self._pair_counts(self.terms[unit.atoms], unit.count)  # |M_u & C_a & C_b|
+        inter, fsize = _joined(
+            inter_c[:, None], inter_c[None, :], pair_inter, self.size[:, None], self.size[None, :], self.pairs
+        )
+        return inter, self._pair_area(unit)[None] + fsize - inter
+
+    def pair_table(self, unit: Unit) -> tuple[list[Formula], torch.Tensor, torch.Tensor]:
         """Every length-2 formula in canonical order with its exact ``inter`` and ``union`` (the
         unpruned exhaustive search)."""
-        unit = self._unit(active)
-        rows = unit.rows.double()
-        pair_inter = (rows.T @ rows).round().long()  # |M_u & C_a & C_b|
-        inter_c, size = unit.rows.sum(0), self.size
-        inter, fsize = _joined(
-            inter_c[:, None], inter_c[None, :], pair_inter, size[:, None], size[None, :], self._cooccurrence()
-        )
-        union = self._pair_area(unit)[None] + fsize - inter
-        flat = self._pair_candidates()
+        inter, union = self._pair_exact(unit)
+        flat = self._pair_candidates().flatten().nonzero().flatten()
         return [self._pair_formula(i) for i in flat.tolist()], inter.flatten()[flat], union.flatten()[flat]
 
-    def best_pair(self, active: torch.Tensor) -> tuple[Scored, int]:
+    def best_pair(self, unit: Unit, floor: float = 0.0) -> tuple[Scored, int]:
         """The optimal length-2 formula, by the exhaustive search pruned by upper bounds, and how many
-        pairs it scored exactly. For a pair ``(a, b)`` with ``I_c = |M_u & C_c|``, ``|C_c|`` and
-        ``A = A_{cat(a), cat(b)}(u)`` (the union is at least ``A`` and at least ``|F|``)::
+        pairs the bounds left to score (those whose bound reaches the optimum). For a pair ``(a, b)``
+        with ``I_c = |M_u & C_c|``, ``|C_c|`` and ``A = A_{cat(a), cat(b)}(u)`` (the union is at
+        least ``A`` and at least ``|F|``)::
 
             AND:      IoU <= min(I_a, I_b) / A
             OR:       IoU <= min(I_a + I_b, A) / max(A, |C_a|, |C_b|)
             AND NOT:  IoU <= I_a / A
+
+        ``floor``: an IoU some pair reaches (beam search's best pair), below which no pair is scored.
         """
-        unit = self._unit(active)
-        inter_c = unit.rows.sum(0).double()
+        inter_c = self._label_counts(self.terms[unit.atoms], unit.count).double()
         size = self.size.double()
         area = self._pair_area(unit).double()
         safe = area.clamp(min=1)
@@ -347,39 +440,22 @@ class FormulaSearch:
             / torch.maximum(torch.maximum(area, size[:, None]), size[None, :]).clamp(min=1),
             "AND NOT": inter_c[:, None].expand_as(area) / safe,
         }
-        bound = torch.stack([bounds[op] for op in OPS]).flatten()  # canonical flat order
-        flat = self._pair_candidates()
-        order = flat[torch.from_numpy(np.argsort(-bound[flat].numpy(), kind="stable"))].tolist()
-        pair_size = self._cooccurrence()
-        best: tuple[Scored, int] | None = None
-        scored = 0
-        for i in order:
-            if best is not None and float(bound[i]) < best[0].iou - 1e-12:
-                break
-            formula = self._pair_formula(i)
-            a, b = formula.terms
-            both = int((unit.rows[:, a] & unit.rows[:, b]).sum())
-            inter_all, size_all = _joined(
-                int(inter_c[a]), int(inter_c[b]), both, int(size[a]), int(size[b]), int(pair_size[a, b])
-            )
-            op = OPS.index(formula.ops[0])
-            inter, fsize = int(inter_all[op]), int(size_all[op])
-            s = Scored(formula, inter, int(area[a, b]) + fsize - inter)
-            scored += 1
-            if best is None or s.iou > best[0].iou or (s.iou == best[0].iou and i < best[1]):
-                best = (s, int(i))
-        assert best is not None
-        return best[0], scored
+        bound = torch.stack([bounds[op] for op in OPS])
+        left = (self._pair_candidates() & (bound >= floor - TIE)).flatten().nonzero().flatten()  # ascending
+        inter, union = self._pair_exact(unit)
+        inter, union = inter.flatten()[left], union.flatten()[left]
+        iou = torch.where(union > 0, inter.double() / union.clamp(min=1).double(), 0.0)
+        first = int((iou == iou.max()).nonzero()[0])  # the earliest of equals in the canonical order
+        best = Scored(self._pair_formula(int(left[first])), int(inter[first]), int(union[first]))
+        return best, int((bound.flatten()[left] >= best.iou - TIE).sum())
 
-    def _cooccurrence(self) -> torch.Tensor:
-        """``|C_a & C_b|`` for every pair of concepts (exact: float64 sums of at most 2^53)."""
-        if not hasattr(self, "_pairs"):
-            total = torch.zeros(len(self.labels), len(self.labels), dtype=torch.float64)
-            for s in range(0, len(self.columns), CHUNK):
-                block = self.columns[s : s + CHUNK].double()
-                total += block.T @ block
-            self._pairs = total.round().long()
-        return self._pairs
+
+def _merged(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys (ascending, each once) and their summed counts of several ``(keys, counts)``."""
+    keys = torch.cat([k for k, _ in parts])
+    counts = torch.cat([c for _, c in parts])
+    uniq, inverse = keys.unique(return_inverse=True)
+    return uniq, torch.zeros(len(uniq), dtype=torch.long).index_add_(0, inverse, counts)
 
 
 def _joined(
@@ -394,15 +470,6 @@ def _joined(
         return torch.stack(torch.broadcast_tensors(*parts))
 
     return three(inter_f, inter_c, inter_fc), three(size_f, size_c, size_fc)
-
-
-def _column_counts(columns: torch.Tensor) -> torch.Tensor:
-    """``int64 (L,)``: the true entries of each column of ``columns`` ``bool (n, L)``, :data:`CHUNK`
-    rows at a time (a sum widens its input to int64: never all ``n x L`` at once)."""
-    total = torch.zeros(columns.shape[1], dtype=torch.long)
-    for s in range(0, len(columns), CHUNK):
-        total += columns[s : s + CHUNK].sum(0)
-    return total
 
 
 def _top(scored: list[Scored], k: int) -> list[Scored]:

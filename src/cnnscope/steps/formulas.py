@@ -12,7 +12,7 @@ from omegaconf import MISSING
 from cnnscope.artifacts import DissectArtifact, ExtractArtifact, FormulasArtifact
 from cnnscope.bounds import bounded, positive
 from cnnscope.data.packed import PackedDataset
-from cnnscope.formulas import BEAM_SIZE, MAX_BYTES, MAX_LENGTH, FormulaSearch
+from cnnscope.formulas import BEAM_SIZE, MAX_LENGTH, FormulaSearch
 from cnnscope.io import read_json, write_json
 from cnnscope.progress import track
 from cnnscope.rows import RowReader
@@ -31,7 +31,6 @@ class Config(Threaded):
     max_length: int = bounded(MAX_LENGTH, 1, 6)  # concepts per formula
     beam_size: int = positive(BEAM_SIZE)
     exhaustive: bool = True  # also the optimal length-2 formula, to count beam search's misses
-    max_mb: int = positive(MAX_BYTES >> 20)  # the dense concept masks' limit
 
 
 register("formulas", Config)
@@ -43,14 +42,13 @@ def body(cfg: Config) -> None:
     dissected = DissectArtifact(cfg.dissect)
     mode = read_json(dissected.summary)["iou_mode"]
     data = PackedDataset.open(cfg.packed)
-    search = FormulaSearch(data, mode, cfg.max_mb << 20)  # refuses a probe set too large, before work
-    units = search.units(
-        RowReader(ExtractArtifact(cfg.activations).activations), np.load(dissected.thresholds)
-    )
+    search = FormulaSearch(data, mode, progress=cfg.progress)
+    acts = RowReader(ExtractArtifact(cfg.activations).activations)
+    units = search.units(acts, np.load(dissected.thresholds), progress=cfg.progress)
     names = search.names
     rows, pairs = [], []
-    for u, active in enumerate(track(units, "formulas", enabled=cfg.progress)):
-        best = search.beam(active, cfg.max_length, cfg.beam_size)
+    for u, unit in enumerate(track(units, "formulas", enabled=cfg.progress)):
+        best = search.beam(unit, cfg.max_length, cfg.beam_size)
         rows += [
             {
                 "unit": u,
@@ -63,7 +61,7 @@ def body(cfg: Config) -> None:
             for length, s in sorted(best.items())
         ]
         if cfg.exhaustive and cfg.max_length >= 2:
-            optimum, scored = search.best_pair(active)
+            optimum, scored = search.best_pair(unit, floor=best[2].iou)
             pairs.append(
                 {
                     "unit": u,
