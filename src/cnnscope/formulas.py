@@ -175,20 +175,33 @@ class FormulaSearch:
         ids: dict[bytes, int] = {}
         found: list[np.ndarray] = []  # each atom's label numbers: pixel labels, then image-level ones
         pixel_cat = np.zeros((n, ncat + 1), bool)  # the last column: no category
+        weight = np.zeros(1 << 16, np.int64)  # each atom's pixels (a buffer that doubles as atoms come)
         for a in track(range(0, n, batch), "formula atoms", enabled=progress):
             block = np.asarray(masks[a : a + batch])  # (B, K, sh, sw) label numbers
             b = len(block)
-            pix = _as_sets(block.reshape(b, layers, self.pixels).swapaxes(1, 2))  # (B, P, K)
             sca = np.broadcast_to(scalars[a : a + b, None, :], (b, self.pixels, scalars.shape[1]))
-            rows = np.ascontiguousarray(np.concatenate([pix, sca], 2).reshape(b * self.pixels, width))
-            keys = rows.view(np.dtype((np.void, rows.itemsize * width))).ravel()
+            rows = np.concatenate([block.reshape(b, layers, self.pixels).swapaxes(1, 2), sca], 2)
+            rows = rows.reshape(b * self.pixels, width)
+            # Neighbouring pixels mostly carry the same labels: only the first of each run is looked up.
+            start = np.ones(len(rows), bool)
+            start[1:] = (rows[1:] != rows[:-1]).any(1)
+            start[:: self.pixels] = True  # a run stays in its image
+            first_of = np.flatnonzero(start)
+            runs = np.concatenate([_as_sets(rows[first_of, :layers]), rows[first_of, layers:]], 1)
+            keys = runs.view(np.dtype((np.void, runs.itemsize * width))).ravel()
             uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
             known = len(ids)
             local = np.fromiter((ids.setdefault(k, len(ids)) for k in uniq.tolist()), np.int32, len(uniq))
-            found.append(rows[first[local >= known]])  # the new atoms, in the order of their numbers
-            self.atom_of[a : a + b] = local[inverse.reshape(-1)].reshape(b, self.pixels)
-            image = np.repeat(np.arange(a, a + b), self.pixels * layers)
-            pixel_cat[image, label_cat[pix.ravel()]] = True  # label 0's category is -1: the last column
+            found.append(runs[first[local >= known]])  # the new atoms, in the order of their numbers
+            length = np.diff(first_of, append=len(rows))
+            self.atom_of[a : a + b] = np.repeat(local[inverse.reshape(-1)], length).reshape(b, -1)
+            if len(ids) > len(weight):
+                weight = np.concatenate(
+                    [weight, np.zeros(max(len(weight), len(ids) - len(weight)), np.int64)]
+                )
+            weight[local] += np.bincount(inverse.reshape(-1), weights=length).astype(np.int64)  # exact < 2^53
+            # Label 0's category is -1: the last column.
+            pixel_cat[(a + first_of // self.pixels)[:, None], label_cat[runs[:, :layers]]] = True
         atoms = np.concatenate(found).astype(np.int64)  # (A, W) label numbers, 0 for none
 
         labelled = np.unique(atoms)
@@ -200,9 +213,7 @@ class FormulaSearch:
         terms = np.sort(column[atoms], axis=1)
         terms[:, 1:][terms[:, 1:] == terms[:, :-1]] = big  # a concept both pixel and image label, once
         self.terms = torch.from_numpy(terms)  # (A, W) concept columns, `big` for none
-        self.weight = torch.from_numpy(
-            np.bincount(self.atom_of.ravel(), minlength=len(atoms)).astype(np.int64)
-        )
+        self.weight = torch.from_numpy(weight[: len(atoms)])
         pcat = label_cat[atoms[:, :layers]]  # (A, K) categories of each atom's pixel labels
         self.pixel_cats = torch.from_numpy((pcat[:, :, None] == np.arange(ncat)).any(1))  # (A, ncat)
         sc = label_cat[data.scalars]
@@ -321,8 +332,8 @@ class FormulaSearch:
     def singles(self, unit: Unit) -> list[Scored]:
         """Every concept alone (dissection's IoU)."""
         inter = self._label_counts(self.terms[unit.atoms], unit.count)
-        cats = torch.nn.functional.one_hot(self.category, self.image_category.shape[1]).bool()
-        union = unit.area_over(cats) + self.size - inter
+        per_category = unit.area_over(torch.eye(self.image_category.shape[1], dtype=torch.bool))
+        union = per_category[self.category] + self.size - inter
         return [
             Scored(Formula((i,)), int(a), int(b)) for i, (a, b) in enumerate(zip(inter, union, strict=True))
         ]
