@@ -130,6 +130,7 @@ def test_a_model_without_relu_is_refused_for_backprop_rules():
 QUICK = {
     "rise": {"n_masks": 32},
     "scorecam": {"batch_size": 256},
+    "sidu": {"batch_size": 256, "threshold": 0.1},  # the untrained net's activations stay below 0.5
     **{m: {"attention": Attention(32, 5)} for m in ("lcam_fm", "lcam_img")},
 }
 
@@ -178,7 +179,7 @@ def test_every_method_runs_on_resnet18_and_leaves_it_unchanged():
     for name, method in METHODS.items():
         layer = "layer4" if name == "cam" else "layer4.1.bn2"  # bn2's output is then += in place
         opts = QUICK.get(name, {})
-        if name == "scorecam":
+        if name in ("scorecam", "sidu"):
             layer = "layer2.1.bn2"  # 128 channels, not 512: 4x fewer masked forward passes
         if name in ("lcam_fm", "lcam_img"):
             opts = {"attention": torch.nn.Conv2d(512, 10, 1)}

@@ -1,4 +1,4 @@
-"""Score-CAM and RISE against their definitions, pytorch-grad-cam, and the pass counts they report."""
+"""Score-CAM, RISE and SIDU against their definitions, pytorch-grad-cam, and the pass counts they report."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from test_attribution import X, _convnet, _features
 from torch import nn
 
 from cnnscope.attribution.base import normalize_maps
-from cnnscope.attribution.perturbation import RISE, RISEParams, ScoreCAM, ScoreCAMParams
+from cnnscope.attribution.perturbation import RISE, SIDU, RISEParams, ScoreCAM, ScoreCAMParams, SIDUParams
 from cnnscope.attribution.suite import MethodParams, PassCounter, attribute
 from cnnscope.errors import CnnscopeError
 
@@ -52,6 +52,76 @@ def test_scorecam_is_its_definition_on_a_hand_checkable_model():
     w = F.softmax(logits, 0)
     with ScoreCAM(net, "layer", weighting="channel_softmax") as cam:
         torch.testing.assert_close(cam.layer_maps(x, target)[0], w[0] * x[0, 0] + w[1] * x[0, 1])
+
+
+def test_sidu_is_the_authors_weighting_on_a_hand_checkable_model():
+    """Three feature maps that are the input's channels, a linear head on their means: the masks, the
+    softmax vectors and the weights re-derived in numpy from the formulas, not from the class."""
+    net = nn.Sequential()
+    net.add_module("layer", nn.Identity())
+    net.add_module("pool", nn.Flatten(2))
+    head = nn.Linear(3, 3)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, -1.0], [1.0, 1.0, 1.0]]))
+        head.bias.zero_()
+    net.eval()
+    x = torch.tensor([[[4.0, 0.0], [0.0, 0.0]], [[1.0, 2.0], [3.0, 0.4]], [[0.2, 0.0], [0.9, 0.7]]])[None]
+
+    def logits(image: np.ndarray) -> np.ndarray:
+        return head.weight.detach().numpy() @ image.reshape(3, -1).mean(1)
+
+    def softmax(z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+    model = _Headed(net, head).eval()
+    image = x[0].numpy()
+    masks = (image > 0.5).astype(np.float64)  # 2x2 -> 2x2 upsampling is the identity
+    probs = np.stack([softmax(logits(image * m)) for m in masks])
+    p = softmax(logits(image))
+    t = 1
+    sd = np.exp(-((p[t] - probs[:, t]) ** 2) / (2 * 0.25**2))
+    spread = np.array([sum(np.linalg.norm(a - b) for b in probs) for a in probs])
+    u = (spread - spread.min()) / (spread.max() - spread.min())
+    want = (sd * u) @ masks.reshape(3, -1) / 3
+    with SIDU(model, "net.layer", batch_size=2) as sidu:
+        got = sidu.saliency(x, torch.tensor([t]))
+    np.testing.assert_allclose(got[0].numpy().ravel(), want, rtol=1e-5, atol=1e-7)
+    assert len(np.unique(want.round(6))) > 2  # the case is not degenerate: the weights differ
+    with SIDU(model, "net.layer", threshold=3.5) as sidu:  # only channel 0's corner stays on
+        assert sidu.masks(x, torch.arange(3), (2, 2)).sum().item() == 1
+
+
+class _Headed(nn.Module):
+    """``net`` (feature maps, flattened) then a linear ``head`` on their means."""
+
+    def __init__(self, net: nn.Module, head: nn.Linear) -> None:
+        super().__init__()
+        self.net, self.head = net, head
+
+    def forward(self, x):
+        return self.head(self.net(x).mean(2))
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64])
+def test_sidu_batches_give_the_same_maps(batch_size):
+    # Untrained, its conv5 activations stay below 0.36 (masks start at 0.1) and its predictions hardly
+    # move under masking, which SIDU's min-max scaled uniqueness would amplify from rounding: a sharper
+    # head makes the masks matter.
+    net = _convnet()
+    with torch.no_grad():
+        net.fc.weight.mul_(200)
+    with SIDU(net, "conv5", batch_size=batch_size, threshold=0.1) as sidu:
+        got = sidu(X)
+    with SIDU(net, "conv5", threshold=0.1) as sidu:
+        want = torch.cat([sidu(X[i : i + 1]) for i in range(len(X))])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert (got.flatten(1).amax(1) == 1).all()  # every image has a map, scaled to [0, 1]
+
+
+def test_sidu_refuses_a_threshold_no_activation_reaches():
+    with SIDU(_convnet(), "conv5") as sidu, pytest.raises(CnnscopeError, match="sidu threshold below"):
+        sidu(X)
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, 1000])
@@ -124,15 +194,20 @@ def test_pass_counts_are_what_the_hooks_saw():
     net = _convnet()
     targets = torch.tensor([0, 3, 1, 4])
     k = _features(net, X[:1]).shape[1]
-    params = MethodParams(scorecam=ScoreCAMParams(batch_size=5), rise=RISEParams(n_masks=20))
+    params = MethodParams(
+        scorecam=ScoreCAMParams(batch_size=5),
+        rise=RISEParams(n_masks=20),
+        sidu=SIDUParams(batch_size=6, threshold=0.1),
+    )
     _, cost = attribute(
-        net, "conv5", X, ["gradcam", "guided_backprop", "scorecam", "rise"], targets, params=params
+        net, "conv5", X, ["gradcam", "guided_backprop", "scorecam", "rise", "sidu"], targets, params=params
     )
     cost = cost.set_index("method")
     assert cost.loc["gradcam", ["forward_passes", "backward_passes"]].tolist() == [1, 1]
     assert cost.loc["guided_backprop", ["forward_passes", "backward_passes"]].tolist() == [1, 1]
     assert cost.loc["scorecam", ["forward_passes", "backward_passes"]].tolist() == [1 + k, 0]
     assert cost.loc["rise", ["forward_passes", "backward_passes"]].tolist() == [20, 0]
+    assert cost.loc["sidu", ["forward_passes", "backward_passes"]].tolist() == [1 + k, 0]
     with PassCounter(net) as count:
         net(X)
     assert (count.forward, count.backward) == (4, 0) and not net._forward_hooks

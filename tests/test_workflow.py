@@ -77,6 +77,7 @@ def test_study_runs_to_the_report(study):
         "guided_gradcam",
         "scorecam",
         "rise",
+        "sidu",
         "lcam_fm",
         "lcam_img",
     )

@@ -1,4 +1,4 @@
-"""Perturbation methods: maps from how the model's score changes on masked inputs, no gradients.
+"""Perturbation methods: maps from how the model's scores change on masked inputs, no gradients.
 
 * :class:`ScoreCAM` (Wang et al. 2020): each feature map of the layer, upsampled to the input and
   min-max normalised, masks the input; the channel's weight is the target's score on that masked
@@ -18,10 +18,24 @@
   random shift; the map is ``sum_i P_i M_i / (n_masks * p)``, ``P_i`` the target's softmax probability
   on ``x * M_i``. The masks come from ``seed``: the same maps for the same seed.
 
-Masked inputs run in batches of ``batch_size`` on the model's device; both are context managers like
-the other methods, and leave no hook behind. Their settings are :class:`ScoreCAMParams` and
-:class:`RISEParams`, which the study's attribution step nests, so a map made through the library with
-its defaults is the one the study makes.
+* :class:`SIDU` (Muddamsetty, Jahromi & Moeslund, Pattern Recognition 2022, and the authors' code
+  ``satyamahesh84/SIDU_XAI_CODE``): each feature map of the layer, binarised at ``threshold`` (the
+  code's 0.5, on the raw activations) and upsampled bilinearly to the input, is a mask ``M_k``; with
+  ``P_k`` the softmax vector on ``x * M_k``, ``P`` on ``x`` and ``t`` the target::
+
+      SD_k = exp(-(P[t] - P_k[t])^2 / (2 sigma^2))       similarity difference, sigma = 0.25
+      U_k  = minmax_k( sum_j ||P_k - P_j||_2 )            uniqueness, scaled over the masks
+      S    = (1 / K) sum_k SD_k U_k M_k
+
+  The code computes ``SD`` for every class (``sqrt(exp(-d^2 / sigma^2))``) and shows the target's
+  row, which is the above; it also divides by 0.5 (RISE's ``p``), which the per-image scaling
+  removes. ``MarcoParola/pytorch-sidu`` differs: it compares the masked inputs' *feature maps*, not
+  their predictions, and binarises at 0.15.
+
+Masked inputs run in batches of ``batch_size`` on the model's device; all three are context managers
+like the other methods, and leave no hook behind. Their settings are :class:`ScoreCAMParams`,
+:class:`RISEParams` and :class:`SIDUParams`, which the study's attribution step nests, so a map made
+through the library with its defaults is the one the study makes.
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ from torch import nn
 
 from cnnscope.attribution.base import LayerAttribution, normalize_maps, select
 from cnnscope.bounds import bounded, check_params, choice, positive
+from cnnscope.errors import CnnscopeError
 from cnnscope.models.layers import evaluating
 
 Weighting = choice("Weighting", ("probability", "channel_softmax"))
@@ -53,6 +68,13 @@ class RISEParams:
     grid: int = positive(7)  # cells per side of a mask
     p: float = bounded(0.5, 0, 1, open_lo=True)  # probability a cell is on
     seed: int = bounded(0, 0)
+    batch_size: int = positive(64)  # masked inputs per forward pass
+
+
+@dataclass
+class SIDUParams:
+    threshold: float = 0.5  # a feature map's cell is on above this activation (the authors' code)
+    sigma: float = bounded(0.25, 0, None, open_lo=True)  # the similarity kernel's width
     batch_size: int = positive(64)  # masked inputs per forward pass
 
 
@@ -147,6 +169,62 @@ class RISE:
                     s = _scores(self.model, x[i] * m[:, None], t[i].expand(len(m)), probability=True)
                     sal[i] += (s[:, None, None] * m).sum(0)
         return sal / (self.n_masks * self.p)
+
+    def __call__(self, x: torch.Tensor, targets: torch.Tensor | list[int] | None = None) -> torch.Tensor:
+        """``(N, H, W)`` maps in [0, 1]: :meth:`saliency` min-max scaled per image."""
+        return normalize_maps(self.saliency(x, targets))
+
+
+class SIDU(LayerAttribution):
+    """SIDU: feature-map masks weighted by similarity difference and uniqueness (the module docstring)."""
+
+    def __init__(self, model: nn.Module, layer: str, params: SIDUParams | None = None, **settings) -> None:
+        """``params`` (default :class:`SIDUParams`), with any of its fields replaced by ``settings``."""
+        p = dataclasses.replace(params or SIDUParams(), **settings)
+        check_params(p)
+        super().__init__(model, layer)
+        self.threshold, self.sigma, self.batch_size = p.threshold, p.sigma, p.batch_size
+
+    def masks(self, acts: torch.Tensor, rows: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``M_k`` of (image, channel) ``rows`` of ``acts.flatten(0, 1)``: ``(len(rows), H, W)``."""
+        on = (acts.flatten(0, 1)[rows, None] > self.threshold).float()
+        return F.interpolate(on, size=size, mode="bilinear", align_corners=False)[:, 0]
+
+    def saliency(self, x: torch.Tensor, targets: torch.Tensor | list[int] | None = None) -> torch.Tensor:
+        """``(N, H, W)``: ``S`` unscaled."""
+        if self._handle is None:
+            raise RuntimeError("use SIDU as a context manager: with SIDU(...) as m: m(x)")
+        with evaluating(self.model), torch.no_grad():
+            logits = self.model(x)
+            t = select(logits, targets)
+            acts = self.store["activations"]
+            n, k = acts.shape[:2]
+            peak = acts.flatten(1).amax(1)
+            if (peak <= self.threshold).any():  # every mask empty: SIDU has nothing to weigh
+                raise CnnscopeError(
+                    f"SIDU: no activation of layer {self.layer_name!r} exceeds its threshold "
+                    f"{self.threshold:g} on image {int((peak <= self.threshold).nonzero()[0])} (its largest "
+                    f"is {float(peak.min()):.3g}); set the sidu threshold below the layer's activations"
+                )
+            probs = torch.empty(n * k, logits.shape[1], device=x.device)
+            for a in range(0, n * k, self.batch_size):
+                rows = torch.arange(a, min(a + self.batch_size, n * k), device=x.device)
+                probs[rows] = F.softmax(
+                    self.model(x[rows // k] * self.masks(acts, rows, x.shape[-2:])[:, None]), 1
+                )
+            probs = probs.view(n, k, -1)
+            images = torch.arange(n, device=x.device)
+            diff = probs[images, :, t] - F.softmax(logits, 1)[images, t][:, None]  # (N, K)
+            weight = torch.exp(-(diff**2) / (2 * self.sigma**2)) * normalize_maps(
+                torch.cdist(probs, probs).sum(2)
+            )
+            sal = torch.zeros(n, *x.shape[-2:], device=x.device)
+            for a in range(0, n * k, self.batch_size):  # the masks again: all at once could be gigabytes
+                rows = torch.arange(a, min(a + self.batch_size, n * k), device=x.device)
+                sal.index_add_(
+                    0, rows // k, weight.flatten()[rows, None, None] * self.masks(acts, rows, x.shape[-2:])
+                )
+        return sal / k
 
     def __call__(self, x: torch.Tensor, targets: torch.Tensor | list[int] | None = None) -> torch.Tensor:
         """``(N, H, W)`` maps in [0, 1]: :meth:`saliency` min-max scaled per image."""

@@ -20,7 +20,7 @@ from cnnscope.attribution.base import normalize_maps
 from cnnscope.attribution.cam import CAM, CounterfactualGradCAM, GradCAM, GradCAMPlusPlus
 from cnnscope.attribution.lcam import LCAM, Attention
 from cnnscope.attribution.metrics import deletion_insertion, drop_and_increase
-from cnnscope.attribution.perturbation import RISE, RISEParams, ScoreCAM, ScoreCAMParams
+from cnnscope.attribution.perturbation import RISE, SIDU, RISEParams, ScoreCAM, ScoreCAMParams, SIDUParams
 from cnnscope.bounds import choice
 from cnnscope.errors import CnnscopeError
 from cnnscope.progress import track
@@ -89,13 +89,14 @@ METHODS: dict[str, Method] = {
     "guided_gradcam++": _guided(GradCAMPlusPlus),
     "scorecam": _class_activation(ScoreCAM),
     "rise": _model_only(RISE),
+    "sidu": _class_activation(SIDU),
     "lcam_fm": _learned("fm"),
     "lcam_img": _learned("img"),
 }
 # Methods that need a module trained for the model first (the lcam step's attention).
 TRAINED = frozenset({"lcam_fm", "lcam_img"})
 # Methods that run hundreds of forward passes per image (a study runs them on fewer images).
-PERTURBATION = frozenset({"scorecam", "rise"})
+PERTURBATION = frozenset({"scorecam", "rise", "sidu"})
 MethodName = choice("MethodName", METHODS)
 # How pages name each method: as the papers that introduced them do (keys: METHODS).
 DISPLAY_NAMES: dict[str, str] = {
@@ -109,6 +110,7 @@ DISPLAY_NAMES: dict[str, str] = {
     "guided_gradcam++": "Guided Grad-CAM++",
     "scorecam": "Score-CAM",
     "rise": "RISE",
+    "sidu": "SIDU",
     "lcam_fm": "L-CAM-Fm",
     "lcam_img": "L-CAM-Img",
 }
@@ -146,6 +148,7 @@ class MethodParams:
 
     scorecam: ScoreCAMParams = field(default_factory=ScoreCAMParams)
     rise: RISEParams = field(default_factory=RISEParams)
+    sidu: SIDUParams = field(default_factory=SIDUParams)
 
 
 def attribute(

@@ -25,6 +25,7 @@ from PIL import Image
 from cnnscope import plots
 from cnnscope.artifacts import PAGE, FeaturevisArtifact
 from cnnscope.attribution.localisation import CENTRE
+from cnnscope.attribution.suite import DISPLAY_NAMES, METHODS, PERTURBATION
 from cnnscope.data.packed import PackedDataset
 from cnnscope.report.images import unit_strip
 from cnnscope.report.inputs import LayerResult
@@ -399,13 +400,14 @@ def attribution_model(
 
 
 def attribution_metrics(page: Page, table: pd.DataFrame) -> None:
+    masked = [DISPLAY_NAMES[m] for m in METHODS if m in PERTURBATION]
     page.add(
         "<p class='meta'>Average Drop (lower is better) and Increase in Confidence (higher) on the "
         "image multiplied by its map; deletion AUC (lower) and insertion AUC (higher) of the target "
         "probability as the most attributed pixels are removed or inserted. Each method's cost per "
-        "image: forward and backward passes through the model, counted by hooks, and seconds. Score-CAM "
-        "and RISE (hundreds of forward passes each) are computed and scored on fewer images (the "
-        "images column).</p>"
+        "image: forward and backward passes through the model, counted by hooks, and seconds. "
+        f"{', '.join(masked[:-1])} and {masked[-1]} (a forward pass per mask, "
+        "hundreds each) are computed and scored on fewer images (the images column).</p>"
     )
     learned = {"L-CAM-Fm", "L-CAM-Img"}
     without = [m for m, g in table.groupby("model", sort=False) if not learned & set(g["method"])]

@@ -37,8 +37,9 @@ from cnnscope.stepkit.schema import OnDevice, register
 
 @dataclass
 class Perturbation(MethodParams):
-    """Score-CAM and RISE (their settings: ``scorecam``, ``rise``): hundreds of forward passes per
-    image, so they run on the first ``images`` probe images only (gallery and metrics alike)."""
+    """The perturbation methods (:data:`~cnnscope.attribution.suite.PERTURBATION`; their settings: a
+    field each, named as the method): hundreds of forward passes per image, so they run on the first
+    ``images`` probe images only (gallery and metrics alike)."""
 
     images: int = positive(6)
 
