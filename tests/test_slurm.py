@@ -2,9 +2,9 @@
 (``tests/slurm/cluster.sh start``, which ``.ci/run`` runs as root before the tests): the local rules run
 on the submit host, every other job through sbatch.
 
-The study is the tiny test study (``conftest.TINY``): every rule of the default study's DAG (world,
-training, cue conflict, L-CAM, extraction, dissection, Net2Vec, attribution, feature visualisation,
-report), once per model and layer of one model, with small budgets. The executor is under test here,
+The study is the tiny test study (``conftest.TINY``) with one layer: every rule of the default study's
+DAG (world, training, cue conflict, L-CAM, extraction, dissection, Net2Vec, attribution, feature
+visualisation, report), once per model and layer, with small budgets. The executor is under test here,
 not the science; each job costs about 15 s of start-up on the 2-core test node, and the whole default
 study's 36 jobs took 12 minutes of the suite. Training keeps 200 steps, enough that a progress bar in
 its log would show.
@@ -64,7 +64,9 @@ def test_a_study_runs_through_the_slurm_executor(tmp_path):
         pytest.skip("no SLURM cluster here (as root: bash tests/slurm/cluster.sh start)")
     work = copy_repo(tmp_path / "repo")
     steps = {**TINY["steps"], "train": {**TINY["steps"]["train"], "train.steps": 200}}
-    (work / "config" / "config.yaml").write_text(yaml.safe_dump({**TINY, "steps": steps}, sort_keys=False))
+    models = [{**TINY["models"][0], "layers": ["conv5"]}]  # every rule once: one layer is enough
+    config = {**TINY, "models": models, "steps": steps}
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     planned = planned_jobs(work)
     assert planned >= 15  # world, training, extraction, dissection, ... report
     before = set(_sacct_jobs())
@@ -101,7 +103,7 @@ def test_a_study_runs_through_the_slurm_executor(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert (work / "results" / "report" / "index.html").is_file()
     log = res.stdout + res.stderr
-    study = Study(TINY)  # its local rules: those declared local that it has jobs of
+    study = Study(config)  # its local rules: those declared local that it has jobs of
     local = {s.name for s in STAGES.values() if s.local and study.jobs(s.name)}
     assert local == {"stimuli", "report"}
     assert {r for r in re.findall(r"^localrule (\w+):", log, re.M)} == local | {"all"}, log[-3000:]

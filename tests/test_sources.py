@@ -15,6 +15,7 @@ from conftest import REPO, TINY, downstream, planned_jobs, snakemake
 
 from cnnscope.sources import closure
 from cnnscope.stages import STAGES
+from cnnscope.stepkit.warm import PRELOAD
 
 STEPS = list(STAGES)
 # Steps that fetch from the network, which the tiny study has no job of.
@@ -22,23 +23,43 @@ FETCHING = {"download", "weights"}
 
 
 def _imported(src: Path) -> dict[str, set[Path]]:
-    """Per step, the cnnscope files (relative to ``src``) a fresh interpreter has loaded after importing
-    the step's module; the interpreters run side by side."""
-    code = (
-        "import sys, json, importlib; importlib.import_module(sys.argv[1]); "
-        "print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items() "
-        "if n.split('.')[0] == 'cnnscope' and getattr(m, '__file__', None))))"
-    )
+    """Per step, the cnnscope files (relative to ``src``) an interpreter has loaded after importing the
+    step's module: one interpreter imports the heavy libraries (the warm start's :data:`PRELOAD`; no
+    module of cnnscope) and forks a child per step, which imports the step and reports."""
+    code = """
+import importlib, json, os, sys
+for name in sys.argv[1].split(","):
+    importlib.import_module(name)
+found = {}
+for step in sys.argv[2:]:
+    r, w = os.pipe()
+    if os.fork() == 0:
+        status = 1
+        try:
+            os.close(r)
+            importlib.import_module(f"cnnscope.steps.{step}")
+            mods = [m for n, m in sys.modules.items() if n.split(".")[0] == "cnnscope"]
+            os.write(w, json.dumps(sorted(m.__file__ for m in mods if getattr(m, "__file__", None))).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(w)
+    with os.fdopen(r) as pipe:
+        found[step] = json.loads(pipe.read())
+    assert os.wait()[1] == 0, step
+print(json.dumps(found))
+"""
     env = {**os.environ, "PYTHONPATH": str(src)}
-    procs = {
-        s: subprocess.Popen(
-            [sys.executable, "-c", code, f"cnnscope.steps.{s}"], env=env, stdout=subprocess.PIPE, text=True
-        )
-        for s in STEPS
-    }
-    out = {s: p.communicate(timeout=300)[0] for s, p in procs.items()}
-    assert all(p.returncode == 0 for p in procs.values())
-    return {s: {Path(f).resolve().relative_to(src.resolve()) for f in json.loads(o)} for s, o in out.items()}
+    res = subprocess.run(
+        [sys.executable, "-c", code, ",".join(PRELOAD), *STEPS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    return {s: {Path(f).resolve().relative_to(src.resolve()) for f in out[s]} for s in STEPS}
 
 
 @pytest.fixture(scope="module")
