@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnscope.attribution.suite import DISPLAY_NAMES, METHODS, TRAINED, attribute
+from cnnscope.attribution.perturbation import SIDUParams
+from cnnscope.attribution.suite import DISPLAY_NAMES, METHODS, TRAINED, MethodParams, attribute
 from cnnscope.errors import CnnscopeError
 from cnnscope.explain import explain, load_images, overlay
 from cnnscope.models.builtin import BUILTIN
@@ -21,6 +22,8 @@ from cnnscope.models.registry import LoadedModel
 UNTRAINED = [m for m in METHODS if m not in TRAINED]  # L-CAM needs a study's trained attention
 LAYER = "conv5"  # the built-in ConvNet's last conv block, before global average pooling
 SIZE = 64
+# The untrained model's conv5 activations stay below 0.07: SIDU's masks start lower than its 0.5.
+PARAMS = MethodParams(sidu=SIDUParams(threshold=0.01))
 
 
 @pytest.fixture
@@ -55,7 +58,16 @@ def test_display_names_cover_every_method():
 
 
 def test_writes_page_maps_and_an_overlay_per_image_and_method(loaded, images, tmp_path):
-    out = explain(loaded, LAYER, images, list(UNTRAINED), tmp_path / "out", SIZE, class_names=list("wxyz"))
+    out = explain(
+        loaded,
+        LAYER,
+        images,
+        list(UNTRAINED),
+        tmp_path / "out",
+        SIZE,
+        class_names=list("wxyz"),
+        params=PARAMS,
+    )
     assert out == tmp_path / "out"
     maps = np.load(out / "maps.npz")
     assert set(maps.files) == set(UNTRAINED)
@@ -82,16 +94,23 @@ def test_writes_page_maps_and_an_overlay_per_image_and_method(loaded, images, tm
 
 @pytest.mark.parametrize(("target", "batch_size"), [(None, 16), (2, 2)])
 def test_maps_are_what_the_attribution_step_computes(loaded, images, tmp_path, target, batch_size):
-    out = explain(loaded, LAYER, images, list(UNTRAINED), tmp_path / "out", SIZE, None, target, batch_size)
+    out = explain(
+        loaded, LAYER, images, list(UNTRAINED), tmp_path / "out", SIZE, None, target, batch_size, PARAMS
+    )
     x = loaded.normalize(torch.from_numpy(load_images(images, SIZE)))
     with torch.no_grad():
         probs = loaded.module(x).softmax(1)
     targets = probs.argmax(1) if target is None else torch.full((3,), target)
     # the same batches as explain's: a batch's size changes the kernels' rounding, not the result
     batches = [
-        attribute(loaded.module, LAYER, x[i : i + batch_size], list(UNTRAINED), targets[i : i + batch_size])[
-            0
-        ]
+        attribute(
+            loaded.module,
+            LAYER,
+            x[i : i + batch_size],
+            list(UNTRAINED),
+            targets[i : i + batch_size],
+            params=PARAMS,
+        )[0]
         for i in range(0, len(x), batch_size)
     ]
     maps = np.load(out / "maps.npz")

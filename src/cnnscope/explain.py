@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from cnnscope.artifacts import PAGE, AttributionArtifact
-from cnnscope.attribution.suite import DISPLAY_NAMES, METHODS, TRAINED, attribute
+from cnnscope.attribution.suite import DISPLAY_NAMES, METHODS, TRAINED, MethodParams, attribute
 from cnnscope.data.rgb import read_rgb
 from cnnscope.errors import CnnscopeError
 from cnnscope.io import atomic_dir
@@ -175,12 +175,14 @@ def explain(
     class_names: Sequence[str] | None = None,
     target: int | None = None,
     batch_size: int = 16,
+    params: MethodParams | None = None,
 ) -> Path:
     """Explain each image's predicted class (or ``target`` for all) with every method, into ``out``.
 
     ``loaded.module`` must be in eval mode (as :func:`~cnnscope.models.registry.load_model` leaves
     it), so a prediction does not depend on the other images of its batch. ``layer`` is the
-    class-activation layer (the last conv block). Returns ``out``.
+    class-activation layer (the last conv block); ``params``: the settings of the methods that have
+    any (default: the study's defaults). Returns ``out``.
     """
     methods = list(dict.fromkeys(methods))  # a method named twice is computed and drawn once
     _check_inputs(loaded, layer, images, methods, size, batch_size)
@@ -199,7 +201,7 @@ def explain(
         bad = torch.nonzero(~probs.isfinite().all(1)).flatten().tolist()
         if bad:
             raise CnnscopeError(f"{arch} gives non-finite class probabilities for {images[start + bad[0]]}")
-        batch_maps, _ = attribute(loaded.module, layer, x, methods, targets)
+        batch_maps, _ = attribute(loaded.module, layer, x, methods, targets, params=params)
         for m, v in batch_maps.items():
             v = v.detach().float().cpu().numpy()
             bad = np.flatnonzero(~np.isfinite(v).all((1, 2)))

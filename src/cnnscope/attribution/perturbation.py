@@ -204,7 +204,8 @@ class SIDU(LayerAttribution):
                 raise CnnscopeError(
                     f"SIDU: no activation of layer {self.layer_name!r} exceeds its threshold "
                     f"{self.threshold:g} on image {int((peak <= self.threshold).nonzero()[0])} (its largest "
-                    f"is {float(peak.min()):.3g}); set the sidu threshold below the layer's activations"
+                    f"is {float(peak.min()):.3g}); set the sidu threshold below the layer's activations "
+                    "(perturbation.sidu.threshold in a study) or leave SIDU out"
                 )
             probs = torch.empty(n * k, logits.shape[1], device=x.device)
             for a in range(0, n * k, self.batch_size):
