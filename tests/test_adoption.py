@@ -220,6 +220,19 @@ def test_explain_writes_overlays_and_a_page_for_own_images(tmp_path, monkeypatch
     assert len(list((tmp_path / "shown" / "overlays").glob("*.png"))) == 4
     assert cli.main([*args, "--size", "48", "--out", "shown2", "--layer", "nope"]) == 2
     assert not (tmp_path / "shown2").exists()
+    # A dissection of the layer names the response profiles' units; a folder that is none is refused.
+    units = pd.read_csv(tmp_path / "shown" / "responses.csv")["unit"].unique()
+    dissected = tmp_path / "dissect"
+    dissected.mkdir()
+    pd.DataFrame({"unit": units[::-1], "label": [f"c{u}" for u in units[::-1]], "iou": 0.1}).to_csv(
+        dissected / "units.csv", index=False
+    )
+    assert cli.main([*args, "--size", "48", "--out", "named", "--dissection", "dissect"]) == 0
+    named = pd.read_csv(tmp_path / "named" / "responses.csv")
+    assert (named["label"] == [f"c{u} (0.10)" for u in named["unit"]]).all()
+    assert cli.main([*args, "--size", "48", "--out", "named2", "--dissection", "in"]) == 2
+    assert "is not a dissect step's output" in capsys.readouterr().err
+    assert not (tmp_path / "named2").exists()
 
 
 def test_import_source_loads_a_factory_with_a_checkpoint_and_class_names(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from cnnscope.attribution.perturbation import SIDUParams
 from cnnscope.attribution.suite import DISPLAY_NAMES, METHODS, TRAINED, MethodParams, attribute
 from cnnscope.errors import CnnscopeError
 from cnnscope.explain import explain, load_images, overlay
+from cnnscope.features import LayerCapture
 from cnnscope.models.builtin import BUILTIN
 from cnnscope.models.registry import LoadedModel
 
@@ -81,10 +82,10 @@ def test_writes_page_maps_and_an_overlay_per_image_and_method(loaded, images, tm
         assert Image.open(out / name).size == (SIZE, SIZE)
     page = (out / "index.html").read_text()
     sources = _sources(page)
-    assert overlays | {f"inputs/{s}.png" for s in stems} == sources
+    assert overlays | {f"{d}/{s}.png" for s in stems for d in ("inputs", "profiles")} == sources
     assert all((out / s).is_file() for s in sources)
     headings = re.findall(r"<th>([^<]*)</th>", page)
-    assert [h for h in headings if h not in ("image", "input")] == [DISPLAY_NAMES[m] for m in UNTRAINED]
+    assert headings == ["image", "input", *(DISPLAY_NAMES[m] for m in UNTRAINED), "response profile"]
     assert "my bird&#x27;s nest" in page  # file names are escaped, not pasted into the HTML
     rows = pd.read_csv(out / "predictions.csv")
     assert rows["image"].tolist() == [str(p) for p in images]
@@ -122,6 +123,31 @@ def test_maps_are_what_the_attribution_step_computes(loaded, images, tmp_path, t
     np.testing.assert_allclose(rows["probability"], probs.max(1).values.numpy(), atol=1e-6)
     assert rows["explained"].tolist() == targets.tolist()
     np.testing.assert_allclose(rows["explained_probability"], probs[range(3), targets].numpy(), atol=1e-6)
+
+
+def test_response_profiles_are_the_layers_mean_activations_named_by_labels(loaded, images, tmp_path):
+    """Each image's mean activation per unit of the layer, ranked, and labelled when labels are given."""
+    x = loaded.normalize(torch.from_numpy(load_images(images, SIZE)))
+    with torch.no_grad(), LayerCapture(loaded.module.conv5) as cap:
+        want = cap(loaded.module, x).mean((2, 3)).numpy()  # (3, units), by a hook of its own
+    labels = [f"concept{u}" for u in range(want.shape[1])]
+    out = explain(
+        loaded, LAYER, images, ["gradcam"], tmp_path / "out", SIZE, batch_size=2, unit_labels=labels
+    )
+    table = pd.read_csv(out / "responses.csv")
+    assert len(table) == want.size and table["image"].unique().tolist() == ["cat", "dog", "my bird's nest"]
+    np.testing.assert_allclose(table["mean_activation"].to_numpy().reshape(want.shape), want, rtol=1e-5)
+    top = table[table["rank"] == 1]
+    assert top["unit"].tolist() == want.argmax(1).tolist()
+    assert top["label"].tolist() == [labels[u] for u in want.argmax(1)]
+    assert sorted(table.groupby("image")["rank"].apply(sorted).iloc[0]) == list(range(1, want.shape[1] + 1))
+    assert all(Image.open(out / "profiles" / f"{s}.png").size[0] > 300 for s in table["image"].unique())
+    before = set(tmp_path.iterdir())
+    with pytest.raises(
+        CnnscopeError, match=f"3 unit labels given, but layer 'conv5' .* has {want.shape[1]} units"
+    ):
+        explain(loaded, LAYER, images, ["gradcam"], tmp_path / "again", SIZE, unit_labels=labels[:3])
+    assert set(tmp_path.iterdir()) == before
 
 
 @pytest.mark.parametrize("portrait", [False, True])

@@ -88,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--size", type=int, help="image size (default: the model's, else 224)")
     explain.add_argument("--out", type=Path, default=Path("explain"), help="output folder (default: explain)")
     explain.add_argument("--device", default="auto")
+    explain.add_argument(
+        "--dissection",
+        type=Path,
+        help="a dissect step's output of this model's layer: names the profiles' units",
+    )
     stages = sub.add_parser("stages", help="list the study's stages (--settings: each one's settings)")
     stages.add_argument("--settings", action="store_true", help="each stage's settings, types and defaults")
     check = sub.add_parser("verify", help="check artifacts against their manifests (--full: every digest)")
@@ -237,9 +242,36 @@ def _explain(args: argparse.Namespace, extra: list[str]) -> int:
     check_layers(spec, [layer], args.model, size)  # a logits tensor out, feature maps at the layer
     loaded = load_model(spec, pick_device(args.device))
     methods = args.methods or [m for m in METHODS if m not in TRAINED]
-    out = explain(loaded, layer, args.images, methods, args.out, size, loaded.class_names, args.target)
+    labels = _unit_labels(args.dissection) if args.dissection else None
+    out = explain(
+        loaded,
+        layer,
+        args.images,
+        methods,
+        args.out,
+        size,
+        loaded.class_names,
+        args.target,
+        unit_labels=labels,
+    )
     print(f"cnnscope: {len(args.images)} image(s), layer {layer} -> {out / PAGE}")
     return 0
+
+
+def _unit_labels(folder: Path) -> list[str]:
+    """Each unit's best label and its IoU from a dissect step's output (``units.csv``)."""
+    import pandas as pd
+
+    from cnnscope.artifacts import DissectArtifact
+
+    units = DissectArtifact(folder).units
+    if not units.is_file():
+        raise CnnscopeError(
+            f"{folder} is not a dissect step's output (no {units.name}); give "
+            "results/dissect/<dataset>/<model>/<layer> of a study that dissected this model's layer"
+        )
+    table = pd.read_csv(units).sort_values("unit")
+    return [f"{label} ({iou:.2f})" for label, iou in zip(table["label"], table["iou"], strict=True)]
 
 
 def _last_feature_maps(rows: list) -> str:

@@ -7,7 +7,10 @@ the output directory is written with :func:`cnnscope.io.atomic_dir`, so a failur
 
 The output directory holds ``maps.npz`` (one float32 ``(N, size, size)`` array in [0, 1] per method),
 ``inputs/<stem>.png`` (each image as the model saw it: resized and cropped), ``overlays/<stem>__<method>.png``
-(the map over the image), ``predictions.csv`` and ``index.html`` (one page, opening from disk).
+(the map over the image), ``predictions.csv``, ``index.html`` (one page, opening from disk), and each
+image's *response profile* (the filter-visualisation seed's check of what a unit detects: feed an image
+and plot the layer's mean activation per unit): ``responses.csv`` (image, unit, mean activation, rank,
+and the unit's dissection label when given) and ``profiles/<stem>.png``.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from cnnscope import plots
 from cnnscope.artifacts import PAGE, AttributionArtifact
 from cnnscope.attribution.suite import DISPLAY_NAMES, METHODS, TRAINED, MethodParams, attribute
 from cnnscope.data.rgb import read_rgb
 from cnnscope.errors import CnnscopeError
+from cnnscope.features import LayerCapture
 from cnnscope.io import atomic_dir
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import LoadedModel
@@ -37,11 +42,13 @@ MAPS = AttributionArtifact(".").maps.name  # the maps file, in the attribution s
 
 OVERLAY_ALPHA = 0.5  # the map's weight in the overlay, as in the report's attribution gallery
 OVERLAY_CMAP = "jet"
+PROFILE_TOP = 5  # units named in each response profile
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;line-height:1.4}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px;font-size:13px;vertical-align:top}
-th{background:#f3f3f3}img{display:block;width:160px;height:160px}.meta{color:#555;font-size:13px}
+th{background:#f3f3f3}img{display:block;width:160px;height:160px}img.wide{width:336px}
+.meta{color:#555;font-size:13px}
 """
 
 
@@ -122,6 +129,30 @@ def _check_classes(
         raise CnnscopeError(f"target class {target} is not one of {arch}'s classes 0..{num_classes - 1}")
 
 
+def _check_units(units: int, unit_labels: Sequence[str] | None, layer: str, arch: str) -> None:
+    if unit_labels is not None and len(unit_labels) != units:
+        raise CnnscopeError(
+            f"{len(unit_labels)} unit labels given, but layer {layer!r} of {arch} has {units} units; "
+            "give the dissection of this model's layer"
+        )
+
+
+def _responses(profile: np.ndarray, stems: Sequence[str], unit_labels: Sequence[str] | None) -> pd.DataFrame:
+    """Long table: each image's mean activation per unit, its rank in the image (1: the highest)."""
+    n, units = profile.shape
+    rank = np.empty_like(profile, dtype=np.int64)
+    rank[np.arange(n)[:, None], np.argsort(-profile, axis=1, kind="stable")] = np.arange(1, units + 1)
+    return pd.DataFrame(
+        {
+            "image": np.repeat(list(stems), units),
+            "unit": np.tile(np.arange(units), n),
+            "mean_activation": profile.ravel(),
+            "rank": rank.ravel(),
+            "label": np.tile(list(unit_labels), n) if unit_labels is not None else "",
+        }
+    )
+
+
 def _class_label(index: int, class_names: Sequence[str] | None) -> str:
     return f"{index} ({class_names[index]})" if class_names is not None else str(index)
 
@@ -135,8 +166,9 @@ def _page(
 ) -> str:
     """The HTML of ``index.html``: a row per image (its prediction, the input, an overlay per method)."""
 
-    def img(src: str, alt: str) -> str:
-        return f"<img src='{html.escape(quote(src))}' alt='{html.escape(alt)}'>"
+    def img(src: str, alt: str, css: str = "") -> str:
+        kind = f" class='{css}'" if css else ""
+        return f"<img{kind} src='{html.escape(quote(src))}' alt='{html.escape(alt)}'>"
 
     head = "".join(f"<th>{html.escape(DISPLAY_NAMES[m])}</th>" for m in methods)
     body = []
@@ -150,6 +182,7 @@ def _page(
         cells = "".join(
             f"<td>{img(f'overlays/{stem}__{m}.png', f'{DISPLAY_NAMES[m]} of {stem}')}</td>" for m in methods
         )
+        cells += f"<td>{img(f'profiles/{stem}.png', f'response profile of {stem}', 'wide')}</td>"
         body.append(
             f"<tr><td class='meta'>{caption}</td><td>{img(f'inputs/{stem}.png', stem)}</td>{cells}</tr>"
         )
@@ -158,8 +191,10 @@ def _page(
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1><p class='meta'>Each map is "
         "scaled to [0, 1] per image and drawn over the image as the model saw it (short side resized, "
         f"centre-cropped). Maps: <a href='{MAPS}'>{MAPS}</a>; predictions: "
-        "<a href='predictions.csv'>predictions.csv</a>.</p>"
-        f"<table><tr><th>image</th><th>input</th>{head}</tr>\n"
+        "<a href='predictions.csv'>predictions.csv</a>. "
+        "The response profile is the layer's mean activation per unit for the image, its top units "
+        "named (and labelled by a dissection when one is given): <a href='responses.csv'>responses.csv</a>."
+        f"</p><table><tr><th>image</th><th>input</th>{head}<th>response profile</th></tr>\n"
         + "\n".join(body)
         + "\n</table></body></html>\n"
     )
@@ -176,13 +211,15 @@ def explain(
     target: int | None = None,
     batch_size: int = 16,
     params: MethodParams | None = None,
+    unit_labels: Sequence[str] | None = None,
 ) -> Path:
     """Explain each image's predicted class (or ``target`` for all) with every method, into ``out``.
 
     ``loaded.module`` must be in eval mode (as :func:`~cnnscope.models.registry.load_model` leaves
     it), so a prediction does not depend on the other images of its batch. ``layer`` is the
     class-activation layer (the last conv block); ``params``: the settings of the methods that have
-    any (default: the study's defaults). Returns ``out``.
+    any (default: the study's defaults); ``unit_labels``: a label per unit of ``layer`` (a dissection's),
+    which the response profiles name their top units by. Returns ``out``.
     """
     methods = list(dict.fromkeys(methods))  # a method named twice is computed and drawn once
     _check_inputs(loaded, layer, images, methods, size, batch_size)
@@ -190,12 +227,15 @@ def explain(
     pixels = load_images(images, size)
     device = next(loaded.module.parameters()).device
     maps: dict[str, list[np.ndarray]] = {m: [] for m in methods}
-    predicted, probability, explained, explained_probability = [], [], [], []
+    predicted, probability, explained, explained_probability, responses = [], [], [], [], []
+    tapped = resolve_layer(loaded.module, layer, arch)
     for start in range(0, len(pixels), batch_size):
         x = loaded.normalize(torch.from_numpy(pixels[start : start + batch_size]).to(device))
-        with torch.no_grad():
+        with torch.no_grad(), LayerCapture(tapped, stop=False) as cap:
             probs = loaded.module(x).softmax(1)
+        responses.append(cap.output.mean((2, 3)).cpu().numpy())
         _check_classes(probs.shape[1], class_names, target, arch)
+        _check_units(responses[-1].shape[1], unit_labels, layer, arch)
         top = probs.argmax(1)
         targets = top if target is None else torch.full_like(top, target)
         bad = torch.nonzero(~probs.isfinite().all(1)).flatten().tolist()
@@ -230,6 +270,7 @@ def explain(
         }
     )
     arrays = {m: np.concatenate(v).astype(np.float32) for m, v in maps.items()}
+    profile = np.concatenate(responses)  # (N, units)
     with atomic_dir(out) as tmp:
         np.savez_compressed(tmp / MAPS, **arrays)
         (tmp / "inputs").mkdir()
@@ -239,6 +280,13 @@ def explain(
             for m in methods:
                 Image.fromarray(overlay(pixels[i], arrays[m][i])).save(tmp / "overlays" / f"{stem}__{m}.png")
         rows.to_csv(tmp / "predictions.csv", index=False)
+        _responses(profile, stems, unit_labels).to_csv(tmp / "responses.csv", index=False)
+        (tmp / "profiles").mkdir()
+        for i, stem in enumerate(stems):
+            title = f"{stem}: mean activation per unit of {layer}"
+            plots.response_profile(
+                profile[i], unit_labels, PROFILE_TOP, title, tmp / "profiles" / f"{stem}.png"
+            )
         title = f"cnnscope explain: {arch}, layer {layer}"
         (tmp / PAGE).write_text(_page(title, rows, stems, methods, class_names))
     log.info("explain: %d methods on %d images of %s -> %s", len(methods), len(images), arch, out)

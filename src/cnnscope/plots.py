@@ -755,3 +755,28 @@ def formula_iou_by_length(table: pd.DataFrame, out: Path) -> Path:
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
     return _save(fig, out)
+
+
+def response_profile(
+    values: np.ndarray, labels: Sequence[str] | None, top: int, title: str, out: Path
+) -> Path:
+    """One image's mean activation per unit of a layer as bars (the filter-visualisation check: a unit
+    that detects what the image shows spikes), its ``top`` units in red and named (``u<unit>``, and its
+    dissection label when ``labels`` gives one per unit). PNG only: one per image of an explain page."""
+    order = np.argsort(-values, kind="stable")[:top]
+    colors = np.full(len(values), "#9aa5b1", dtype=object)
+    colors[order] = "#c44e52"
+    fig, ax = plt.subplots(figsize=(4.2, 2.0))
+    ax.bar(np.arange(len(values)), values, width=1.0, color=colors.tolist())
+    for u in order:
+        name = f"u{u}" + (f" {labels[u]}" if labels is not None else "")
+        ax.annotate(name, (u, values[u]), fontsize=6, rotation=45, xytext=(2, 2), textcoords="offset points")
+    ax.set_xlim(-1, len(values))
+    ax.set_xlabel("unit")
+    ax.set_ylabel("mean activation")
+    ax.set_title(title, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
