@@ -15,7 +15,7 @@ from torch import nn
 
 from cnnscope.data.broden import BrodenDataset
 from cnnscope.data.packed import PackedDataset, pack
-from cnnscope.dissection import summarize, tally, unique_detectors, unit_thresholds
+from cnnscope.dissection import DEAD_BELOW, dead_units, summarize, tally, unique_detectors, unit_thresholds
 from cnnscope.features import extract_layer
 from cnnscope.models.registry import LoadedModel
 
@@ -166,6 +166,23 @@ def test_hand_built_red_detector_gets_iou_one(tmp_path, mode):
     assert row["iou"] == pytest.approx(1.0)
     assert 0.2 < row["object_iou"] < 0.8  # the box contains the square but is larger
     assert isinstance(units, pd.DataFrame)
+
+
+def test_a_unit_no_probe_image_lifts_is_dead(tmp_path):
+    """Two units behind a ReLU: red minus green minus blue (positive on red pixels), and one whose bias
+    keeps it below zero on every image (dead). The extract step's unit range says which is which."""
+    _write_broden(tmp_path / "set")
+    pack(BrodenDataset(tmp_path / "set"), tmp_path / "packed", progress=False)
+    data = PackedDataset.open(tmp_path / "packed")
+    conv = nn.Conv2d(3, 2, 1)
+    with torch.no_grad():
+        conv.weight[:] = torch.tensor([[1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]).view(2, 3, 1, 1)
+        conv.bias[:] = torch.tensor([0.0, -10.0])  # pixels lie in [0, 1]: the second never reaches 0
+    loaded = LoadedModel(nn.Sequential(conv, nn.ReLU()).eval(), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    extract_layer(loaded, "1", data.images, tmp_path, progress=False)
+    assert dead_units(np.load(tmp_path / "unit_range.npy")).tolist() == [False, True]
+    edge = np.array([[-1.0, -1.0, -1.0], [0.0, DEAD_BELOW, 2 * DEAD_BELOW]])
+    assert dead_units(edge).tolist() == [True, True, False]
 
 
 def _reference_tally(acts, thr, masks, scalars, label_cat, ncat, n_labels):

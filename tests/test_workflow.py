@@ -18,6 +18,7 @@ import pytest
 import yaml
 from conftest import TINY, copy_repo, downstream, planned_jobs, snakemake, study_plan
 
+from cnnscope.dissection import dead_units
 from cnnscope.shapebias.distortions import DISTORTIONS
 
 
@@ -69,6 +70,11 @@ def test_study_runs_to_the_report(study):
     assert "Network inversion" in html and "L-CAM-Img" in html and "Score-CAM" in html
     inversions = sorted((study / "results/featurevis/synthworld/tiny/conv5").glob("inversion_*.png"))
     assert len(inversions) == 2
+    depth = pd.read_csv(report / "tables" / "detectors_by_depth.csv").set_index("layer")
+    for layer in ("conv2", "conv5"):  # each layer's dead units, from its extraction's unit range
+        unit_range = np.load(study / f"results/extract/synthworld/tiny/{layer}/unit_range.npy")
+        assert depth.loc[layer, "dead_units"] == dead_units(unit_range).sum() <= depth.loc[layer, "units"]
+    assert "dead units" in html
     metrics = (study / "results/attribution/synthworld/tiny/metrics.csv").read_text()
     methods = (
         "gradcam++",

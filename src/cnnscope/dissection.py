@@ -46,6 +46,16 @@ IOU_MODES = ("paper", "lite")
 MEMORY_BUDGET_MB = 2048  # the exact quantile's buffer limit (library and dissect step), else histogram
 
 
+DEAD_BELOW = 1e-6
+"""A unit whose largest activation on the whole probe set stays at or below this is *dead*: no pattern
+lifts it, and a ReLU after it passes nothing (Zeiler & Fergus's unit views show such units blank)."""
+
+
+def dead_units(unit_range: np.ndarray) -> np.ndarray:
+    """``bool (C,)``: the dead units, from each unit's ``[min, max]`` over the probe set ``(2, C)``."""
+    return np.asarray(unit_range)[1] <= DEAD_BELOW
+
+
 def batch_elements(max_elements: int, device: torch.device | str) -> int:
     """``max_elements``, or for 0 the measured sweet spot: 4M on the CPU (batches that stay in cache;
     16M was 20% slower), 64M on a GPU (few, large kernels)."""

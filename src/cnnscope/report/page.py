@@ -27,6 +27,7 @@ from cnnscope.artifacts import PAGE, FeaturevisArtifact
 from cnnscope.attribution.localisation import CENTRE
 from cnnscope.attribution.suite import DISPLAY_NAMES, METHODS, PERTURBATION
 from cnnscope.data.packed import PackedDataset
+from cnnscope.dissection import DEAD_BELOW
 from cnnscope.report.images import unit_strip
 from cnnscope.report.inputs import LayerResult
 
@@ -139,7 +140,11 @@ def dissection(
         plots.detectors_by_depth(totals, colors, page.figs / "detectors_by_depth.png"),
         "Fraction of units that are detectors against the layer's relative depth, per model.",
     )
-    page.table(totals, "detectors_by_depth", show=False)
+    page.add(
+        "<p class='meta'>Per layer: its units, its detectors, and its dead units (their largest "
+        f"activation on the whole probe set at most {DEAD_BELOW:g}: no probe image lifts them).</p>"
+    )
+    page.table(totals, "detectors_by_depth")
     page.figure(
         plots.iou_distribution(units, colors, detector_iou, page.figs / "iou_distribution.png"),
         "Distribution of each unit's best IoU per layer; units above the dotted line are detectors.",

@@ -195,7 +195,8 @@ def detectors(layers: list[LayerResult]) -> pd.DataFrame:
 
 
 def by_depth(models: list[str], layers: list[LayerResult]) -> pd.DataFrame:
-    """Detectors and units per layer, with the layer's relative depth among its model's dissected ones."""
+    """Detectors, units and dead units per layer, with the layer's relative depth among its model's
+    dissected ones."""
     rows = []
     for m in models:
         own = [r for r in layers if r.model == m]
@@ -206,6 +207,7 @@ def by_depth(models: list[str], layers: list[LayerResult]) -> pd.DataFrame:
                     "layer": r.layer,
                     "detectors": r.summary["detectors"],
                     "units": r.summary["units"],
+                    "dead_units": r.summary["dead_units"],
                     "depth": i / max(1, len(own) - 1),
                 }
             )

@@ -18,6 +18,7 @@ from cnnscope.dissection import (
     IOU_MODES,
     MEMORY_BUDGET_MB,
     Tally,
+    dead_units,
     summarize,
     tally,
     unique_detectors,
@@ -58,7 +59,7 @@ def body(cfg: Config) -> None:
     extracted = ExtractArtifact(cfg.activations)
     acts, unit_range = RowReader(extracted.activations), np.load(extracted.unit_range)
     with out.write(resumable=True) as tmp:
-        summary = _dissect(cfg, acts, unit_range, data, device, tmp)
+        summary = _dissect(cfg, acts, unit_range, data, device, tmp, dead=int(dead_units(unit_range).sum()))
         rotated = ""
         if cfg.rotation_seed is not None:
             rotation = random_rotation(acts.shape[1], cfg.rotation_seed)
@@ -69,20 +70,28 @@ def body(cfg: Config) -> None:
             found = _dissect(cfg, turned, rotated_range(unit_range, rotation), data, device, work.path)
             rotated = f"; {found['detectors']} in a random basis"
     out.done(
-        "%d of %d units are detectors (IoU > %s, %s mode)%s",
+        "%d of %d units are detectors (IoU > %s, %s mode), %d dead%s",
         summary["detectors"],
         summary["units"],
         cfg.detector_iou,
         cfg.iou_mode,
+        summary["dead_units"],
         rotated,
     )
 
 
 def _dissect(
-    cfg: Config, acts: Rows, unit_range: np.ndarray, data: PackedDataset, device: torch.device, work: Path
+    cfg: Config,
+    acts: Rows,
+    unit_range: np.ndarray,
+    data: PackedDataset,
+    device: torch.device,
+    work: Path,
+    dead: int | None = None,
 ) -> dict:
     """Thresholds, tally and tables of ``acts`` into the folder ``work`` (resuming the work a killed
-    run left there); returns the summary."""
+    run left there); returns the summary (with ``dead``, the count of dead units, in the units' own
+    basis: a rotated unit mixes them)."""
     made = DissectArtifact(work)
     if made.summary.is_file():  # a killed run finished this basis (the summary is written last)
         made.thresholds_done.unlink(missing_ok=True)
@@ -99,7 +108,7 @@ def _dissect(
         checkpoint=Checkpoint(work / "tally.ckpt", cfg.checkpoint_s),
     )
     (work / "tally.ckpt").unlink(missing_ok=True)
-    return _write(cfg, work, data, thresholds, method, err, counts, device)
+    return _write(cfg, work, data, thresholds, method, err, counts, device, dead)
 
 
 def _thresholds(
@@ -138,6 +147,7 @@ def _write(
     err: float,
     counts: Tally,
     device: torch.device,
+    dead: int | None,
 ) -> dict:
     """The step's tables and arrays, into the work directory that becomes the artifact."""
     iou = counts.iou(cfg.iou_mode)
@@ -162,6 +172,7 @@ def _write(
         "iou_mode": cfg.iou_mode,
         "quantile": cfg.quantile,
         "device": str(device),
+        **({"dead_units": dead} if dead is not None else {}),
     }
     with atomic_file(made.summary) as t:
         write_json(t, summary)
