@@ -12,6 +12,8 @@ from cnnscope.featurevis import (
     PixelImage,
     channel_activation,
     feature_grid,
+    filter_grid,
+    first_conv,
     invert,
     maximize,
 )
@@ -114,3 +116,37 @@ def test_a_faithful_map_deletes_fast_and_inserts_fast():
     del_bad, ins_bad = deletion_insertion(model, x, bad, t, steps=8)
     assert (del_good < del_bad).all() and (ins_good > ins_bad).all()
     assert del_good.shape == (3,)
+
+
+def test_filter_grid_shows_each_filter_in_its_colours():
+    weight = torch.zeros(3, 3, 2, 2)
+    weight[0, 0] = 1.0  # pure red
+    weight[1, 2, 0, 0] = 2.0  # one blue pixel on black
+    weight[2] = torch.arange(12.0).view(3, 2, 2)  # a ramp over colours and pixels
+    grid = filter_grid(weight, columns=2, pad=1, zoom=3)
+    assert grid.shape == (2 * (6 + 1), 2 * (6 + 1), 3)
+    assert torch.equal(grid[:6, :6], torch.tensor([1.0, 0.0, 0.0]).expand(6, 6, 3))
+    assert torch.equal(grid[0, 7], torch.tensor([0.0, 0.0, 1.0])) and torch.equal(grid[5, 12], torch.zeros(3))
+    torch.testing.assert_close(grid[7, 0], torch.tensor([0.0, 4.0, 8.0]) / 11)  # its own range, all colours
+    assert torch.equal(grid[6], torch.ones(14, 3)) and torch.equal(grid[7:, 7:], torch.ones(7, 7, 3))  # white
+    with pytest.raises(ValueError, match="4 input channels"):
+        filter_grid(torch.zeros(2, 4, 3, 3))
+
+
+class _LateStem(nn.Module):
+    """Registers its head convolution before its stem: the first to run is the stem."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(4, 2, 1)
+        self.stem = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.head(self.stem(x)).mean((2, 3))
+
+
+def test_first_conv_is_the_first_that_runs():
+    net = _LateStem()
+    assert first_conv(net, torch.zeros(1, 3, 8, 8)) is net.stem
+    assert not any(m._forward_hooks for m in net.modules())
+    assert first_conv(nn.Sequential(nn.Flatten(), nn.Linear(3, 2)), torch.zeros(1, 3)) is None

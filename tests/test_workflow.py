@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import TINY, copy_repo, downstream, planned_jobs, snakemake, study_plan
+from PIL import Image
 
 from cnnscope.dissection import dead_units
 from cnnscope.shapebias.distortions import DISTORTIONS
@@ -75,6 +76,9 @@ def test_study_runs_to_the_report(study):
         unit_range = np.load(study / f"results/extract/synthworld/tiny/{layer}/unit_range.npy")
         assert depth.loc[layer, "dead_units"] == dead_units(unit_range).sum() <= depth.loc[layer, "units"]
     assert "dead units" in html
+    assert "the filters of its first convolution" in html
+    filters = Image.open(report / "figures" / "tiny_first_filters.png")  # 8 RGB 3x3 filters, 8 times larger
+    assert filters.size == (8 * (24 + 1), 24 + 1) and filters.mode == "RGB"
     metrics = (study / "results/attribution/synthworld/tiny/metrics.csv").read_text()
     methods = (
         "gradcam++",

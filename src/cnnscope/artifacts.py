@@ -125,6 +125,7 @@ class AttributionArtifact(Artifact):
     targets = _file("targets.npy", "the class each map explains")
     metrics = _file("metrics.csv", "faithfulness metrics and cost per method")
     feature_grid = _file("feature_grid.png", "the layer's feature maps for the first image")
+    first_filters = _file("first_filters.png", "the filters of the first convolution, as colour images")
     localisation = _file("localisation.csv", "pointing game and energy share per method (world models)")
 
 

@@ -8,6 +8,8 @@
   normalised feature loss ``||phi(x) - phi0||^2 / ||phi0||^2`` plus an alpha-norm and a total-variation
   regulariser, from random noise.
 * :func:`feature_grid` -- a layer's feature maps for one image, tiled.
+* :func:`first_conv` and :func:`filter_grid` -- the first convolution a forward pass runs, and its
+  filters as colour images, tiled (the survey's first-layer view, where aliasing artefacts show).
 
 Images live in [0, 1]; the model's own normalisation is applied inside. Everything runs on the
 device of the model's parameters.
@@ -235,4 +237,42 @@ def feature_grid(maps: torch.Tensor, columns: int = 8, pad: int = 1) -> torch.Te
     for i in range(c):
         r, k = divmod(i, columns)
         grid[r * (h + pad) : r * (h + pad) + h, k * (w + pad) : k * (w + pad) + w] = scaled[i].cpu()
+    return grid
+
+
+def first_conv(model: nn.Module, x: torch.Tensor) -> nn.Conv2d | None:
+    """The first ``Conv2d`` a forward pass of ``x`` runs (not the first registered: a model may
+    register its stem last), or ``None`` if it runs none."""
+    ran: list[nn.Conv2d] = []
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o: ran.append(mod))
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
+    try:
+        with evaluating(model), torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return ran[0] if ran else None
+
+
+def filter_grid(weight: torch.Tensor, columns: int = 8, pad: int = 1, zoom: int = 8) -> torch.Tensor:
+    """``(H, W, 3)`` in [0, 1]: each filter of ``weight`` ``(C, 3, k, k)`` scaled to [0, 1] over its
+    three colours together (so its hue shows), enlarged ``zoom`` times (nearest), tiled ``columns``
+    wide on white."""
+    c, channels, kh, kw = weight.shape
+    if channels != 3:
+        raise ValueError(f"filters of {channels} input channels are not colour images")
+    flat = weight.detach().float().cpu().flatten(1)
+    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    scaled = ((flat - lo) / (hi - lo).clamp(min=1e-12)).view(c, 3, kh, kw)
+    big = scaled.repeat_interleave(zoom, 2).repeat_interleave(zoom, 3).permute(0, 2, 3, 1)
+    h, w = kh * zoom, kw * zoom
+    rows = math.ceil(c / columns)
+    grid = torch.ones(rows * (h + pad), columns * (w + pad), 3)
+    for i in range(c):
+        r, k = divmod(i, columns)
+        grid[r * (h + pad) : r * (h + pad) + h, k * (w + pad) : k * (w + pad) + w] = big[i]
     return grid

@@ -116,11 +116,11 @@ def build_report(
         parts.attribution_header(page)
         frames = []
         for m in attr_models:
-            table, maps, images, grid = read.attribution(m)
+            table, maps, images, made = read.attribution(m)
             # Methods are named as their papers name them, not by config id.
             maps = {DISPLAY_NAMES.get(k, k): v for k, v in maps.items()}
             table = table.assign(method=table["method"].map(lambda k: DISPLAY_NAMES.get(k, k)))
-            parts.attribution_model(page, m.name, data.images[images], maps, grid)
+            parts.attribution_model(page, m.name, data.images[images], maps, made)
             frames.append(table)
         parts.attribution_metrics(page, pd.concat(frames, ignore_index=True))
         located = [t for t in (read.localisation(m) for m in attr_models) if t is not None]

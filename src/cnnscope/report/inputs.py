@@ -225,8 +225,11 @@ def localisation(model: ModelInputs) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
-def attribution(model: ModelInputs) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, Path]:
-    """The model's attribution metrics, gallery maps, gallery image indices and feature-grid image."""
+def attribution(
+    model: ModelInputs,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, AttributionArtifact]:
+    """The model's attribution metrics, gallery maps, gallery image indices, and the artifact (its
+    feature-grid and first-filter images)."""
     d = AttributionArtifact(model.artifacts["attribution"])
     metrics = pd.read_csv(_require(d.metrics, "attribution", model.name))
-    return metrics, dict(np.load(d.maps)), np.load(d.images), d.feature_grid
+    return metrics, dict(np.load(d.maps)), np.load(d.images), d

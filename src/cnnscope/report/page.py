@@ -23,7 +23,7 @@ import yaml
 from PIL import Image
 
 from cnnscope import plots
-from cnnscope.artifacts import PAGE, FeaturevisArtifact
+from cnnscope.artifacts import PAGE, AttributionArtifact, FeaturevisArtifact
 from cnnscope.attribution.localisation import CENTRE
 from cnnscope.attribution.suite import DISPLAY_NAMES, METHODS, PERTURBATION
 from cnnscope.data.packed import PackedDataset
@@ -384,9 +384,10 @@ def attribution_header(page: Page) -> None:
 
 
 def attribution_model(
-    page: Page, model: str, images: np.ndarray, maps: dict[str, np.ndarray], grid: Path
+    page: Page, model: str, images: np.ndarray, maps: dict[str, np.ndarray], made: AttributionArtifact
 ) -> None:
-    """One model's gallery (every method's map on the same probe images) and its feature-map grid."""
+    """One model's gallery (every method's map on the same probe images), its feature-map grid and its
+    first convolution's filters."""
     page.figure(
         plots.attribution_gallery(
             images, maps, f"{model}: maps for the predicted class", page.figs / f"{model}_attribution.png"
@@ -394,7 +395,7 @@ def attribution_model(
         f"{model}: every method's map for the predicted class on the same probe images.",
     )
     dest = page.figs / f"{model}_feature_grid.png"
-    grid_image = Image.open(grid)
+    grid_image = Image.open(made.feature_grid)
     grid_image.save(dest)
     page.add(
         f"<p class='meta'>{html.escape(model)}: every feature map of the attribution layer for the "
@@ -402,6 +403,16 @@ def attribution_model(
         f"src='figures/{dest.name}' alt='feature maps of {html.escape(model)}' "
         f"width='{2 * grid_image.width}'>"
     )
+    if made.first_filters.is_file():  # absent when the first convolution does not read RGB
+        dest = page.figs / f"{model}_first_filters.png"
+        filters = Image.open(made.first_filters)
+        filters.save(dest)
+        page.add(
+            f"<p class='meta'>{html.escape(model)}: the filters of its first convolution as colour "
+            f"images (each scaled to its own range, enlarged).</p><img class='strip' "
+            f"src='figures/{dest.name}' alt='first-layer filters of {html.escape(model)}' "
+            f"width='{filters.width}'>"
+        )
 
 
 def attribution_metrics(page: Page, table: pd.DataFrame) -> None:

@@ -28,7 +28,7 @@ from cnnscope.data.shapetexture import PLACEMENTS, localisation_set
 from cnnscope.device import pick_device
 from cnnscope.errors import CnnscopeError
 from cnnscope.features import LayerCapture
-from cnnscope.featurevis import feature_grid
+from cnnscope.featurevis import feature_grid, filter_grid, first_conv
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import ModelSpec, load_model
 from cnnscope.stepkit.runner import Output, run_step
@@ -97,6 +97,8 @@ def body(cfg: Config) -> None:
     maps, cost = _attribute(loaded.module, cfg, x, targets, attention)
     with torch.no_grad(), LayerCapture(layer) as cap:
         grid = feature_grid(cap(loaded.module, x[:1])[0])  # the layer's maps for the first image
+    stem = first_conv(loaded.module, x[:1])
+    filters = filter_grid(stem.weight) if stem is not None and stem.in_channels == 3 else None
     metrics = score(loaded.module, x, maps, targets, cfg.deletion_steps)
     metrics.insert(0, "model", cfg.name)
     metrics = metrics.merge(cost, on="method", how="left")
@@ -111,6 +113,8 @@ def body(cfg: Config) -> None:
         np.save(made.targets, targets[:k].cpu().numpy())
         metrics.to_csv(made.metrics, index=False)
         Image.fromarray((grid.numpy() * 255).round().astype(np.uint8)).save(made.feature_grid)
+        if filters is not None:
+            Image.fromarray((filters.numpy() * 255).round().astype(np.uint8)).save(made.first_filters)
         if located is not None:
             located.to_csv(made.localisation, index=False)
     out.done("%d methods on %d images of %s", len(maps), len(idx), cfg.name)
