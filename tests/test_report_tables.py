@@ -22,6 +22,7 @@ def _layer(
     detector: list[bool],
     net2vec: pd.DataFrame | None = None,
     net2vec_summary: dict | None = None,
+    dead: int = 0,
 ) -> LayerResult:
     units = pd.DataFrame(
         {"unit": range(len(categories)), "label": [f"l{i}" for i in range(len(categories))],
@@ -30,7 +31,7 @@ def _layer(
     detectors = pd.DataFrame(
         {"rule": ["top_label"], "category": ["object"], "detectors": [sum(detector)], "unique": [1]}
     )
-    summary = {"detectors": sum(detector), "units": len(categories)}
+    summary = {"detectors": sum(detector), "units": len(categories), "dead_units": dead}
     thresholds = np.zeros(len(categories))
     return LayerResult(
         model, layer, units, detectors, summary, 0.04, thresholds, Path(), None, net2vec, net2vec_summary
@@ -38,7 +39,7 @@ def _layer(
 
 
 LAYERS = [
-    _layer("a", "conv2", ["color", "object"], [True, False]),
+    _layer("a", "conv2", ["color", "object"], [True, False], dead=1),
     _layer("a", "conv5", ["object", "part", "texture", "color"], [True, True, True, False]),
     _layer("b", "conv5", ["material", "scene"], [True, True]),
 ]
@@ -47,7 +48,7 @@ LAYERS = [
 def test_by_depth_spaces_each_models_layers_from_0_to_1():
     t = tables.by_depth(["a", "b"], LAYERS)
     assert t["depth"].tolist() == [0.0, 1.0, 0.0]
-    assert t[["detectors", "units"]].values.tolist() == [[1, 2], [3, 4], [2, 2]]
+    assert t[["detectors", "units", "dead_units"]].values.tolist() == [[1, 2, 1], [3, 4, 0], [2, 2, 0]]
 
 
 def test_cross_counts_shares_of_detectors_at_the_last_layer():
@@ -103,7 +104,7 @@ SUMMARY_B = {"segmentation_concepts": 1, "classification_concepts": 0, "mean_sin
              "mean_net2vec_iou": 0.4, "mean_iou_gain": 0.0, "mean_ap_single": None,
              "mean_ap_net2vec": None}  # fmt: skip
 N2V_LAYERS = [
-    _layer("a", "conv2", ["color", "object"], [True, False]),
+    _layer("a", "conv2", ["color", "object"], [True, False], dead=1),
     _layer("a", "conv5", ["object", "part", "texture", "color"], [True] * 4, N2V_A, SUMMARY_A),
     _layer("b", "conv5", ["material", "scene"], [True, True], N2V_B, SUMMARY_B),
 ]
