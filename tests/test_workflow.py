@@ -20,6 +20,7 @@ from conftest import TINY, copy_repo, downstream, planned_jobs, snakemake, study
 from PIL import Image
 
 from cnnscope.dissection import dead_units
+from cnnscope.features import top_images
 from cnnscope.shapebias.distortions import DISTORTIONS
 
 
@@ -71,6 +72,14 @@ def test_study_runs_to_the_report(study):
     assert "Network inversion" in html and "L-CAM-Img" in html and "Score-CAM" in html
     inversions = sorted((study / "results/featurevis/synthworld/tiny/conv5").glob("inversion_*.png"))
     assert len(inversions) == 2
+    maxima = np.load(study / "results/extract/synthworld/tiny/conv5/maxima.npy")
+    vis = study / "results/featurevis/synthworld/tiny/conv5"
+    for unit, trace in json.loads((vis / "traces.json").read_text()).items():
+        shown = trace["projected"]  # the unit's top images, its maximum in each as extraction found it
+        assert [p["image"] for p in shown] == top_images(maxima, int(unit), 5).tolist()
+        assert np.allclose([p["activation"] for p in shown], maxima[[p["image"] for p in shown], int(unit)])
+        assert (vis / f"projection_{unit}.png").is_file()
+    assert "projected to pixels" in html
     depth = pd.read_csv(report / "tables" / "detectors_by_depth.csv").set_index("layer")
     for layer in ("conv2", "conv5"):  # each layer's dead units, from its extraction's unit range
         unit_range = np.load(study / f"results/extract/synthworld/tiny/{layer}/unit_range.npy")

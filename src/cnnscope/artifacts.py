@@ -90,6 +90,11 @@ class FeaturevisArtifact(Artifact):
         """A unit's activation-maximisation image."""
         return self.path / f"unit_{unit}.png"
 
+    def projection_image(self, unit: int) -> Path:
+        """A unit's largest activation in each of its top images, projected to pixels (DeconvNet), above
+        the image patch."""
+        return self.path / f"projection_{unit}.png"
+
     def inversion_image(self, image: int) -> Path:
         """A probe image reconstructed from the layer."""
         return self.path / f"inversion_{image}.png"

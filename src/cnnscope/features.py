@@ -84,6 +84,12 @@ class LayerCapture:
         return self.output
 
 
+def top_images(maxima: np.ndarray, unit: int, k: int) -> np.ndarray:
+    """The indices of ``unit``'s ``k`` top-activating images, by its maximum per image (``maxima.npy``),
+    ties in image order: the images the report's galleries and the unit's projections show."""
+    return np.argsort(-np.asarray(maxima[:, unit]), kind="stable")[:k]
+
+
 def _checkpoint(
     out: Path, acts: RowWriter, maxima: RowWriter, done: int, lo: torch.Tensor, hi: torch.Tensor
 ) -> None:

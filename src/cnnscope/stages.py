@@ -593,14 +593,20 @@ STAGES: dict[str, Stage] = {
         Stage(
             "featurevis",
             "activation maximization of a dissected layer's top units (at snapshots: the final model's "
-            "units), and inversions of probe images, for the attributed models and their snapshots",
+            "units), their top images' DeconvNet projections, and inversions of probe images, for the "
+            "attributed models and their snapshots",
             _LAYER,
             _layers(
                 lambda study: study.featurevis,
                 snapshots=lambda study: study.snapshot_featurevis,
                 models=Study.featurevis_models,
             ),
-            inputs=(_in("dissect", setting="dissection", other=Study.final_model), _PACKED, _in(MODEL_FILES)),
+            inputs=(
+                _in("dissect", setting="dissection", other=Study.final_model),
+                _in("extract", setting="activations"),
+                _PACKED,
+                _in(MODEL_FILES),
+            ),
             items=_layer,
             threads="all",
             device=True,

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from cnnscope.artifacts import ExtractArtifact
 from cnnscope.data.packed import PackedDataset
 from cnnscope.dissection import unit_masks
+from cnnscope.features import top_images
 from cnnscope.report.inputs import LayerResult
 
 
@@ -21,7 +22,7 @@ def unit_strip(data: PackedDataset, res: LayerResult, unit: int, k: int, scale: 
     extracted = ExtractArtifact(res.extract_dir)
     maxima = np.load(extracted.maxima, mmap_mode="r")
     acts = np.load(extracted.activations, mmap_mode="r")
-    top = np.argsort(-np.asarray(maxima[:, unit]), kind="stable")[:k]
+    top = top_images(maxima, unit, k)
     maps = torch.from_numpy(np.asarray(acts[top, unit], np.float32))
     thr = torch.full((len(top),), float(res.thresholds[unit]))
     masks = unit_masks(maps, thr, tuple(data.meta["mask_size"]))

@@ -5,8 +5,8 @@ per model, the dissection overview (detectors per category and layer, detectors 
 distributions), Net2Vec (learned unit combinations against the best single unit), texture vs shape
 (per-class shape bias with humans and published CNNs when given, its spread), the cross-analysis of
 shape bias against shape- and texture-like detectors, attribution (gallery, metrics, feature maps),
-and per-layer details with unit cards (activation maximization, top images with the unit's mask). The
-page opens from disk with no network.
+and per-layer details with unit cards (activation maximization, top images with the unit's mask,
+DeconvNet projections of its maxima). The page opens from disk with no network.
 """
 
 from __future__ import annotations
@@ -472,6 +472,20 @@ def _featurevis_image(r: LayerResult, unit: int, figs: Path) -> str:
     return f"<img class='strip' src='figures/{name}' alt='{alt}' title='activation maximization'> "
 
 
+def _projection_image(r: LayerResult, unit: int, figs: Path) -> str:
+    """The unit's DeconvNet projections above their image patches (Zeiler & Fergus), enlarged to a
+    readable height, as an <img>; nothing when none were made."""
+    src = FeaturevisArtifact(r.featurevis_dir).projection_image(unit) if r.featurevis_dir else None
+    if src is None or not src.is_file():
+        return ""
+    name = f"{r.model}_{r.layer}_unit{unit}_projected.png".replace("/", "_")
+    img = Image.open(src)
+    factor = max(1, 160 // img.height)
+    img.resize((img.width * factor, img.height * factor), Image.NEAREST).save(figs / name)
+    title = "DeconvNet: the unit's maximum in each top image projected to pixels, above the image patch"
+    return f"<br><img class='strip' src='figures/{name}' alt='unit {unit} projections' title='{title}'>"
+
+
 def _inversions(r: LayerResult, data: PackedDataset, figs: Path, scale: int) -> str:
     """The layer's inversions beside their probe images, or nothing when none were made."""
     listing = FeaturevisArtifact(r.featurevis_dir).inversions if r.featurevis_dir else None
@@ -515,7 +529,8 @@ def _formula(r: LayerResult, unit: int) -> str:
 def layers(
     page: Page, data: PackedDataset, results: list[LayerResult], top_units: int, top_images: int
 ) -> None:
-    """Per layer: its detector counts and a card per top unit (activation maximization, top images)."""
+    """Per layer: its detector counts and a card per top unit (activation maximization, top images,
+    projections)."""
     page.add("<h2 id='layers'>Layers and units</h2>")
     scale = max(1, 96 // data.meta["image_size"][0])
     for r in results:
@@ -536,7 +551,9 @@ def layers(
                 f"<div class='unit'><b>unit {unit}</b>: {html.escape(str(u['label']))} "
                 f"({html.escape(str(u['category']))}), IoU {u['iou']:.3f}{_formula(r, unit)}<br>"
                 + _featurevis_image(r, unit, page.figs)
-                + f"<img class='strip' src='figures/{name}' alt='unit {unit} top images'></div>"
+                + f"<img class='strip' src='figures/{name}' alt='unit {unit} top images'>"
+                + _projection_image(r, unit, page.figs)
+                + "</div>"
             )
 
 
