@@ -68,6 +68,7 @@ TINY = {
         },
         "featurevis": {"units": 1, "steps": 4, "size": 32, "inversion_steps": 5},
         "lcam": {"lcam.steps": 6, "lcam.batch_size": 8, "world_images": 32, "image_size": 32},
+        "mistakes": {"images": 32, "image_size": 32, "batch_size": 16, "show": 2},
         "tcav": {"concept_images": 6, "class_images": 2, "tcav.randoms": 3},
         "report": {"top_units": 2, "top_images": 2},
     },

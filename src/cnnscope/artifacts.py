@@ -124,6 +124,14 @@ class LcamArtifact(Artifact):
         return self.path / f"attention_{variant}.pt"
 
 
+class MistakesArtifact(Artifact):
+    pairs = _file(
+        "pairs.csv", "per image and method: label, prediction, the class compared, the maps' similarity"
+    )
+    summary = _file("summary.csv", "per method: accuracy, mistakes, mean similarity of mistakes and baseline")
+    gallery = _file("gallery.npz", "the first misclassified images and each method's two maps of them")
+
+
 class AttributionArtifact(Artifact):
     maps = _file("maps.npz", "each method's (N, H, W) maps in [0, 1], by method name")
     images = _file("images.npy", "the probe images' indices")

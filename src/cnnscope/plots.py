@@ -178,8 +178,15 @@ def cross_analysis(table: pd.DataFrame, colors: dict[str, tuple], out: Path) -> 
     return _save(fig, out)
 
 
-def attribution_gallery(images: np.ndarray, maps: dict[str, np.ndarray], title: str, out: Path) -> Path:
-    """One row per image: the image, then each method's map over it (jet, half transparent)."""
+def attribution_gallery(
+    images: np.ndarray,
+    maps: dict[str, np.ndarray],
+    title: str,
+    out: Path,
+    rows: Sequence[str] | None = None,
+) -> Path:
+    """One row per image: the image, then each method's map over it (jet, half transparent); ``rows``:
+    a label left of each row."""
     n, methods = len(images), list(maps)
     fig, axes = plt.subplots(
         n, len(methods) + 1, figsize=(1.35 * (len(methods) + 1), 1.4 * n + 0.4), squeeze=False
@@ -195,6 +202,10 @@ def attribution_gallery(images: np.ndarray, maps: dict[str, np.ndarray], title: 
             )
         for ax in axes[i]:
             ax.set_axis_off()
+        if rows is not None:
+            axes[i, 0].text(
+                -0.08, 0.5, rows[i], transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=6
+            )
     for j, name in enumerate(["image", *methods]):
         axes[0, j].set_title(name, fontsize=7)
     fig.suptitle(title, fontsize=9)
@@ -635,6 +646,30 @@ def randomisation(table: pd.DataFrame, out: Path) -> Path:
             ax.set_ylim(-1.02, 1.02)
             ax.spines[["top", "right"]].set_visible(False)
     _legend_right(fig, methods)
+    return _save(fig, out)
+
+
+def mistakes(table: pd.DataFrame, out: Path) -> Path:
+    """Per model (a panel each) and method: the mean similarity of the predicted and the true class's
+    maps on misclassified images beside that of the top-1 and top-2 classes' on correctly classified
+    ones. ``table``: model, method, predicted_vs_true, top1_vs_top2."""
+    models = list(dict.fromkeys(table["model"]))
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(3.4 * len(models) + 1.6, 2.8), squeeze=False, sharey=True
+    )
+    bars = {"predicted_vs_true": "mistakes: predicted vs true", "top1_vs_top2": "correct: top-1 vs top-2"}
+    for ax, model in zip(axes[0], models, strict=True):
+        sub = table[table["model"] == model]
+        x = np.arange(len(sub))
+        for k, (col, label) in enumerate(bars.items()):
+            ax.bar(x + (k - 0.5) * 0.38, sub[col].fillna(0), 0.38, color=plt.cm.tab10(k), label=label)
+        ax.set_xticks(x, sub["method"], rotation=25, ha="right", fontsize=7)
+        ax.axhline(0, color="k", linewidth=0.6)
+        ax.set_title(model)
+        ax.set_ylim(-1.02, 1.02)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0, 0].set_ylabel("Spearman correlation of the two maps")
+    _legend_right(fig)
     return _save(fig, out)
 
 

@@ -674,6 +674,19 @@ STAGES: dict[str, Stage] = {
             report=True,
         ),
         Stage(
+            "mistakes",
+            "a model's misclassified images through its maps: Grad-CAM's and L-CAM's of the predicted "
+            "against the true class, beside the top-1 against the top-2 class on images it gets right",
+            ("model",),
+            _per_model(Study.lcam_models),
+            inputs=(_in("lcam", setting="lcam"), _in(MODEL_FILES)),
+            items=lambda study, wc: [*_named(study, wc), *_lcam_data(study, wc["model"])],
+            threads="all",
+            device=True,
+            loads_model=True,
+            report=True,
+        ),
+        Stage(
             "sanity",
             "the sanity checks of Adebayo et al. 2018: each method's maps as the model's blocks are "
             "re-initialised from the top down, and those of the same architecture trained on permuted "

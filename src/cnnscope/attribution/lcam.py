@@ -26,16 +26,19 @@ and min-max normalised per image like the other class-activation maps.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnscope.artifacts import LcamArtifact
 from cnnscope.attribution.base import normalize_maps, select
 from cnnscope.bounds import bounded, positive
 from cnnscope.checkpoint import Checkpoint, resume
+from cnnscope.errors import CnnscopeError
 from cnnscope.models.layers import evaluating, resolve_layer
 from cnnscope.optim import Optimizer
 from cnnscope.progress import track
@@ -66,6 +69,23 @@ class Attention(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.conv(feats)
+
+
+def load_attention(
+    lcam: str | os.PathLike[str], variants: Iterable[str], layer: str, device: torch.device
+) -> dict[str, Attention]:
+    """The trained attention of each variant (``fm``, ``img``) from an lcam step's output, by variant;
+    refused if it was trained at another layer than ``layer``."""
+    out = {}
+    for variant in variants:
+        state = torch.load(LcamArtifact(lcam).attention(variant), weights_only=True)
+        if state["layer"] != layer:
+            raise CnnscopeError(f"{lcam} was trained at layer {state['layer']!r}, not {layer!r}")
+        w = state["state_dict"]["conv.weight"]
+        attention = Attention(w.shape[1], w.shape[0])
+        attention.load_state_dict(state["state_dict"])
+        out[variant] = attention.to(device).eval()
+    return out
 
 
 def total_variation(m: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch import nn
 from cnnscope.attribution.backprop import DeconvNet, GuidedBackprop, guided_cam
 from cnnscope.attribution.base import normalize_maps
 from cnnscope.attribution.cam import CAM, CounterfactualGradCAM, GradCAM, GradCAMPlusPlus
-from cnnscope.attribution.lcam import LCAM, Attention
+from cnnscope.attribution.lcam import LCAM, Attention, load_attention
 from cnnscope.attribution.metrics import deletion_insertion, drop_and_increase
 from cnnscope.attribution.perturbation import RISE, SIDU, RISEParams, ScoreCAM, ScoreCAMParams, SIDUParams
 from cnnscope.bounds import choice
@@ -77,6 +77,9 @@ def _model_only(cls: type) -> Method:
     return run
 
 
+# The methods that need a module trained for the model first, and the L-CAM variant each one is.
+LCAM_VARIANTS: dict[str, str] = {"lcam_fm": "fm", "lcam_img": "img"}
+TRAINED = frozenset(LCAM_VARIANTS)
 # Every method the suite runs, by the name configs and tables use: the one list of methods.
 METHODS: dict[str, Method] = {
     "cam": _class_activation(CAM),
@@ -90,11 +93,8 @@ METHODS: dict[str, Method] = {
     "scorecam": _class_activation(ScoreCAM),
     "rise": _model_only(RISE),
     "sidu": _class_activation(SIDU),
-    "lcam_fm": _learned("fm"),
-    "lcam_img": _learned("img"),
+    **{m: _learned(v) for m, v in LCAM_VARIANTS.items()},
 }
-# Methods that need a module trained for the model first (the lcam step's attention).
-TRAINED = frozenset({"lcam_fm", "lcam_img"})
 # Methods that run hundreds of forward passes per image (a study runs them on fewer images).
 PERTURBATION = frozenset({"scorecam", "rise", "sidu"})
 MethodName = choice("MethodName", METHODS)
@@ -149,6 +149,22 @@ class MethodParams:
     scorecam: ScoreCAMParams = field(default_factory=ScoreCAMParams)
     rise: RISEParams = field(default_factory=RISEParams)
     sidu: SIDUParams = field(default_factory=SIDUParams)
+
+
+def trained_attention(
+    lcam: str | None, methods: list[str], layer: str, device: torch.device
+) -> dict[str, Attention]:
+    """The trained L-CAM attention of each method among ``methods`` that needs one, by method, from
+    an lcam step's output (``lcam``); refused, naming the fix, when there is none."""
+    wanted = [m for m in methods if m in TRAINED]
+    if not wanted:
+        return {}
+    if lcam is None:
+        raise CnnscopeError(
+            f"methods {wanted} need a trained L-CAM attention: give lcam=<the lcam step's output>"
+        )
+    loaded = load_attention(lcam, [LCAM_VARIANTS[m] for m in wanted], layer, device)
+    return {m: loaded[LCAM_VARIANTS[m]] for m in wanted}
 
 
 def attribute(

@@ -51,6 +51,7 @@ TEXTURES: tuple[tuple[str, float, tuple[str, str]], ...] = (
     ("wavy", 4.0, ("black", "pink")),
 )
 REGIMES: dict[str, float | None] = {"standard": 0.9, "shape": None}
+WORLD = "world"  # a step's ``data`` value for images of this world (else an image folder)
 
 
 def texture_fill(k: int, rng: np.random.Generator, size: int) -> np.ndarray:

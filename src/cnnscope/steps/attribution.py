@@ -10,8 +10,7 @@ import torch
 from omegaconf import MISSING
 from PIL import Image
 
-from cnnscope.artifacts import AttributionArtifact, LcamArtifact
-from cnnscope.attribution.lcam import Attention
+from cnnscope.artifacts import AttributionArtifact
 from cnnscope.attribution.localisation import PROBE_PLACEMENT, localise, probe_object_masks, scaled_tolerance
 from cnnscope.attribution.suite import (
     METHODS,
@@ -21,12 +20,12 @@ from cnnscope.attribution.suite import (
     MethodParams,
     attribute,
     score,
+    trained_attention,
 )
 from cnnscope.bounds import bounded, choice, positive
 from cnnscope.data.packed import PackedDataset
 from cnnscope.data.shapetexture import PLACEMENTS, localisation_set
 from cnnscope.device import pick_device
-from cnnscope.errors import CnnscopeError
 from cnnscope.features import LayerCapture
 from cnnscope.featurevis import feature_grid, filter_grid, first_conv
 from cnnscope.models.layers import resolve_layer
@@ -93,7 +92,7 @@ def body(cfg: Config) -> None:
     x = loaded.normalize(torch.from_numpy(np.array(data.images[idx])).to(device))
     with torch.no_grad():
         targets = loaded.module(x).argmax(1)
-    attention = _attention(cfg, device)
+    attention = trained_attention(cfg.lcam, _methods(cfg), cfg.layer, device)
     maps, cost = _attribute(loaded.module, cfg, x, targets, attention)
     with torch.no_grad(), LayerCapture(layer) as cap:
         grid = feature_grid(cap(loaded.module, x[:1])[0])  # the layer's maps for the first image
@@ -162,27 +161,6 @@ def _methods(cfg: Config) -> list[str]:
     if cfg.methods is not None:
         return cfg.methods
     return [m for m in METHODS if cfg.lcam is not None or m not in TRAINED]
-
-
-def _attention(cfg: Config, device: torch.device) -> dict[str, Attention]:
-    """The trained L-CAM attention of each variant the study runs, from the lcam step's output."""
-    wanted = [m for m in _methods(cfg) if m in TRAINED]
-    if not wanted:
-        return {}
-    if cfg.lcam is None:
-        raise CnnscopeError(
-            f"methods {wanted} need a trained L-CAM attention: give lcam=<the lcam step's output>"
-        )
-    out = {}
-    for m in wanted:
-        state = torch.load(LcamArtifact(cfg.lcam).attention(m.removeprefix("lcam_")), weights_only=True)
-        if state["layer"] != cfg.layer:
-            raise CnnscopeError(f"{cfg.lcam} was trained at layer {state['layer']!r}, not {cfg.layer!r}")
-        w = state["state_dict"]["conv.weight"]
-        attention = Attention(w.shape[1], w.shape[0])
-        attention.load_state_dict(state["state_dict"])
-        out[m] = attention.to(device).eval()
-    return out
 
 
 def _attribute(model, cfg: Config, x: torch.Tensor, targets: torch.Tensor, attention: dict):

@@ -19,6 +19,7 @@ from cnnscope.bounds import bounded, positive
 from cnnscope.checkpoint import Checkpoint
 from cnnscope.data import shapetexture
 from cnnscope.data.imagefolder import image_folder, load_images
+from cnnscope.data.shapetexture import WORLD
 from cnnscope.device import pick_device
 from cnnscope.io import atomic_file, save_torch, write_json
 from cnnscope.models.layers import resolve_layer
@@ -26,8 +27,6 @@ from cnnscope.models.registry import LoadedModel, ModelSpec, load_model
 from cnnscope.stepkit.runner import Output, run_step
 from cnnscope.stepkit.schema import OnDevice, Resumable, register
 from cnnscope.training import Regime
-
-WORLD = "world"
 
 
 @dataclass
