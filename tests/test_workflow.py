@@ -39,6 +39,8 @@ def test_study_runs_to_the_report(study):
         "tcav_heatmap",
         "tcav_net2vec",
         "formulas_iou",
+        "mistakes",
+        "mistakes_tiny",
     ):
         assert (report / "figures" / f"{fig}.png").stat().st_size > 5_000, fig
         assert (report / "figures" / f"{fig}.svg").is_file(), fig
@@ -61,6 +63,7 @@ def test_study_runs_to_the_report(study):
         "tcav_net2vec",
         "formulas_summary",
         "formulas_top_units",
+        "mistakes",
         "stage_times",
         "versions",
     ):
@@ -127,6 +130,7 @@ def test_study_runs_to_the_report(study):
         "robustness/world/tiny",
         "attribution/synthworld/tiny",
         "lcam/tiny",
+        "mistakes/tiny",
         "featurevis/synthworld/tiny/conv5",
         "sanity/synthworld/tiny",
         "tcav/synthworld/tiny/conv5",
