@@ -14,6 +14,7 @@ from test_steps import _step
 from cnnscope.attribution.cam import GradCAM
 from cnnscope.attribution.mistakes import compare_classes, summarise
 from cnnscope.attribution.sanity import spearman
+from cnnscope.attribution.tcav import ttest_ind
 from cnnscope.models.builtin import ConvNet
 from cnnscope.training import save_model
 
@@ -74,7 +75,10 @@ def test_summary_by_hand():
     assert s.loc["a", "predicted_vs_true"] == pytest.approx(0.9)
     assert s.loc["a", "top1_vs_top2"] == pytest.approx(0.3)
     assert s.loc["a", "difference"] == pytest.approx(0.6) and s.loc["a", "constant_maps"] == 1
+    t, p = ttest_ind(np.array([0.9]), np.array([0.2, 0.4, 0.3]))  # the constant pair left out
+    assert (s.loc["a", "t"], s.loc["a", "p"]) == (pytest.approx(t), pytest.approx(p)) and p < 0.05
     assert s.loc["b", "mistakes"] == 0 and np.isnan(s.loc["b", "predicted_vs_true"])
+    assert np.isnan(s.loc["b", "p"])  # no mistakes: nothing to test
 
 
 def test_mistakes_step_on_an_image_folder(tmp_path):

@@ -25,6 +25,7 @@ from torch import nn
 from cnnscope.attribution.lcam import Attention
 from cnnscope.attribution.sanity import spearman
 from cnnscope.attribution.suite import MethodParams, attribute
+from cnnscope.attribution.tcav import ttest_ind
 from cnnscope.errors import CnnscopeError
 from cnnscope.models.layers import evaluating
 
@@ -81,13 +82,17 @@ def compare_classes(
 
 def summarise(pairs: pd.DataFrame) -> pd.DataFrame:
     """Per method: images, accuracy, mistakes, the mean similarity of predicted and true maps over the
-    mistakes and of top-1 and top-2 maps over the correct images, and the first minus the second
-    (``NaN`` where a group is empty). A pair with a constant map has no rank correlation: it is left
-    out of the means and counted in ``constant_maps``."""
+    mistakes and of top-1 and top-2 maps over the correct images, the first minus the second (``NaN``
+    where a group is empty), and Student's two-sample t-test of the two groups' similarities (``t``,
+    two-sided ``p``; :func:`cnnscope.attribution.tcav.ttest_ind`, ``NaN`` with fewer than three values
+    together): with a few dozen mistakes, a difference can be chance. A pair with a constant map has no
+    rank correlation: it is left out of the means and the test, and counted in ``constant_maps``."""
     rows = []
     for method, g in pairs.groupby("method", sort=False):
         wrong, right = g[~g["correct"]], g[g["correct"]]
         mistake, baseline = wrong["similarity"].mean(), right["similarity"].mean()
+        a, b = wrong["similarity"].dropna().to_numpy(), right["similarity"].dropna().to_numpy()
+        t, p = ttest_ind(a, b) if min(len(a), len(b)) >= 1 and len(a) + len(b) >= 3 else (np.nan, np.nan)
         rows.append(
             {
                 "method": method,
@@ -97,6 +102,8 @@ def summarise(pairs: pd.DataFrame) -> pd.DataFrame:
                 "predicted_vs_true": mistake,
                 "top1_vs_top2": baseline,
                 "difference": mistake - baseline,
+                "t": t,
+                "p": p,
                 "constant_maps": int(g["similarity"].isna().sum()),
             }
         )

@@ -28,7 +28,9 @@ def draw(page, entries: list[Entry]) -> None:
         "with its map of the true class, and on each correctly classified image the top-1 class's map "
         "with the top-2 class's (two classes the model finds close, on an image it gets right). "
         "Similarity: Spearman rank correlation of the two maps, as in the sanity checks; a pair with a "
-        "constant map has none and is counted apart.</p>"
+        "constant map has none and is counted apart. <i>t</i> and <i>p</i>: Student's two-sample t-test "
+        "of the mistakes' similarities against the correct images' (two-sided); with a few dozen "
+        "mistakes, a difference can be chance.</p>"
     )
     page.figure(
         plots.mistakes(summary, page.figs / "mistakes.png"),
