@@ -21,6 +21,7 @@ from cnnscope.report import tables
 from cnnscope.report.inputs import ReportInputs
 from cnnscope.report.sections import SECTIONS, Entry
 from cnnscope.report.sections import formulas as _formulas  # noqa: F401  (a static edge: the rule tracks it)
+from cnnscope.report.sections import mistakes as _mistakes  # noqa: F401  (a static edge: the rule tracks it)
 from cnnscope.report.sections import sanity as _sanity  # noqa: F401  (a static edge: the rule tracks it)
 from cnnscope.report.sections import tcav as _tcav  # noqa: F401  (a static edge: the rule tracks it)
 from cnnscope.shapebias import analysis
