@@ -83,6 +83,14 @@ class LoadedModel:
     class_names: tuple[str, ...] | None = None  # one per output, in output order, when known
     input_size: int | None = None  # images are resized to this square size first (None: as they come)
 
+    def outputs(self, size: int) -> int:
+        """How many classes the model scores: its outputs on one blank image (``input_size`` square when
+        the model asks for one, else ``size``)."""
+        side = self.input_size or size
+        device = next(self.module.parameters()).device
+        with torch.no_grad():
+            return self.module.eval()(torch.zeros(1, 3, side, side, device=device)).shape[1]
+
     def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """``uint8 (B, H, W, 3)`` -> normalised ``float (B, 3, H, W)`` on the tensor's device, resized to
         ``input_size`` (bilinear, antialiased) when the model asks for one."""

@@ -74,9 +74,7 @@ def body(cfg: Config) -> None:
     device = pick_device(cfg.device)
     loaded = load_model(cfg.model, device)
     resolve_layer(loaded.module, cfg.layer, cfg.name)  # fail before any work
-    with torch.no_grad():
-        size = loaded.input_size or cfg.image_size
-        classes = loaded.module.eval()(torch.zeros(1, 3, size, size, device=device)).shape[1]
+    classes = loaded.outputs(cfg.image_size)
     sample = _sampler(cfg, loaded, classes, device)
     out = Output(cfg)
     out.identify(weights=loaded.digest(), device=str(device), threads=cfg.threads)

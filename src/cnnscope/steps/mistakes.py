@@ -77,9 +77,7 @@ def body(cfg: Config) -> None:
     loaded = load_model(cfg.model, device)
     resolve_layer(loaded.module, cfg.layer, cfg.name)  # fail before any work
     attention = trained_attention(cfg.lcam, cfg.methods, cfg.layer, device)
-    with torch.no_grad():
-        size = loaded.input_size or cfg.image_size
-        classes = loaded.module.eval()(torch.zeros(1, 3, size, size, device=device)).shape[1]
+    classes = loaded.outputs(cfg.image_size)
     images, labels = _images(cfg, loaded, classes)
     pairs, shown, shown_maps = [], [], {m: [] for m in cfg.methods}
     starts = range(0, len(images), cfg.batch_size)
