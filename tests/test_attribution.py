@@ -179,7 +179,7 @@ def test_every_method_runs_on_resnet18_and_leaves_it_unchanged():
     for name, method in METHODS.items():
         layer = "layer4" if name == "cam" else "layer4.1.bn2"  # bn2's output is then += in place
         opts = QUICK.get(name, {})
-        if name in ("scorecam", "sidu"):
+        if name in ("scorecam", "sidu", "sise", "ada_sise"):
             layer = "layer2.1.bn2"  # 128 channels, not 512: 4x fewer masked forward passes
         if name in ("lcam_fm", "lcam_img"):
             opts = {"attention": torch.nn.Conv2d(512, 10, 1)}

@@ -13,6 +13,7 @@ from torch import nn
 
 from cnnscope.attribution.base import normalize_maps
 from cnnscope.attribution.perturbation import RISE, SIDU, RISEParams, ScoreCAM, ScoreCAMParams, SIDUParams
+from cnnscope.attribution.sise import SISE, AdaSISE
 from cnnscope.attribution.suite import MethodParams, PassCounter, attribute
 from cnnscope.errors import CnnscopeError
 
@@ -200,7 +201,12 @@ def test_pass_counts_are_what_the_hooks_saw():
         sidu=SIDUParams(batch_size=6, threshold=0.1),
     )
     _, cost = attribute(
-        net, "conv5", X, ["gradcam", "guided_backprop", "scorecam", "rise", "sidu"], targets, params=params
+        net,
+        "conv5",
+        X,
+        ["gradcam", "guided_backprop", "scorecam", "rise", "sidu", "sise", "ada_sise"],
+        targets,
+        params=params,
     )
     cost = cost.set_index("method")
     assert cost.loc["gradcam", ["forward_passes", "backward_passes"]].tolist() == [1, 1]
@@ -208,6 +214,12 @@ def test_pass_counts_are_what_the_hooks_saw():
     assert cost.loc["scorecam", ["forward_passes", "backward_passes"]].tolist() == [1 + k, 0]
     assert cost.loc["rise", ["forward_passes", "backward_passes"]].tolist() == [20, 0]
     assert cost.loc["sidu", ["forward_passes", "backward_passes"]].tolist() == [1 + k, 0]
+    for method in (SISE, AdaSISE):  # one pass each way, then a forward pass per map it keeps
+        sise = method(net, "conv5")
+        _, acts, grads, _ = sise.blocks(X, targets)
+        kept = sum(int(sise.selected(g, a).sum()) for a, g in zip(acts, grads, strict=True)) / len(X)
+        row = "sise" if method is SISE else "ada_sise"
+        assert cost.loc[row, ["forward_passes", "backward_passes"]].tolist() == [1 + kept, 1]
     with PassCounter(net) as count:
         net(X)
     assert (count.forward, count.backward) == (4, 0) and not net._forward_hooks

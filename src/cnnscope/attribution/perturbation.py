@@ -78,7 +78,9 @@ class SIDUParams:
     batch_size: int = positive(64)  # masked inputs per forward pass
 
 
-def _scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, probability: bool) -> torch.Tensor:
+def target_scores(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, probability: bool
+) -> torch.Tensor:
     """The target's softmax probability (or logit) on each input; one target per input."""
     out = model(inputs)
     if probability:
@@ -117,7 +119,7 @@ class ScoreCAM(LayerAttribution):
                 rows = torch.arange(a, min(a + self.batch_size, n * k), device=x.device)
                 masks = self.channel_masks(acts, rows, x.shape[-2:])
                 image = rows // k
-                scores[rows] = _scores(self.model, x[image] * masks[:, None], t[image], probability)
+                scores[rows] = target_scores(self.model, x[image] * masks[:, None], t[image], probability)
         w = scores.view(n, k)
         if not probability:
             w = F.softmax(w, 1)
@@ -166,7 +168,7 @@ class RISE:
             for i in range(len(x)):
                 for a in range(0, self.n_masks, self.batch_size):
                     m = masks[a : a + self.batch_size]
-                    s = _scores(self.model, x[i] * m[:, None], t[i].expand(len(m)), probability=True)
+                    s = target_scores(self.model, x[i] * m[:, None], t[i].expand(len(m)), probability=True)
                     sal[i] += (s[:, None, None] * m).sum(0)
         return sal / (self.n_masks * self.p)
 

@@ -21,6 +21,7 @@ from cnnscope.attribution.cam import CAM, CounterfactualGradCAM, GradCAM, GradCA
 from cnnscope.attribution.lcam import LCAM, Attention, load_attention
 from cnnscope.attribution.metrics import deletion_insertion, drop_and_increase
 from cnnscope.attribution.perturbation import RISE, SIDU, RISEParams, ScoreCAM, ScoreCAMParams, SIDUParams
+from cnnscope.attribution.sise import SISE, AdaSISE, SISEParams
 from cnnscope.bounds import choice
 from cnnscope.errors import CnnscopeError
 from cnnscope.progress import track
@@ -93,10 +94,12 @@ METHODS: dict[str, Method] = {
     "scorecam": _class_activation(ScoreCAM),
     "rise": _model_only(RISE),
     "sidu": _class_activation(SIDU),
+    "sise": _class_activation(SISE),
+    "ada_sise": _class_activation(AdaSISE),
     **{m: _learned(v) for m, v in LCAM_VARIANTS.items()},
 }
 # Methods that run hundreds of forward passes per image (a study runs them on fewer images).
-PERTURBATION = frozenset({"scorecam", "rise", "sidu"})
+PERTURBATION = frozenset({"scorecam", "rise", "sidu", "sise", "ada_sise"})
 MethodName = choice("MethodName", METHODS)
 # How pages name each method: as the papers that introduced them do (keys: METHODS).
 DISPLAY_NAMES: dict[str, str] = {
@@ -111,6 +114,8 @@ DISPLAY_NAMES: dict[str, str] = {
     "scorecam": "Score-CAM",
     "rise": "RISE",
     "sidu": "SIDU",
+    "sise": "SISE",
+    "ada_sise": "Ada-SISE",
     "lcam_fm": "L-CAM-Fm",
     "lcam_img": "L-CAM-Img",
 }
@@ -149,6 +154,8 @@ class MethodParams:
     scorecam: ScoreCAMParams = field(default_factory=ScoreCAMParams)
     rise: RISEParams = field(default_factory=RISEParams)
     sidu: SIDUParams = field(default_factory=SIDUParams)
+    sise: SISEParams = field(default_factory=SISEParams)
+    ada_sise: SISEParams = field(default_factory=SISEParams)
 
 
 def trained_attention(
