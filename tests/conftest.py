@@ -67,6 +67,13 @@ TINY = {
             "perturbation.rise.n_masks": 64,
         },
         "featurevis": {"units": 1, "steps": 4, "size": 32, "inversion_steps": 5},
+        "decoder": {
+            "images": 48,
+            "held_out": 16,
+            "decoder.steps": 10,
+            "decoder.batch_size": 8,
+            "dgn_steps": 4,
+        },
         "lcam": {"lcam.steps": 6, "lcam.batch_size": 8, "world_images": 32, "image_size": 32},
         "mistakes": {"images": 32, "image_size": 32, "batch_size": 16, "show": 2},
         "tcav": {"concept_images": 6, "class_images": 2, "tcav.randoms": 3},

@@ -41,6 +41,7 @@ def test_study_runs_to_the_report(study):
         "formulas_iou",
         "mistakes",
         "mistakes_tiny",
+        "decoder_errors",
     ):
         assert (report / "figures" / f"{fig}.png").stat().st_size > 5_000, fig
         assert (report / "figures" / f"{fig}.svg").is_file(), fig
@@ -64,6 +65,8 @@ def test_study_runs_to_the_report(study):
         "formulas_summary",
         "formulas_top_units",
         "mistakes",
+        "decoder_errors",
+        "decoder_dgn",
         "stage_times",
         "versions",
     ):
@@ -82,6 +85,21 @@ def test_study_runs_to_the_report(study):
         assert [p["image"] for p in shown] == top_images(maxima, int(unit), 5).tolist()
         assert np.allclose([p["activation"] for p in shown], maxima[[p["image"] for p in shown], int(unit)])
         assert (vis / f"projection_{unit}.png").is_file()
+    for layer in TINY["models"][0]["layers"]:  # the learned inversion of every featurevis layer
+        made = study / "results/decoder/synthworld/tiny" / layer
+        errors = pd.read_csv(made / "errors.csv").set_index("features")
+        assert errors.index.tolist() == ["intact", "binarised", "dropout"] and (errors["error"] > 0).all()
+        assert (errors["images"] == 16).all() and (errors["data"] == "world").all()
+        shown = json.loads((study / "results/featurevis/synthworld/tiny" / layer / "traces.json").read_text())
+        raised = json.loads((made / "dgn.json").read_text())
+        assert raised.keys() == shown.keys()  # DGN-AM for the units pixel AM drew
+        for unit, row in raised.items():
+            assert Image.open(made / f"dgn_{unit}.png").size == (32, 32)
+            assert row["best_probe"] > 0 and np.isfinite([row["through_decoder"], row["in_pixels"]]).all()
+        for image in (study / "results/featurevis/synthworld/tiny" / layer).glob("inversion_*.png"):
+            learned = Image.open(made / image.name.replace("inversion_", "reconstruction_"))
+            assert learned.size == (3 * 32, 32)  # from intact, binarised and dropped-out features
+    assert "Learned inversion and DGN-AM" in html and "DGN-AM" in html
     assert "projected to pixels" in html
     depth = pd.read_csv(report / "tables" / "detectors_by_depth.csv").set_index("layer")
     for layer in ("conv2", "conv5"):  # each layer's dead units, from its extraction's unit range
@@ -132,6 +150,7 @@ def test_study_runs_to_the_report(study):
         "lcam/tiny",
         "mistakes/tiny",
         "featurevis/synthworld/tiny/conv5",
+        "decoder/synthworld/tiny/conv5",
         "sanity/synthworld/tiny",
         "tcav/synthworld/tiny/conv5",
         "formulas/synthworld/tiny/conv5",

@@ -100,6 +100,25 @@ class FeaturevisArtifact(Artifact):
         return self.path / f"inversion_{image}.png"
 
 
+class DecoderArtifact(Artifact):
+    weights = _file("decoder.pt", "the trained decoder's state dict (cnnscope.decoder.Decoder)")
+    errors = _file(
+        "errors.csv", "held-out reconstruction error from intact, binarised and dropped-out features"
+    )
+    dgn = _file(
+        "dgn.json", "per unit: its mean activation on the DGN-AM and pixel-AM images and best probe image"
+    )
+    losses = _file("losses.json", "the training loss at every step")
+
+    def reconstruction_image(self, image: int) -> Path:
+        """A probe image reconstructed by the decoder from intact, binarised and dropped-out features."""
+        return self.path / f"reconstruction_{image}.png"
+
+    def dgn_image(self, unit: int) -> Path:
+        """A unit's activation-maximisation image through the decoder (DGN-AM)."""
+        return self.path / f"dgn_{unit}.png"
+
+
 class CueConflictArtifact(Artifact):
     summary = _file("summary.json", "shape bias, cue hits, cue fraction")
 

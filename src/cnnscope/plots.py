@@ -815,3 +815,25 @@ def response_profile(
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def decoder_errors(table: pd.DataFrame, out: Path) -> Path:
+    """Per model (a panel each): the learned inversion's held-out error at each layer, a line per kind
+    of features it reconstructs from. ``table``: model, layer, features, error (layers in depth order)."""
+    models = list(dict.fromkeys(table["model"]))
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(3.2 * len(models) + 1.6, 2.6), squeeze=False, sharey=True
+    )
+    for ax, model in zip(axes[0], models, strict=True):
+        sub = table[table["model"] == model]
+        layers = list(dict.fromkeys(sub["layer"]))
+        for k, (features, rows) in enumerate(sub.groupby("features", sort=False)):
+            rows = rows.set_index("layer").reindex(layers)
+            ax.plot(layers, rows["error"], marker="o", color=plt.cm.tab10(k), label=features)
+        ax.axhline(1, color="k", linewidth=0.6, linestyle=":")
+        ax.set_title(model)
+        ax.set_ylim(bottom=0)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0, 0].set_ylabel("held-out error (1: the mean image)")
+    _legend_right(fig)
+    return _save(fig, out)

@@ -121,6 +121,7 @@ class Study:
         self.formulas = bool(config.get("formulas", True))
         self.featurevis = bool(self.attr is not None and self.attr.get("featurevis", True))
         self.snapshot_featurevis = self.featurevis and bool(self.attr.get("snapshot_featurevis", False))
+        self.decoder = self.featurevis and bool(self.attr.get("decoder", True))
         self.lcam = bool(self.attr is not None and self.attr.get("lcam", True))
         self.job_threads: int | None = config.get("job_threads")  # None: every core of the run
         self._jobs: dict[str, list[dict[str, str]]] = {}
@@ -442,11 +443,16 @@ def _attribution_items(study: Study, wc: dict[str, str]) -> list[str]:
     return [*_named(study, wc), *world]
 
 
+def _world_data(study: Study, name: str) -> list[str]:
+    """A world model's decoder learns from the world in its regime; others' from the probe set."""
+    m = study.models[name]
+    return overrides({"data": "world", "regime": m.get("regime", "standard")}) if m.get("train") else []
+
+
 def _lcam_data(study: Study, name: str) -> list[str]:
     """What the model's L-CAM trains on: the world in its regime, or the study's image folder."""
-    m = study.models[name]
-    if m.get("train"):
-        return overrides({"data": "world", "regime": m.get("regime", "standard")})
+    if study.models[name].get("train"):
+        return _world_data(study, name)
     data = study.attr.get("lcam_data") if study.attr else None
     return overrides({"data": data}) if data else []
 
@@ -609,6 +615,25 @@ STAGES: dict[str, Stage] = {
             ),
             items=_layer,
             threads="all",
+            device=True,
+            loads_model=True,
+            report=True,
+        ),
+        Stage(
+            "decoder",
+            "learned inversion of a dissected layer (Dosovitskiy & Brox 2016): a decoder from its features "
+            "to the image, its held-out error from intact, binarised and dropped-out features, and "
+            "featurevis's units raised through it (DGN-AM, Nguyen et al. 2016)",
+            _LAYER,
+            _layers(lambda study: study.decoder, models=Study.featurevis_models),
+            inputs=(
+                _in("featurevis", setting="featurevis"),
+                _in("extract", setting="activations"),
+                _PACKED,
+                _in(MODEL_FILES),
+            ),
+            items=lambda study, wc: [*_layer(study, wc), *_world_data(study, wc["model"])],
+            threads="one",
             device=True,
             loads_model=True,
             report=True,

@@ -107,6 +107,8 @@ class LayerResult:
     rotated_detectors: pd.DataFrame | None = None
     # Compositional explanations: each unit's best formula per length (formulas.csv), if the study made them.
     formulas: pd.DataFrame | None = None
+    # The layer's learned inversion and DGN-AM (the decoder stage), if the study made them.
+    decoder_dir: Path | None = None
 
 
 def _require(path: Path, step: str, what: str) -> Path:
@@ -140,6 +142,7 @@ def load_layer(entry: LayerInputs) -> LayerResult:
         pd.read_csv(d.rotated.units) if d.rotated.units.is_file() else None,
         pd.read_csv(d.rotated.detectors) if d.rotated.detectors.is_file() else None,
         pd.read_csv(FormulasArtifact(made["formulas"]).formulas) if "formulas" in made else None,
+        Path(made["decoder"]) if "decoder" in made else None,
     )
 
 

@@ -23,7 +23,7 @@ import yaml
 from PIL import Image
 
 from cnnscope import plots
-from cnnscope.artifacts import PAGE, AttributionArtifact, FeaturevisArtifact
+from cnnscope.artifacts import PAGE, AttributionArtifact, DecoderArtifact, FeaturevisArtifact
 from cnnscope.attribution.localisation import CENTRE
 from cnnscope.attribution.suite import DISPLAY_NAMES, METHODS, PERTURBATION
 from cnnscope.data.packed import PackedDataset
@@ -472,6 +472,17 @@ def _featurevis_image(r: LayerResult, unit: int, figs: Path) -> str:
     return f"<img class='strip' src='figures/{name}' alt='{alt}' title='activation maximization'> "
 
 
+def _dgn_image(r: LayerResult, unit: int, figs: Path) -> str:
+    """The unit's activation maximisation through the decoder (DGN-AM) as an <img>, or nothing."""
+    src = DecoderArtifact(r.decoder_dir).dgn_image(unit) if r.decoder_dir else None
+    if src is None or not src.is_file():
+        return ""
+    name = f"{r.model}_{r.layer}_unit{unit}_dgn.png".replace("/", "_")
+    Image.open(src).resize((96, 96), Image.NEAREST).save(figs / name)
+    title = "DGN-AM: activation maximization through the learned decoder"
+    return f"<img class='strip' src='figures/{name}' alt='unit {unit} DGN-AM' title='{title}'> "
+
+
 def _projection_image(r: LayerResult, unit: int, figs: Path) -> str:
     """The unit's DeconvNet projections above their image patches (Zeiler & Fergus), enlarged to a
     readable height, as an <img>; nothing when none were made."""
@@ -494,13 +505,14 @@ def _inversions(r: LayerResult, data: PackedDataset, figs: Path, scale: int) -> 
     cells = []
     for inv in json.loads(listing.read_text()):
         i = inv["image"]
-        pair = np.concatenate(
-            [
-                np.array(data.images[i]),
-                np.array(Image.open(FeaturevisArtifact(r.featurevis_dir).inversion_image(i))),
-            ],
-            1,
-        )
+        shown = [
+            np.array(data.images[i]),
+            np.array(Image.open(FeaturevisArtifact(r.featurevis_dir).inversion_image(i))),
+        ]
+        learned = DecoderArtifact(r.decoder_dir).reconstruction_image(i) if r.decoder_dir else None
+        if learned is not None and learned.is_file():
+            shown.append(np.array(Image.open(learned).convert("RGB")))
+        pair = np.concatenate(shown, 1)
         name = f"{r.model}_{r.layer}_inversion{i}.png".replace("/", "_")
         Image.fromarray(pair).resize((pair.shape[1] * scale, pair.shape[0] * scale), Image.NEAREST).save(
             figs / name
@@ -511,9 +523,16 @@ def _inversions(r: LayerResult, data: PackedDataset, figs: Path, scale: int) -> 
         )
     if not cells:
         return ""
+    learned = (
+        " Then the learned inversion (Dosovitskiy &amp; Brox 2016): the decoder's reconstruction from "
+        "the features, from their sign pattern alone (binarised) and from half of them (dropout)."
+        if r.decoder_dir
+        else ""
+    )
     return (
         "<p class='meta'>Network inversion (Mahendran &amp; Vedaldi 2015): each probe image beside the "
-        "image reconstructed from this layer's features alone.</p>" + " ".join(cells)
+        f"image reconstructed from this layer's features alone by optimisation.{learned}</p>"
+        + " ".join(cells)
     )
 
 
@@ -551,6 +570,7 @@ def layers(
                 f"<div class='unit'><b>unit {unit}</b>: {html.escape(str(u['label']))} "
                 f"({html.escape(str(u['category']))}), IoU {u['iou']:.3f}{_formula(r, unit)}<br>"
                 + _featurevis_image(r, unit, page.figs)
+                + _dgn_image(r, unit, page.figs)
                 + f"<img class='strip' src='figures/{name}' alt='unit {unit} top images'>"
                 + _projection_image(r, unit, page.figs)
                 + "</div>"

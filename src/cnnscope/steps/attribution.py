@@ -24,6 +24,7 @@ from cnnscope.attribution.suite import (
 )
 from cnnscope.bounds import bounded, choice, positive
 from cnnscope.data.packed import PackedDataset
+from cnnscope.data.sample import evenly_spread
 from cnnscope.data.shapetexture import PLACEMENTS, localisation_set
 from cnnscope.device import pick_device
 from cnnscope.features import LayerCapture
@@ -88,7 +89,7 @@ def body(cfg: Config) -> None:
     loaded = load_model(cfg.model, device)
     layer = resolve_layer(loaded.module, cfg.layer, cfg.name)  # fail before any work
     n = min(len(data), max(cfg.images, cfg.metric_images))
-    idx = np.unique(np.linspace(0, len(data) - 1, n).round().astype(int))
+    idx = evenly_spread(len(data), n)
     x = loaded.normalize(torch.from_numpy(np.array(data.images[idx])).to(device))
     with torch.no_grad():
         targets = loaded.module(x).argmax(1)

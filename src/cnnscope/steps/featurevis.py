@@ -17,6 +17,7 @@ from PIL import Image
 from cnnscope.artifacts import DissectArtifact, ExtractArtifact, FeaturevisArtifact
 from cnnscope.bounds import bounded, positive
 from cnnscope.data.packed import PackedDataset
+from cnnscope.data.sample import evenly_spread
 from cnnscope.device import pick_device
 from cnnscope.features import top_images
 from cnnscope.featurevis import MaximizeParams, invert, maximize
@@ -101,9 +102,8 @@ def _projections(
 
 def _inversions(cfg: Config, loaded: LoadedModel, data: PackedDataset, tmp: Path) -> list[dict]:
     """Reconstruct ``inversions`` probe images from the layer; ``inversion_<image>.png`` each."""
-    n = min(cfg.inversions, len(data))
     out = []
-    for i in np.unique(np.linspace(0, len(data) - 1, n).round().astype(int)) if n else []:
+    for i in evenly_spread(len(data), cfg.inversions):
         target = torch.from_numpy(np.array(data.images[i])).permute(2, 0, 1).float() / 255
         image, losses = invert(
             loaded.module,

@@ -22,6 +22,7 @@ from cnnscope.attribution.suite import MethodName, trained_attention
 from cnnscope.bounds import bounded, positive
 from cnnscope.data import shapetexture
 from cnnscope.data.imagefolder import image_folder, load_images
+from cnnscope.data.sample import evenly_spread
 from cnnscope.device import pick_device
 from cnnscope.models.layers import resolve_layer
 from cnnscope.models.registry import LoadedModel, ModelSpec, load_model
@@ -58,7 +59,7 @@ def _images(cfg: Config, loaded: LoadedModel, classes: int) -> tuple[np.ndarray,
         images, labels, _ = shapetexture.training_set(cfg.images, cfg.image_size, agreement, WORLD_SEED)
         return images, labels
     paths, labels = image_folder(cfg.data, classes, loaded.class_names)
-    take = np.unique(np.linspace(0, len(paths) - 1, min(cfg.images, len(paths))).round().astype(int))
+    take = evenly_spread(len(paths), cfg.images)
     return load_images([paths[i] for i in take], loaded.input_size or cfg.image_size), labels[take]
 
 

@@ -18,6 +18,7 @@ from cnnscope.attribution.sanity import blocks, cascading, hog_similarity, spear
 from cnnscope.attribution.suite import METHODS, PERTURBATION, TRAINED, MethodName, attribute
 from cnnscope.bounds import bounded, positive
 from cnnscope.data.packed import PackedDataset
+from cnnscope.data.sample import evenly_spread
 from cnnscope.device import pick_device
 from cnnscope.errors import CnnscopeError
 from cnnscope.models.layers import resolve_layer
@@ -69,7 +70,7 @@ def body(cfg: Config) -> None:
     device = pick_device(cfg.device)
     loaded = load_model(cfg.model, device)
     resolve_layer(loaded.module, cfg.layer, cfg.name)  # fail before any work
-    idx = np.unique(np.linspace(0, len(data) - 1, min(len(data), cfg.images)).round().astype(int))
+    idx = evenly_spread(len(data), cfg.images)
     x = loaded.normalize(torch.from_numpy(np.array(data.images[idx])).to(device))
     with torch.no_grad():
         targets = loaded.module(x).argmax(1)  # the trained model's classes, explained at every step
