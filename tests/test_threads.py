@@ -36,6 +36,7 @@ def test_trained_weights_depend_on_the_thread_count():
     assert STAGES["train"].threads == "one"
     assert STAGES["net2vec"].threads == "one"  # the same holds for its learned embeddings ...
     assert STAGES["lcam"].threads == "one"  # ... and for the L-CAM attention
+    assert STAGES["decoder"].threads == "one"  # ... and for the learned inversion's decoder
     threaded = ("extract", "dissect", "attribution", "cueconflict", "featurevis", "prepare")
     assert all(STAGES[s].threads == "all" for s in threaded)
 

@@ -26,6 +26,7 @@ normalisation is applied inside.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnscope.attribution.backprop import ReLURule, redirected_rule
 from cnnscope.bounds import bounded, positive
 from cnnscope.featurevis import Trace, channel_activation
 from cnnscope.models.layers import evaluating
@@ -144,18 +146,22 @@ def dgn_am(
     std: Sequence[float],
     steps: int,
     lr: float,
+    redirect_steps: int = 16,
 ) -> Trace:
     """Raise ``unit``'s mean activation in ``layer`` through the decoder: the code, from ``start``
     ``(1, C, h, w)``, is kept within ``[lo, hi]`` (``(1, C, 1, 1)``: each channel's range where the
-    decoder learned); the image is ``D(h)`` clipped to [0, 1]. Returns the image and the activation at
-    every step."""
+    decoder learned); the image is ``D(h)`` clipped to [0, 1]. For the first ``redirect_steps`` steps
+    the model's ReLUs use the redirected gradient, as pixel-space maximisation does
+    (:func:`cnnscope.featurevis.maximize`), so a unit silent on the starting image can still rise.
+    Returns the image and the activation at every step (and on the final image)."""
     code = start.clone().requires_grad_(True)
     opt = Optimizer([code], "adam", lr)
     values: list[float] = []
     decoder.requires_grad_(False)
     with evaluating(model):
-        for _ in range(steps):
-            act = channel_activation(model, layer, normalize(decoder(code).clamp(0, 1), mean, std), unit)
+        for step in range(steps):
+            with ReLURule(redirected_rule) if step < redirect_steps else contextlib.nullcontext():
+                act = channel_activation(model, layer, normalize(decoder(code).clamp(0, 1), mean, std), unit)
             opt.zero_grad()
             (-act.mean()).backward()
             opt.step()
