@@ -68,8 +68,8 @@ TINY = {
         },
         "featurevis": {"units": 1, "steps": 4, "size": 32, "inversion_steps": 5},
         "decoder": {
-            "images": 48,
-            "held_out": 16,
+            "images": 24,
+            "held_out": 8,
             "decoder.steps": 10,
             "decoder.batch_size": 8,
             "dgn_steps": 4,
