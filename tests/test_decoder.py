@@ -58,6 +58,14 @@ def test_dropout_zeroes_half_and_keeps_the_norm():
     assert not torch.equal(drop_out(f, seed=5), got)
 
 
+def test_a_dead_layer_gives_the_mean_image_not_a_division_by_zero():
+    x = torch.rand(16, 3, 8, 8)
+    decoder, losses = train_decoder(torch.zeros(16, 4, 4, 4), x, DecoderParams(steps=60, batch_size=8))
+    assert math.isfinite(losses[-1])
+    out = reconstruct(decoder, torch.zeros(16, 4, 4, 4))
+    assert (out == out[:1]).all()  # one image whatever the input: the mean image, as well as it learned it
+
+
 def test_the_error_is_one_for_the_mean_image_and_zero_for_the_images():
     x = torch.rand(5, 3, 4, 4)
     assert reconstruction_error(x.clone(), x) == 0

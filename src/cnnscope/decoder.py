@@ -84,12 +84,17 @@ def train_decoder(
 ) -> tuple[Decoder, list[float]]:
     """A :class:`Decoder` trained to map ``features`` ``(N, C, h, w)`` to ``images`` ``(N, 3, H, W)``
     in [0, 1], and its pixel loss (mean squared error) at every step. The same bytes for the same
-    inputs and seed on one thread."""
+    inputs and seed on one thread. Features that are all equal (a dead layer) are not scaled: the
+    decoder then learns the mean image, and its error says so."""
     gen = torch.Generator().manual_seed(params.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(params.seed)
         decoder = Decoder(
-            features.shape[1], features.shape[-1], images.shape[-1], params.width, float(features.std())
+            features.shape[1],
+            features.shape[-1],
+            images.shape[-1],
+            params.width,
+            float(features.std()) or 1.0,
         ).to(features.device)
     opt = Optimizer(list(decoder.parameters()), "adam", params.lr)
     losses = []
