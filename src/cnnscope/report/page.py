@@ -461,26 +461,29 @@ def localisation(page: Page, table: pd.DataFrame) -> None:
     page.table(table, "localisation")
 
 
+def _unit_thumbnail(
+    r: LayerResult, unit: int, src: Path | None, kind: str, alt: str, title: str, figs: Path
+) -> str:
+    """A unit's image ``src`` enlarged to 96 px (``figures/<model>_<layer>_unit<unit>_<kind>.png``) as an
+    <img>, or nothing when none was made."""
+    if src is None or not src.is_file():
+        return ""
+    name = f"{r.model}_{r.layer}_unit{unit}_{kind}.png".replace("/", "_")
+    Image.open(src).resize((96, 96), Image.NEAREST).save(figs / name)
+    return f"<img class='strip' src='figures/{name}' alt='unit {unit} {alt}' title='{title}'> "
+
+
 def _featurevis_image(r: LayerResult, unit: int, figs: Path) -> str:
     """The unit's activation-maximization image as an <img>, or nothing when none was made."""
     src = FeaturevisArtifact(r.featurevis_dir).unit_image(unit) if r.featurevis_dir else None
-    if src is None or not src.is_file():
-        return ""
-    name = f"{r.model}_{r.layer}_unit{unit}_maximized.png".replace("/", "_")
-    Image.open(src).resize((96, 96), Image.NEAREST).save(figs / name)
-    alt = f"unit {unit} maximized"
-    return f"<img class='strip' src='figures/{name}' alt='{alt}' title='activation maximization'> "
+    return _unit_thumbnail(r, unit, src, "maximized", "maximized", "activation maximization", figs)
 
 
 def _dgn_image(r: LayerResult, unit: int, figs: Path) -> str:
     """The unit's activation maximisation through the decoder (DGN-AM) as an <img>, or nothing."""
     src = DecoderArtifact(r.decoder_dir).dgn_image(unit) if r.decoder_dir else None
-    if src is None or not src.is_file():
-        return ""
-    name = f"{r.model}_{r.layer}_unit{unit}_dgn.png".replace("/", "_")
-    Image.open(src).resize((96, 96), Image.NEAREST).save(figs / name)
     title = "DGN-AM: activation maximization through the learned decoder"
-    return f"<img class='strip' src='figures/{name}' alt='unit {unit} DGN-AM' title='{title}'> "
+    return _unit_thumbnail(r, unit, src, "dgn", "DGN-AM", title, figs)
 
 
 def _projection_image(r: LayerResult, unit: int, figs: Path) -> str:

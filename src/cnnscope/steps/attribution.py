@@ -88,8 +88,7 @@ def body(cfg: Config) -> None:
     device = pick_device(cfg.device)
     loaded = load_model(cfg.model, device)
     layer = resolve_layer(loaded.module, cfg.layer, cfg.name)  # fail before any work
-    n = min(len(data), max(cfg.images, cfg.metric_images))
-    idx = evenly_spread(len(data), n)
+    idx = evenly_spread(len(data), max(cfg.images, cfg.metric_images))
     x = loaded.normalize(torch.from_numpy(np.array(data.images[idx])).to(device))
     with torch.no_grad():
         targets = loaded.module(x).argmax(1)

@@ -43,7 +43,7 @@ from cnnscope.features import LayerCapture
 from cnnscope.featurevis import channel_activation
 from cnnscope.io import write_json
 from cnnscope.models.layers import resolve_layer
-from cnnscope.models.normalize import normalize, to_unit
+from cnnscope.models.normalize import normalize, to_pixels, to_unit
 from cnnscope.models.registry import LoadedModel, ModelSpec, load_model
 from cnnscope.progress import track
 from cnnscope.stepkit.runner import Output, run_step
@@ -53,8 +53,6 @@ from cnnscope.training import Regime
 WORLD_SEED = 60_000  # the world's sample for this step, apart from every other step's
 PROBE = "probe"
 Data = choice("Data", (PROBE, shapetexture.WORLD))
-# The features each held-out error is measured from, and how they are made from the intact ones.
-CONDITIONS = ("intact", "binarised", "dropout")
 
 
 @dataclass
@@ -101,9 +99,14 @@ def _features(loaded: LoadedModel, layer: str, x: torch.Tensor, batch: int = 64)
         )
 
 
+def _unit(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """One ``uint8 (H, W, 3)`` image as ``(1, 3, H, W)`` in [0, 1] on ``device``."""
+    return to_unit(torch.from_numpy(image)[None].to(device))
+
+
 def _save(image: torch.Tensor, path: Path) -> None:
     """``(3, H, W)`` in [0, 1] as a PNG."""
-    Image.fromarray((image.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)).save(path)
+    Image.fromarray(to_pixels(image)).save(path)
 
 
 def body(cfg: Config) -> None:
@@ -140,9 +143,7 @@ def body(cfg: Config) -> None:
         torch.save(decoder.state_dict(), made.weights)
         errors.to_csv(made.errors, index=False)
         for i in inverted:
-            g = _features(
-                loaded, cfg.layer, to_unit(torch.from_numpy(np.asarray(data.images[i]))[None].to(device))
-            )
+            g = _features(loaded, cfg.layer, _unit(np.asarray(data.images[i]), device))
             row = torch.cat([reconstruct(decoder, v) for v in _conditions(g, cfg.decoder.seed).values()], 3)
             _save(row[0], made.reconstruction_image(i))
         for unit, (image, _) in raised.items():
@@ -159,9 +160,8 @@ def body(cfg: Config) -> None:
 
 
 def _conditions(features: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
-    """The features each error is measured from (:data:`CONDITIONS`): intact, binarised, dropped out."""
-    made = {"intact": features, "binarised": binarise(features), "dropout": drop_out(features, seed)}
-    return {k: made[k] for k in CONDITIONS}
+    """The features each error is measured from: intact, binarised, dropped out (in that order)."""
+    return {"intact": features, "binarised": binarise(features), "dropout": drop_out(features, seed)}
 
 
 def _dgn(
@@ -194,9 +194,7 @@ def _dgn(
             cfg.dgn_steps,
             cfg.dgn_lr,
         )
-        pixel = to_unit(
-            torch.from_numpy(np.asarray(Image.open(vis.unit_image(unit)).convert("RGB")))[None].to(device)
-        )
+        pixel = _unit(np.asarray(Image.open(vis.unit_image(unit)).convert("RGB")), device)
         with torch.no_grad():
             pixel_am = channel_activation(
                 loaded.module, cfg.layer, normalize(pixel, loaded.mean, loaded.std), unit

@@ -22,7 +22,7 @@ from cnnscope.device import pick_device
 from cnnscope.features import top_images
 from cnnscope.featurevis import MaximizeParams, invert, maximize
 from cnnscope.io import write_json
-from cnnscope.models.normalize import unnormalize
+from cnnscope.models.normalize import to_pixels, unnormalize
 from cnnscope.models.registry import LoadedModel, ModelSpec, load_model
 from cnnscope.progress import track
 from cnnscope.projection import project, strip
@@ -61,8 +61,7 @@ def body(cfg: Config) -> None:
         for _, row in track(list(top.iterrows()), "featurevis", enabled=cfg.progress):
             unit = int(row["unit"])
             trace = maximize(loaded.module, cfg.layer, unit, loaded.mean, loaded.std, cfg)
-            image = (trace.image.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-            Image.fromarray(image).save(FeaturevisArtifact(tmp).unit_image(unit))
+            Image.fromarray(to_pixels(trace.image)).save(FeaturevisArtifact(tmp).unit_image(unit))
             traces[unit] = {
                 "label": row["label"],
                 "iou": float(row["iou"]),
@@ -114,8 +113,7 @@ def _inversions(cfg: Config, loaded: LoadedModel, data: PackedDataset, tmp: Path
             steps=cfg.inversion_steps,
             seed=cfg.seed,
         )
-        pixels = (image.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-        Image.fromarray(pixels).save(FeaturevisArtifact(tmp).inversion_image(i))
+        Image.fromarray(to_pixels(image)).save(FeaturevisArtifact(tmp).inversion_image(i))
         out.append({"image": int(i), "name": data.meta["images"][i], "feature_loss": losses[-1]})
     return out
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -38,6 +40,17 @@ class Section:
 
 
 SECTIONS: dict[str, Section] = {}
+
+
+def stacked(entries: list[Entry], table: Callable[[Path], Path], model: bool = False) -> pd.DataFrame:
+    """Each entry's CSV ``table(artifact)``, one under another; ``model``: with the entry's model as
+    the first column (for a stage whose tables do not name it)."""
+    tables = [pd.read_csv(table(e.artifact)) for e in entries]
+    if model:
+        tables = [
+            t.assign(model=e.model)[["model", *t.columns]] for t, e in zip(tables, entries, strict=True)
+        ]
+    return pd.concat(tables, ignore_index=True)
 
 
 def register(section: Section) -> None:

@@ -10,15 +10,11 @@ import pandas as pd
 
 from cnnscope import plots
 from cnnscope.artifacts import DecoderArtifact
-from cnnscope.report.sections import Entry, Section, register
+from cnnscope.report.sections import Entry, Section, register, stacked
 
 
 def draw(page, entries: list[Entry]) -> None:
-    errors = pd.concat(
-        [pd.read_csv(DecoderArtifact(e.artifact).errors).assign(model=e.model) for e in entries],
-        ignore_index=True,
-    )
-    errors = errors[["model", *(c for c in errors.columns if c != "model")]]
+    errors = stacked(entries, lambda a: DecoderArtifact(a).errors, model=True)
     page.add(
         "<p class='meta'>Learned inversion (Dosovitskiy &amp; Brox 2016): per dissected layer, an "
         "up-convolutional decoder is trained to reconstruct the image from the layer's features (a world "

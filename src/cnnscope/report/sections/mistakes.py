@@ -11,13 +11,11 @@ import pandas as pd
 from cnnscope import plots
 from cnnscope.artifacts import MistakesArtifact
 from cnnscope.attribution.suite import DISPLAY_NAMES
-from cnnscope.report.sections import Entry, Section, register
+from cnnscope.report.sections import Entry, Section, register, stacked
 
 
 def draw(page, entries: list[Entry]) -> None:
-    summary = pd.concat(
-        [pd.read_csv(MistakesArtifact(e.artifact).summary) for e in entries], ignore_index=True
-    )
+    summary = stacked(entries, lambda a: MistakesArtifact(a).summary)
     summary = summary.assign(method=summary["method"].map(lambda k: DISPLAY_NAMES.get(k, k)))
     page.add(
         "<p class='meta'>The L-CAM paper's analysis of mistakes (Gkartzonika et al. 2022): on a "

@@ -11,13 +11,11 @@ import pandas as pd
 from cnnscope import plots
 from cnnscope.artifacts import SanityArtifact
 from cnnscope.attribution.suite import DISPLAY_NAMES
-from cnnscope.report.sections import Entry, Section, register
+from cnnscope.report.sections import Entry, Section, register, stacked
 
 
 def draw(page, entries: list[Entry]) -> None:
-    table = pd.concat(
-        [pd.read_csv(SanityArtifact(e.artifact).randomisation) for e in entries], ignore_index=True
-    )
+    table = stacked(entries, lambda a: SanityArtifact(a).randomisation)
     table = table.assign(method=table["method"].map(lambda k: DISPLAY_NAMES.get(k, k)))
     page.add(
         "<p class='meta'>Three checks of the maps against what the worlds know: whether they point at "
