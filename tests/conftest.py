@@ -21,6 +21,27 @@ from cnnscope.io import seal
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
+# The files whose tests run studies, the longest first (pytest's --durations on one worker): run before
+# the rest, so that the suite's workers (pyproject's addopts: whole files each) do not end on one of them.
+LONG_FIRST = (
+    "test_slurm.py",
+    "test_workflow.py",
+    "test_training_dynamics.py",
+    "test_shapetexture.py",
+    "test_faults.py",
+    "test_guards.py",
+    "test_adding_a_stage.py",
+    "test_sources.py",
+    "test_adoption.py",
+    "test_threads.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the files of :data:`LONG_FIRST` first, in its order (the rest keep theirs)."""
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory) -> Path:

@@ -5,7 +5,10 @@ it, rerunning nothing else."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -97,10 +100,21 @@ def test_a_toy_per_layer_stage_takes_its_modules_and_one_declaration(study, tmp_
     with (src / "stages.py").open("a") as f:
         f.write(DECLARATION)
 
-    default = planned_jobs(snakemake(work, "-n", "--configfile", str(REPO / "config" / "config.yaml")))
+    # the default study's jobs, as the copy's declarations derive them (the workflow makes its rules from
+    # them: the tiny study's dry run below plans the new stage's)
+    count = "from cnnscope.stages import Study; import sys, yaml"
+    count += "; s = Study(yaml.safe_load(open(sys.argv[1])))"
+    count += "; print(len(s.jobs('unitmeans')), len(s.jobs('net2vec')))"
+    default = subprocess.run(
+        [sys.executable, "-c", count, str(REPO / "config" / "config.yaml")],
+        env={**os.environ, "PYTHONPATH": str(work / "src")},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     models = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["models"]
     # one job per model's layer, like Net2Vec (dissect also has the snapshots' layers)
-    assert default["unitmeans"] == sum(len(m["layers"]) for m in models) == default["net2vec"]
+    assert int(default[0]) == sum(len(m["layers"]) for m in models) == int(default[1])
 
     assert planned_jobs(snakemake(work, "-n")) == {"unitmeans": 2, "report": 1, "all": 1}
     res = snakemake(work)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
+from pathlib import Path
 
+import pytest
 import torch
 from conftest import copy_repo, snakemake
 
@@ -59,10 +62,18 @@ def _priorities(res) -> dict[str, int]:
     return found
 
 
-def test_cpu_steps_get_every_core_of_the_run_or_of_their_cluster_job(tmp_path):
-    work = copy_repo(tmp_path)
+@pytest.fixture(scope="module")
+def default_study(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A copy of the repository, and its default study's dry run of every job with its command line
+    on two cores (one parse of the whole study serves both tests below)."""
+    work = copy_repo(tmp_path_factory.mktemp("default"))
+    return work, snakemake(work, "-n", "-p", "--forceall", "--cores", "2")
+
+
+def test_cpu_steps_get_every_core_of_the_run_or_of_their_cluster_job(default_study):
+    work, planned = default_study
     study = work / "config" / "config.yaml"
-    default = _threads(snakemake(work, "-n", "-p", "--forceall", "--cores", "2"))
+    default = _threads(planned)
     assert default["train"] == {1}
     for step in ("prepare", "extract", "dissect", "attribution", "cueconflict", "featurevis"):
         assert default[step] == {1}, (step, default)  # the default study's job_threads: 1
@@ -80,10 +91,9 @@ def test_cpu_steps_get_every_core_of_the_run_or_of_their_cluster_job(tmp_path):
     assert given["extract"] == {1} and given["attribution"] == {1}
 
 
-def test_models_most_of_the_study_waits_for_train_first(tmp_path):
+def test_models_most_of_the_study_waits_for_train_first(default_study):
     """Two cores, three models: the permuted-label control (a few jobs) trains last, beside the
     downstream jobs of the two models the rest of the study needs."""
-    work = copy_repo(tmp_path)
-    found = _priorities(snakemake(work, "-n", "--forceall"))
+    found = _priorities(default_study[1])
     assert set(found) == {"standard", "shape", "permuted"}, found
     assert found["permuted"] < min(found["standard"], found["shape"]), found

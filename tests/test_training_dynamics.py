@@ -65,6 +65,26 @@ def test_a_snapshot_is_the_run_stopped_there_and_keeping_them_changes_no_bit():
     assert not _equal(kept[0], kept[5])
 
 
+def test_skipping_the_filling_of_new_memory_changes_no_bit(monkeypatch):
+    """Training switches off deterministic mode's filling of new tensors (5% of a step): forced on,
+    the run gives the same bytes; the caller's settings are back after either run."""
+    torch.set_num_threads(1)
+    plain, _ = train(TrainSpec(**SPEC), progress=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.utils.deterministic.fill_uninitialized_memory
+    real = torch._C._set_deterministic_fill_uninitialized_memory
+    forced: list[bool] = []
+
+    def always_fill(mode: bool) -> None:
+        forced.append(mode)
+        real(True)
+
+    monkeypatch.setattr(torch._C, "_set_deterministic_fill_uninitialized_memory", always_fill)
+    filled, _ = train(TrainSpec(**SPEC), progress=False)
+    assert False in forced  # the run asked for no filling, and was refused it
+    assert _equal(plain.state_dict(), filled.state_dict())
+
+
 def test_a_resumed_run_keeps_the_same_snapshots(tmp_path):
     torch.set_num_threads(1)
     spec = TrainSpec(**SPEC, snapshots=[0, 3, 9])
