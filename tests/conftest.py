@@ -102,6 +102,15 @@ TINY = {
     },
 }
 
+# The tiny study cut to its chain of world, training, extraction, dissection, cue conflict and report (no
+# attribution, Net2Vec, formulas or distortions): for the tests of the workflow's machinery (a kill, a
+# cluster), whose outcome does not depend on which stages run.
+CORE = {k: v for k, v in TINY.items() if k != "attribution"} | {
+    "cue_conflict": {**TINY["cue_conflict"], "robustness": False},
+    "net2vec": False,
+    "formulas": False,
+}
+
 
 def copy_repo(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)

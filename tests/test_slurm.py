@@ -2,12 +2,12 @@
 (``tests/slurm/cluster.sh start``, which ``.ci/run`` runs as root before the tests): the local rules run
 on the submit host, every other job through sbatch.
 
-The study is the tiny test study (``conftest.TINY``) cut to a job of each kind a stage declares:
-its own threads (the world), every core of its cluster job (packing, extraction, dissection, cue
-conflict), one thread (training), and the local rules (the stimuli, the report). The executor is under
-test here, not the science (every stage's rule comes from one declaration loop, and the tiny study
-runs them all locally); each job costs about 15 s of start-up on the 2-core test node. Training keeps
-200 steps, enough that a progress bar in its log would show.
+The study is the tiny test study cut to its core chain (``conftest.CORE``): a job of each kind a
+stage declares, its own threads (the world), every core of its cluster job (packing, extraction,
+dissection, cue conflict), one thread (training), and the local rules (the stimuli, the report). The
+executor is under test here, not the science (every stage's rule comes from one declaration loop, and
+the tiny study runs them all locally); each job costs about 15 s of start-up on the 2-core test node.
+Training keeps 200 steps, enough that a progress bar in its log would show.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import TINY, copy_repo
+from conftest import CORE, TINY, copy_repo
 
 from cnnscope.stages import STAGES, Study
 
@@ -65,10 +65,7 @@ def test_a_study_runs_through_the_slurm_executor(tmp_path):
     work = copy_repo(tmp_path / "repo")
     steps = {**TINY["steps"], "train": {**TINY["steps"]["train"], "train.steps": 200}}
     models = [{**TINY["models"][0], "layers": ["conv5"]}]
-    cue_conflict = {**TINY["cue_conflict"], "robustness": False}
-    config = {k: v for k, v in TINY.items() if k != "attribution"}  # no attribution stages
-    config |= {"models": models, "steps": steps, "cue_conflict": cue_conflict}
-    config |= {"net2vec": False, "formulas": False}
+    config = {**CORE, "models": models, "steps": steps}
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     planned = planned_jobs(work)
     kinds = {STAGES[s].threads for s in STAGES if Study(config).jobs(s)}

@@ -206,6 +206,9 @@ def test_the_study_dissects_and_evaluates_each_snapshot_and_the_report_plots_the
     config = _tiny(snapshots=[0, 10])
     config["steps"]["dissect"]["rotation_seed"] = 0  # and each layer in a random basis (test_rotation.py)
     config["attribution"]["snapshot_featurevis"] = True  # the final model's units at every snapshot
+    # what this test does not read, off: the L-CAM family, the decoder, TCAV at a second layer
+    config["attribution"] |= {"lcam": False, "decoder": False}
+    config["models"][0]["tcav_layers"] = TINY["models"][0]["layers"][-1:]
     # a second condition (test_conditions.py): dropout, repeated from two seeds, one layer, no attribution
     rep = {**TINY["models"][0], "name": "drop", "layers": ["conv5"], "attribution": False, "seeds": [1, 2]}
     config["models"].append({**rep, "overrides": {"width": 8, "dropout": 0.5}})

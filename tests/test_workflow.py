@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY, copy_repo, downstream, planned_jobs, snakemake, study_plan
+from conftest import CORE, TINY, copy_repo, downstream, planned_jobs, snakemake, study_plan
 from PIL import Image
 
 from cnnscope.dissection import dead_units
@@ -383,7 +383,7 @@ def test_a_second_run_is_locked_out_and_a_killed_run_finishes_identically(study,
     import time
 
     work = copy_repo(tmp_path / "repo")
-    (work / "config" / "config.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(CORE, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(work / "src")}
     first = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/default", "--cores", "2"],
