@@ -39,6 +39,9 @@ LONG_FIRST = (
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Put the files of :data:`LONG_FIRST` first, in its order (the rest keep theirs)."""
+    gone = [name for name in LONG_FIRST if not (REPO / "tests" / name).is_file()]
+    if gone:
+        raise pytest.UsageError(f"conftest.LONG_FIRST names no such test file: {', '.join(gone)}")
     rank = {name: i for i, name in enumerate(LONG_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
