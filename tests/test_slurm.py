@@ -68,7 +68,8 @@ def test_a_study_runs_through_the_slurm_executor(tmp_path):
     config = {**CORE, "models": models, "steps": steps}
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     planned = planned_jobs(work)
-    kinds = {STAGES[s].threads for s in STAGES if Study(config).jobs(s)}
+    study = Study(config)
+    kinds = {STAGES[s].threads for s in STAGES if study.jobs(s)}
     assert planned == 9 and kinds == {None, "all", "one"}  # 8 stages, a job each, and "all"
     before = set(_sacct_jobs())
     res = subprocess.run(
@@ -104,7 +105,7 @@ def test_a_study_runs_through_the_slurm_executor(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert (work / "results" / "report" / "index.html").is_file()
     log = res.stdout + res.stderr
-    study = Study(config)  # its local rules: those declared local that it has jobs of
+    # its local rules: those declared local that it has jobs of
     local = {s.name for s in STAGES.values() if s.local and study.jobs(s.name)}
     assert local == {"stimuli", "report"}
     assert {r for r in re.findall(r"^localrule (\w+):", log, re.M)} == local | {"all"}, log[-3000:]

@@ -89,7 +89,8 @@ def test_study_runs_to_the_report(study):
         made = study / "results/decoder/synthworld/tiny" / layer
         errors = pd.read_csv(made / "errors.csv").set_index("features")
         assert errors.index.tolist() == ["intact", "binarised", "dropout"] and (errors["error"] > 0).all()
-        assert (errors["images"] == 8).all() and (errors["data"] == "world").all()
+        assert (errors["images"] == TINY["steps"]["decoder"]["held_out"]).all()
+        assert (errors["data"] == "world").all()
         shown = json.loads((study / "results/featurevis/synthworld/tiny" / layer / "traces.json").read_text())
         raised = json.loads((made / "dgn.json").read_text())
         assert raised.keys() == shown.keys()  # DGN-AM for the units pixel AM drew
